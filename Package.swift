@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "ferret",
+    products: [
+        // The agent.
+        .executable(name: "ferret", targets: ["Host"]),
+        // The plugin contract: a header-only C target third parties build against alone.
+        .library(name: "FerretPluginABI", targets: ["FerretPluginABI"]),
+        // Swift conveniences for plugin authors.
+        .library(name: "FerretPluginKit", targets: ["FerretPluginKit"]),
+        // Example Swift plugin, built as a loadable shared object next to `ferret`.
+        .library(name: "ferret_procio", type: .dynamic, targets: ["ProcIOPlugin"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "FerretPluginABI", path: "Sources/FerretPluginABI"),
+        .systemLibrary(
+            name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]),
+        .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
+        .systemLibrary(
+            name: "CElf", path: "Sources/CElf", pkgConfig: "libelf",
+            providers: [.apt(["libelf-dev"])]),
+        // Go binary and process introspection: ELF, build info (later pclntab, DWARF, memory).
+        .target(name: "GoIntrospection", dependencies: ["CElf"], path: "Sources/GoIntrospection"),
+        .target(
+            name: "FerretPluginKit", dependencies: ["FerretPluginABI"],
+            path: "Sources/FerretPluginKit"),
+        .target(
+            name: "FerretCore",
+            dependencies: [
+                "FerretPluginABI", "CYAML", "CLinuxSupport", "GoIntrospection",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/FerretCore"),
+        .executableTarget(
+            name: "Host",
+            dependencies: [
+                "FerretCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Host"),
+        .target(
+            name: "ProcIOPlugin", dependencies: ["FerretPluginKit"],
+            path: "examples/swift-plugin/Sources"),
+        .testTarget(
+            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
+            path: "Tests/FerretCoreTests",
+            exclude: ["Fixtures"]),
+        .testTarget(
+            name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
+            path: "Tests/FerretPluginKitTests"),
+    ]
+)

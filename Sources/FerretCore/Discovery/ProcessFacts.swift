@@ -1,0 +1,144 @@
+import Foundation
+import GoIntrospection
+import Synchronization
+
+/// What the agent knows about one process: the attributes rules match on.
+public struct ProcessFacts: Sendable {
+    public var pid: Int32
+    public var ppid: Int32
+    /// /proc/PID/stat field 22 (clock ticks since boot): (pid, startTicks) identifies a process.
+    public var startTicks: UInt64
+    public var exePath: String
+    public var comm: String
+    public var cmdline: [String]
+    public var uid: UInt32
+    public var user: String
+    public var cgroup: String
+    public var executable: ExecutableFacts?
+
+    public var exeName: String { (exePath as NSString).lastPathComponent }
+    public var isGo: Bool { executable?.isGo ?? false }
+    public var goVersion: String? { executable?.goBuildInfo?.goVersion }
+    public var commandLine: String { cmdline.joined(separator: " ") }
+}
+
+/// Reads processes from a procfs mount. The root is injectable so tests can
+/// use recorded fixtures as well as the live /proc.
+public final class ProcFS: Sendable {
+    public let root: String
+    private let executables = Mutex<[ExecutableKey: ExecutableFacts]>([:])
+    private let users = Mutex<[UInt32: String]>([:])
+
+    struct ExecutableKey: Hashable { var dev: UInt64; var ino: UInt64; var size: Int64; var mtime: Int64 }
+
+    public init(root: String = "/proc") { self.root = root }
+
+    /// Every process id (thread-group leaders only).
+    public func pids() -> [Int32] {
+        guard let d = opendir(root) else { return [] }
+        defer { closedir(d) }
+        var out: [Int32] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let p = Int32(name), p > 0 { out.append(p) }
+        }
+        return out
+    }
+
+    /// Reads a process's facts, or nil if it is gone or is a kernel thread.
+    public func facts(pid: Int32) -> ProcessFacts? {
+        let base = "\(root)/\(pid)"
+        guard let stat = readSmall("\(base)/stat"), let (ppid, start) = Self.parseStat(stat) else { return nil }
+        guard let exe = readLink("\(base)/exe") else { return nil } // kernel threads have no exe
+        let comm = readSmall("\(base)/comm").map { $0.trimmingCharacters(in: .newlines) } ?? ""
+        let cmdline = readSmall("\(base)/cmdline", limit: 1 << 16).map {
+            $0.split(separator: "\0", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
+        } ?? []
+        var uid: UInt32 = 0
+        if let status = readSmall("\(base)/status"),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) {
+            uid = UInt32(line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first ?? "0") ?? 0
+        }
+        let cgroup = readSmall("\(base)/cgroup").map(Self.parseCgroup) ?? ""
+        return ProcessFacts(pid: pid, ppid: ppid, startTicks: start, exePath: exe, comm: comm, cmdline: cmdline,
+                            uid: uid, user: userName(uid), cgroup: cgroup, executable: executableFacts("\(base)/exe"))
+    }
+
+    /// Go build info and linkage of the executable behind `path`, cached per file identity.
+    public func executableFacts(_ path: String) -> ExecutableFacts? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let key = ExecutableKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino), size: Int64(st.st_size), mtime: Int64(st.st_mtim.tv_sec))
+        if let hit = executables.withLock({ $0[key] }) { return hit }
+        let facts = (try? ExecutableFacts.read(path: path)) ?? ExecutableFacts(goBuildInfo: nil, isStatic: false)
+        executables.withLock { cache in
+            if cache.count > 4096 { cache.removeAll() }
+            cache[key] = facts
+        }
+        return facts
+    }
+
+    /// The start time (field 22) of a process, to tell a reused pid apart.
+    public func startTicks(pid: Int32) -> UInt64? {
+        readSmall("\(root)/\(pid)/stat").flatMap(Self.parseStat)?.1
+    }
+
+    static func parseStat(_ s: String) -> (Int32, UInt64)? {
+        // comm may contain spaces and parentheses: fields resume after the last ')'.
+        guard let close = s.lastIndex(of: ")") else { return nil }
+        let fields = s[s.index(after: close)...].split(separator: " ")
+        // fields[0] is state (field 3); ppid is field 4; starttime field 22.
+        guard fields.count > 19, let ppid = Int32(fields[1]), let start = UInt64(fields[19]) else { return nil }
+        return (ppid, start)
+    }
+
+    static func parseCgroup(_ s: String) -> String {
+        let lines = s.split(separator: "\n")
+        if let v2 = lines.first(where: { $0.hasPrefix("0::") }) { return String(v2.dropFirst(3)) }
+        // cgroup v1: prefer the name=systemd or cpu hierarchy.
+        for l in lines {
+            let parts = l.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            if parts.count == 3, parts[1].contains("cpu") || parts[1].contains("systemd") { return String(parts[2]) }
+        }
+        return lines.first.map { String($0.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).last ?? "") } ?? ""
+    }
+
+    func userName(_ uid: UInt32) -> String {
+        if let n = users.withLock({ $0[uid] }) { return n }
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buf = [CChar](repeating: 0, count: 4096)
+        let name: String
+        if getpwuid_r(uid, &pwd, &buf, buf.count, &result) == 0, result != nil {
+            name = String(cString: pwd.pw_name)
+        } else {
+            name = String(uid)
+        }
+        users.withLock { $0[uid] = name }
+        return name
+    }
+
+    func readSmall(_ path: String, limit: Int = 16384) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: limit)
+        var total = 0
+        while total < limit {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, limit - total) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            total += n
+        }
+        return String(decoding: buf[0..<total], as: UTF8.self)
+    }
+
+    func readLink(_ path: String) -> String? {
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count - 1) }
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n], as: UTF8.self)
+    }
+}

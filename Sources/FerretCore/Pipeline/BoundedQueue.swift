@@ -1,0 +1,69 @@
+import Foundation
+
+/// A bounded multi-producer, single-consumer queue. Producers never block:
+/// what does not fit is refused and the caller counts it. The consumer takes
+/// everything queued at once, so the lock is held per batch, not per item.
+public final class BoundedQueue<Element>: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [Element] = []
+    private var spare: [Element] = []
+    private var closed = false
+    public let capacity: Int
+
+    public init(capacity: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        items.reserveCapacity(min(capacity, 65_536))
+    }
+
+    /// Appends all of `batch` if it fits; returns false (and appends nothing) if not.
+    @discardableResult
+    public func offer(_ batch: [Element]) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if closed || items.count + batch.count > capacity { return false }
+        let wasEmpty = items.isEmpty
+        items.append(contentsOf: batch)
+        if wasEmpty { condition.signal() }
+        return true
+    }
+
+    @discardableResult
+    public func offer(_ element: Element) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if closed || items.count >= capacity { return false }
+        items.append(element)
+        if items.count == 1 { condition.signal() }
+        return true
+    }
+
+    /// Waits up to `timeout` for items and returns all that are queued
+    /// (possibly none). Returns nil once closed and drained.
+    public func drain(timeout: TimeInterval) -> [Element]? {
+        condition.lock()
+        defer { condition.unlock() }
+        if items.isEmpty && !closed {
+            _ = condition.wait(until: Date(timeIntervalSinceNow: timeout))
+        }
+        if items.isEmpty { return closed ? nil : [] }
+        swap(&items, &spare)
+        let out = spare
+        spare.removeAll(keepingCapacity: true)
+        return out
+    }
+
+    public var count: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return items.count
+    }
+
+    /// Refuses new items; the consumer drains what is left, then gets nil.
+    public func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Where signals end up. A sink is driven by exactly one thread (its
+/// `SinkRunner`), so implementations need no locking of their own.
+public protocol Sink: AnyObject, Sendable {
+    /// Writes a batch. Throwing counts an error for this sink; the batch is lost.
+    func write(_ batch: [Signal]) throws
+    /// Pushes buffered output out (called when the runner's queue runs dry).
+    func flush() throws
+    /// Called once at shutdown, after a final flush.
+    func close()
+}
+
+extension Sink {
+    public func flush() throws {}
+    public func close() {}
+}
+
+/// Transforms the stream between the queue and the sinks. Called from the
+/// pipeline's dispatcher thread only.
+public protocol Aggregator: AnyObject, Sendable {
+    /// Consumes a batch and returns what goes on (pass through what you don't select).
+    func process(_ batch: [Signal], nowUnixNano: UInt64) -> [Signal]
+    /// Called about once a second, for time-driven output (windows, resolves).
+    func tick(nowUnixNano: UInt64) -> [Signal]
+}
+
+extension Aggregator {
+    public func tick(nowUnixNano: UInt64) -> [Signal] { [] }
+}
+
+/// Counters the pipeline keeps about itself.
+public final class PipelineStats: Sendable {
+    public let accepted = Atomic<Int>(0)
+    public let dropped = Atomic<Int>(0)
+}
+
+/// One sink with its own bounded buffer and thread: a slow sink only fills
+/// its own buffer and drops (counted), never holding up the others.
+public final class SinkRunner: @unchecked Sendable {
+    public let name: String
+    public let type: String
+    public let identity: String
+    public let sink: any Sink
+    private let queue: BoundedQueue<Signal>
+    private let done = DispatchSemaphore(value: 0)
+    private let logger: Logger
+    public let written = Atomic<Int>(0)
+    public let dropped = Atomic<Int>(0)
+    public let errors = Atomic<Int>(0)
+
+    public init(name: String, type: String, identity: String, sink: any Sink, buffer: Int, logger: Logger) {
+        self.name = name
+        self.type = type
+        self.identity = identity
+        self.sink = sink
+        self.queue = BoundedQueue(capacity: buffer)
+        self.logger = logger
+    }
+
+    public func start() {
+        let t = Thread { [self] in self.loop() }
+        t.name = "ferret-sink-\(name)"
+        t.start()
+    }
+
+    public var queued: Int { queue.count }
+
+    func offer(_ batch: [Signal]) {
+        if !queue.offer(batch) { dropped.add(batch.count, ordering: .relaxed) }
+    }
+
+    private func loop() {
+        var lastErrorLog: UInt64 = 0
+        while let batch = queue.drain(timeout: 0.5) {
+            do {
+                if !batch.isEmpty {
+                    try sink.write(batch)
+                    written.add(batch.count, ordering: .relaxed)
+                }
+                if queue.count == 0 { try sink.flush() }
+            } catch {
+                errors.add(1, ordering: .relaxed)
+                let now = Clock.monotonicNanos()
+                if now - lastErrorLog > 10_000_000_000 {
+                    lastErrorLog = now
+                    logger.error("sink '\(name)' (\(type)): \(error)")
+                }
+            }
+        }
+        try? sink.flush()
+        sink.close()
+        done.signal()
+    }
+
+    /// Stops accepting, writes what is queued, flushes and closes. Waits up to `timeout`.
+    public func shutdown(timeout: TimeInterval) {
+        queue.close()
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            logger.warning("sink '\(name)' did not finish flushing within \(timeout)s")
+        }
+    }
+}
+
+/// The signal pipeline: a bounded ingress queue, the aggregator chain, and a
+/// fan-out to sink runners. `submit` never blocks.
+public final class Pipeline: @unchecked Sendable {
+    public let stats = PipelineStats()
+    private let ingress: BoundedQueue<Signal>
+    private let state: Mutex<(aggregators: [any Aggregator], sinks: [SinkRunner])>
+    private let done = DispatchSemaphore(value: 0)
+    private let logger: Logger
+
+    public init(queueSize: Int, aggregators: [any Aggregator] = [], sinks: [SinkRunner], logger: Logger) {
+        ingress = BoundedQueue(capacity: queueSize)
+        state = Mutex((aggregators, sinks))
+        self.logger = logger
+    }
+
+    public func start() {
+        for s in state.withLock({ $0.sinks }) { s.start() }
+        let t = Thread { [self] in self.dispatch() }
+        t.name = "ferret-pipeline"
+        t.start()
+    }
+
+    /// Queues signals; refused signals are counted as dropped. Never blocks.
+    @discardableResult
+    public func submit(_ batch: [Signal]) -> Bool {
+        if ingress.offer(batch) {
+            stats.accepted.add(batch.count, ordering: .relaxed)
+            return true
+        }
+        stats.dropped.add(batch.count, ordering: .relaxed)
+        return false
+    }
+
+    @discardableResult
+    public func submit(_ signal: Signal) -> Bool { submit([signal]) }
+
+    public var queueLength: Int { ingress.count }
+    public var capacity: Int { ingress.capacity }
+    public var sinks: [SinkRunner] { state.withLock { $0.sinks } }
+
+    /// Swaps the sink set (config reload). Runners no longer present are
+    /// flushed and closed; new ones are started.
+    public func replaceSinks(_ runners: [SinkRunner]) {
+        let old = state.withLock { st -> [SinkRunner] in
+            let old = st.sinks
+            st.sinks = runners
+            return old
+        }
+        let kept = Set(runners.map { ObjectIdentifier($0) })
+        for r in runners where !old.contains(where: { $0 === r }) { r.start() }
+        for r in old where !kept.contains(ObjectIdentifier(r)) { r.shutdown(timeout: 5) }
+    }
+
+    public func replaceAggregators(_ aggregators: [any Aggregator]) {
+        state.withLock { $0.aggregators = aggregators }
+    }
+
+    private func dispatch() {
+        var lastTick = Clock.monotonicNanos()
+        while let batch = ingress.drain(timeout: 0.25) {
+            let (aggregators, sinks) = state.withLock { ($0.aggregators, $0.sinks) }
+            var out = batch
+            let now = Clock.unixNanos()
+            for a in aggregators where !out.isEmpty { out = a.process(out, nowUnixNano: now) }
+            let mono = Clock.monotonicNanos()
+            if mono - lastTick >= 1_000_000_000 {
+                lastTick = mono
+                for (i, a) in aggregators.enumerated() {
+                    var extra = a.tick(nowUnixNano: now)
+                    for b in aggregators[(i + 1)...] where !extra.isEmpty { extra = b.process(extra, nowUnixNano: now) }
+                    out.append(contentsOf: extra)
+                }
+            }
+            if out.isEmpty { continue }
+            for s in sinks { s.offer(out) }
+        }
+        done.signal()
+    }
+
+    /// Stops accepting, forwards what is queued, then flushes and closes every sink.
+    public func shutdown(timeout: TimeInterval = 10) {
+        ingress.close()
+        _ = done.wait(timeout: .now() + timeout)
+        for s in sinks { s.shutdown(timeout: timeout) }
+    }
+}
+
+/// Clocks in nanoseconds.
+public enum Clock {
+    public static func unixNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    public static func monotonicNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

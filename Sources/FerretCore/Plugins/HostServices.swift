@@ -1,0 +1,274 @@
+import FerretPluginABI
+import Foundation
+import Logging
+import Synchronization
+
+/// The host side of one plugin instance: where its emits go and which
+/// process resources they are stamped with.
+public final class HostContext: Sendable {
+    public let id: Int
+    public let instanceName: String
+    public let pipeline: Pipeline
+    public let logger: Logger
+    /// pid -> resource of attached processes.
+    let targets = Mutex<[Int32: Resource]>([:])
+    let fallback: Resource
+    public let emitted = Atomic<Int>(0)
+    public let dropped = Atomic<Int>(0)
+    public let invalid = Atomic<Int>(0)
+    let invalidLogged = Atomic<Bool>(false)
+
+    init(id: Int, instanceName: String, pipeline: Pipeline, fallback: Resource, logger: Logger) {
+        self.id = id
+        self.instanceName = instanceName
+        self.pipeline = pipeline
+        self.fallback = fallback
+        self.logger = logger
+    }
+
+    func resource(for pid: Int32) -> Resource {
+        if pid == 0 { return fallback }
+        return targets.withLock { $0[pid] } ?? fallback
+    }
+
+    func setTarget(_ pid: Int32, _ resource: Resource?) {
+        targets.withLock { $0[pid] = resource }
+    }
+
+    /// Submits converted signals, counting drops.
+    func submit(_ signals: [Signal]) -> Int32 {
+        if pipeline.submit(signals) {
+            emitted.add(signals.count, ordering: .relaxed)
+            return Int32(FERRET_OK.rawValue)
+        }
+        dropped.add(signals.count, ordering: .relaxed)
+        return Int32(FERRET_E_DROPPED.rawValue)
+    }
+
+    func reject(_ reason: String) -> Int32 {
+        invalid.add(1, ordering: .relaxed)
+        if !invalidLogged.exchange(true, ordering: .relaxed) {
+            logger.error("plugin instance '\(instanceName)' emitted a malformed batch (dropped; further ones are counted silently): \(reason)")
+        }
+        return Int32(FERRET_E_INVALID_ARGUMENT.rawValue)
+    }
+}
+
+/// The ferret_host_api table handed to every plugin, and the registry that
+/// turns the opaque ferret_host_ctx pointer back into a HostContext. Context
+/// ids are never reused, so a late emit from a destroyed instance is refused
+/// instead of touching freed memory.
+public enum HostServices {
+    private static let contexts = Mutex<[Int: HostContext]>([:])
+    private static let nextID = Atomic<Int>(1)
+    nonisolated(unsafe) static var agentLogger = Logger(label: "ferret.plugin")
+
+    static func register(instanceName: String, pipeline: Pipeline, fallback: Resource, logger: Logger) -> HostContext {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let ctx = HostContext(id: id, instanceName: instanceName, pipeline: pipeline, fallback: fallback, logger: logger)
+        contexts.withLock { $0[id] = ctx }
+        return ctx
+    }
+
+    static func unregister(_ ctx: HostContext) {
+        _ = contexts.withLock { $0.removeValue(forKey: ctx.id) }
+    }
+
+    static func pointer(_ ctx: HostContext) -> OpaquePointer { OpaquePointer(bitPattern: ctx.id)! }
+
+    static func lookup(_ p: OpaquePointer?) -> HostContext? {
+        guard let p else { return nil }
+        let id = Int(bitPattern: UnsafeRawPointer(p))
+        return contexts.withLock { $0[id] }
+    }
+
+    /// The table (allocated once, never freed: plugins keep the pointer).
+    nonisolated(unsafe) public static let table: UnsafePointer<ferret_host_api> = {
+        let t = UnsafeMutablePointer<ferret_host_api>.allocate(capacity: 1)
+        t.initialize(to: ferret_host_api())
+        t.pointee.hdr = .current(ferret_host_api.self)
+        t.pointee.emit_metrics = { ctx, points, count in HostServices.emitMetrics(ctx, points, count) }
+        t.pointee.emit_spans = { ctx, spans, count in HostServices.emitSpans(ctx, spans, count) }
+        t.pointee.emit_profiles = { ctx, profiles, count in HostServices.emitProfiles(ctx, profiles, count) }
+        t.pointee.emit_events = { ctx, events, count in HostServices.emitEvents(ctx, events, count) }
+        t.pointee.log = { ctx, level, message in
+            let text = message.string
+            let ctxObj = HostServices.lookup(ctx)
+            let logger = ctxObj?.logger ?? HostServices.agentLogger
+            let who = ctxObj.map { "[\($0.instanceName)] " } ?? "[plugin] "
+            switch level {
+            case Int32(FERRET_LOG_DEBUG.rawValue): logger.debug("\(who)\(text)")
+            case Int32(FERRET_LOG_INFO.rawValue): logger.info("\(who)\(text)")
+            case Int32(FERRET_LOG_WARN.rawValue): logger.warning("\(who)\(text)")
+            default: logger.error("\(who)\(text)")
+            }
+        }
+        t.pointee.now_unix_nano = { _ in Clock.unixNanos() }
+        t.pointee.monotonic_nano = { _ in Clock.monotonicNanos() }
+        return UnsafePointer(t)
+    }()
+
+    // MARK: - conversion from C records
+
+    /// Walks an array of records whose stride is the first element's struct_size.
+    @inline(__always)
+    static func records<T>(_ base: UnsafePointer<T>, _ count: Int, minimum: Int,
+                           _ body: (UnsafePointer<T>) throws(RecordError) -> Void) throws(RecordError) {
+        let raw = UnsafeRawPointer(base)
+        let stride = Int(raw.load(as: ferret_header.self).struct_size)
+        guard stride >= minimum else {
+            throw RecordError("struct_size \(stride) is smaller than the ABI 1.0 size \(minimum)")
+        }
+        for i in 0..<count {
+            let p = (raw + i * stride).assumingMemoryBound(to: T.self)
+            let h = UnsafeRawPointer(p).load(as: ferret_header.self)
+            guard h.abi_major == UInt16(FERRET_ABI_MAJOR) else { throw RecordError("record \(i) has abi_major \(h.abi_major)") }
+            try body(p)
+        }
+    }
+
+    struct RecordError: Error { var reason: String; init(_ r: String) { reason = r } }
+
+    static func attributes(_ p: UnsafePointer<ferret_attr>?, _ n: Int) throws(RecordError) -> [Attribute] {
+        if n == 0 { return [] }
+        guard let p, n <= 1024 else { throw RecordError(p == nil ? "attrs is NULL but attr_count is \(n)" : "too many attributes (\(n))") }
+        var out: [Attribute] = []
+        out.reserveCapacity(n)
+        for i in 0..<n {
+            let a = p[i]
+            let key = a.key.string
+            guard !key.isEmpty else { throw RecordError("attribute \(i) has an empty key") }
+            switch a.type {
+            case UInt32(FERRET_ATTR_STRING.rawValue): out.append(Attribute(key, .string(a.value.s.string)))
+            case UInt32(FERRET_ATTR_INT.rawValue): out.append(Attribute(key, .int(a.value.i)))
+            case UInt32(FERRET_ATTR_DOUBLE.rawValue): out.append(Attribute(key, .double(a.value.d)))
+            case UInt32(FERRET_ATTR_BOOL.rawValue): out.append(Attribute(key, .bool(a.value.b != 0)))
+            default: throw RecordError("attribute '\(key)' has unknown type \(a.type)")
+            }
+        }
+        return out
+    }
+
+    static func emitMetrics(_ ctxp: OpaquePointer?, _ points: UnsafePointer<ferret_metric_point>?, _ count: Int) -> Int32 {
+        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
+        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
+        guard let points else { return ctx.reject("points is NULL") }
+        var out: [Signal] = []
+        out.reserveCapacity(count)
+        let now = Clock.unixNanos()
+        do throws(RecordError) {
+            var lastPid: Int32 = -1
+            var lastResource = ctx.fallback
+            try records(points, count, minimum: MemoryLayout<ferret_metric_point>.size) { (p) throws(RecordError) in
+                let m = p.pointee
+                let name = m.name.string
+                guard !name.isEmpty else { throw RecordError("a metric point has an empty name") }
+                let kind: MetricKind
+                switch m.kind {
+                case UInt32(FERRET_METRIC_GAUGE.rawValue): kind = .gauge
+                case UInt32(FERRET_METRIC_COUNTER.rawValue): kind = .counter
+                case UInt32(FERRET_METRIC_HISTOGRAM.rawValue): kind = .histogram
+                default: throw RecordError("metric '\(name)' has unknown kind \(m.kind)")
+                }
+                var histogram: HistogramData?
+                if kind == .histogram {
+                    let nb = m.bound_count
+                    guard nb <= 4096, nb == 0 || m.bounds != nil, m.bucket_counts != nil else {
+                        throw RecordError("histogram '\(name)' has NULL bounds or bucket_counts")
+                    }
+                    let bounds = nb == 0 ? [] : Array(UnsafeBufferPointer(start: m.bounds, count: nb))
+                    for i in bounds.indices.dropFirst() where !(bounds[i - 1] < bounds[i]) {
+                        throw RecordError("histogram '\(name)' bounds are not strictly ascending")
+                    }
+                    histogram = HistogramData(count: m.count, sum: m.sum, bounds: bounds,
+                                              bucketCounts: Array(UnsafeBufferPointer(start: m.bucket_counts, count: nb + 1)))
+                }
+                if m.pid != lastPid {
+                    lastPid = m.pid
+                    lastResource = ctx.resource(for: m.pid)
+                }
+                out.append(.metric(MetricPoint(name: name, kind: kind, unit: m.unit.string, value: m.value, histogram: histogram,
+                                               timeUnixNano: m.time_unix_nano == 0 ? now : m.time_unix_nano,
+                                               attributes: try attributes(m.attrs, m.attr_count), resource: lastResource)))
+            }
+        } catch {
+            return ctx.reject(error.reason)
+        }
+        return ctx.submit(out)
+    }
+
+    static func emitSpans(_ ctxp: OpaquePointer?, _ spans: UnsafePointer<ferret_span>?, _ count: Int) -> Int32 {
+        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
+        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
+        guard let spans else { return ctx.reject("spans is NULL") }
+        var out: [Signal] = []
+        do throws(RecordError) {
+            try records(spans, count, minimum: MemoryLayout<ferret_span>.size) { (p) throws(RecordError) in
+                var s = p.pointee
+                let trace = withUnsafeBytes(of: &s.trace_id) { Array($0) }
+                let span = withUnsafeBytes(of: &s.span_id) { Array($0) }
+                let parent = withUnsafeBytes(of: &s.parent_span_id) { Array($0) }
+                guard trace.contains(where: { $0 != 0 }), span.contains(where: { $0 != 0 }) else {
+                    throw RecordError("span '\(s.name.string)' has an all-zero trace_id or span_id")
+                }
+                let kinds: [SpanKind] = [.internal, .server, .client, .producer, .consumer]
+                let statuses: [SpanStatus] = [.unset, .ok, .error]
+                guard Int(s.kind) < kinds.count, Int(s.status) < statuses.count else {
+                    throw RecordError("span '\(s.name.string)' has an unknown kind or status")
+                }
+                out.append(.span(Span(name: s.name.string, kind: kinds[Int(s.kind)], traceID: trace, spanID: span,
+                                      parentSpanID: parent.contains(where: { $0 != 0 }) ? parent : [],
+                                      startUnixNano: s.start_time_unix_nano, endUnixNano: s.end_time_unix_nano,
+                                      status: statuses[Int(s.status)], statusMessage: s.status_message.string,
+                                      attributes: try attributes(s.attrs, s.attr_count), resource: ctx.resource(for: s.pid))))
+            }
+        } catch {
+            return ctx.reject(error.reason)
+        }
+        return ctx.submit(out)
+    }
+
+    static func emitProfiles(_ ctxp: OpaquePointer?, _ profiles: UnsafePointer<ferret_profile>?, _ count: Int) -> Int32 {
+        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
+        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
+        guard let profiles else { return ctx.reject("profiles is NULL") }
+        var out: [Signal] = []
+        do throws(RecordError) {
+            try records(profiles, count, minimum: MemoryLayout<ferret_profile>.size) { (p) throws(RecordError) in
+                let r = p.pointee
+                guard r.data_len == 0 || r.data != nil else { throw RecordError("profile data is NULL") }
+                guard r.data_len <= 256 << 20 else { throw RecordError("profile of \(r.data_len) bytes is over 256 MiB") }
+                let bytes = r.data_len == 0 ? [] : Array(UnsafeBufferPointer(start: r.data, count: r.data_len))
+                out.append(.profile(Profile(data: bytes, profileType: r.profile_type.string, startUnixNano: r.start_time_unix_nano,
+                                            durationNano: r.duration_nano, samples: r.sample_count, path: nil,
+                                            attributes: try attributes(r.attrs, r.attr_count), resource: ctx.resource(for: r.pid))))
+            }
+        } catch {
+            return ctx.reject(error.reason)
+        }
+        return ctx.submit(out)
+    }
+
+    static func emitEvents(_ ctxp: OpaquePointer?, _ events: UnsafePointer<ferret_event>?, _ count: Int) -> Int32 {
+        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
+        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
+        guard let events else { return ctx.reject("events is NULL") }
+        var out: [Signal] = []
+        let now = Clock.unixNanos()
+        do throws(RecordError) {
+            try records(events, count, minimum: MemoryLayout<ferret_event>.size) { (p) throws(RecordError) in
+                let e = p.pointee
+                let name = e.name.string
+                guard !name.isEmpty else { throw RecordError("an event has an empty name") }
+                let sev: [Severity] = [.debug, .info, .warn, .error]
+                guard Int(e.severity) < sev.count else { throw RecordError("event '\(name)' has unknown severity \(e.severity)") }
+                out.append(.event(Event(name: name, severity: sev[Int(e.severity)], body: e.body.string,
+                                        timeUnixNano: e.time_unix_nano == 0 ? now : e.time_unix_nano,
+                                        attributes: try attributes(e.attrs, e.attr_count), resource: ctx.resource(for: e.pid))))
+            }
+        } catch {
+            return ctx.reject(error.reason)
+        }
+        return ctx.submit(out)
+    }
+}

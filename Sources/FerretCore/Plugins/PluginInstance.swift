@@ -1,0 +1,273 @@
+import FerretPluginABI
+import Foundation
+import Logging
+import Synchronization
+
+/// The outcome of one call into a plugin.
+public struct PluginCallResult: Sendable {
+    public var status: Int32
+    public var message: String
+    public var jsonPointer: String?
+    public var ok: Bool { status == Int32(FERRET_OK.rawValue) }
+    public var unsupported: Bool { status == Int32(FERRET_E_UNSUPPORTED.rawValue) }
+}
+
+/// One (rule, plugin) instance. All calls into the plugin run on the
+/// instance's own thread, one at a time (the ABI's threading contract); the
+/// host never waits on it for longer than the call timeout.
+public final class PluginInstance: @unchecked Sendable {
+    public let plugin: LoadedPlugin
+    public let rule: String
+    public let config: CollectorConfig
+    public let name: String
+    /// Equal identities mean a config reload can keep this instance.
+    public let identity: String
+    let context: HostContext
+    private let logger: Logger
+    private var handle: UnsafeMutableRawPointer?
+
+    private struct Job { var label: String; var body: () -> Void }
+    private let cond = NSCondition()
+    private var jobs: [Job] = []
+    private var current: (label: String, since: UInt64)?
+    private var timeoutReported = false
+    private var closed = false
+    private var attached = Set<Int32>()
+
+    public let collects = Atomic<Int>(0)
+    public let collectErrors = Atomic<Int>(0)
+    public let callErrors = Atomic<Int>(0)
+    public let timeouts = Atomic<Int>(0)
+    public let skipped = Atomic<Int>(0)
+    public let lastCollectNanos = Atomic<Int>(0)
+    public let healthy = Atomic<Bool>(true)
+    var nextDue: UInt64 = 0
+
+    init(plugin: LoadedPlugin, rule: String, config: CollectorConfig, pipeline: Pipeline, fallback: Resource, logger: Logger) {
+        self.plugin = plugin
+        self.rule = rule
+        self.config = config
+        self.name = "\(rule)/\(plugin.name)"
+        self.identity = "\(plugin.libraryPath)|\(config.json)|\(config.interval)|\(config.timeout)"
+        self.logger = logger
+        let res = Resource(fallback.attributes + [Attribute("ferret.plugin", .string(plugin.name)), Attribute("ferret.rule", .string(rule))])
+        context = HostServices.register(instanceName: name, pipeline: pipeline, fallback: res, logger: logger)
+        let t = Thread { [self] in self.work() }
+        t.name = "ferret-\(plugin.name)"
+        t.start()
+    }
+
+    public var timeout: Duration { config.timeout }
+    public var attachedPids: Set<Int32> { cond.lock(); defer { cond.unlock() }; return attached }
+
+    private func work() {
+        while true {
+            cond.lock()
+            while jobs.isEmpty && !closed { cond.wait() }
+            if jobs.isEmpty { cond.unlock(); return }
+            let job = jobs.removeFirst()
+            current = (job.label, Clock.monotonicNanos())
+            cond.unlock()
+            job.body()
+            cond.lock()
+            let took = Clock.monotonicNanos() - (current?.since ?? 0)
+            if timeoutReported {
+                logger.warning("plugin instance '\(name)': '\(job.label)' returned after \(took / 1_000_000) ms")
+            }
+            if took <= UInt64(config.timeout.nanoseconds) { healthy.store(true, ordering: .relaxed) }
+            current = nil
+            timeoutReported = false
+            cond.unlock()
+        }
+    }
+
+    private func enqueue(_ label: String, _ body: @escaping () -> Void) -> Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        if closed { return false }
+        jobs.append(Job(label: label, body: body))
+        cond.signal()
+        return true
+    }
+
+    /// True while a call runs or waits.
+    public var isBusy: Bool { cond.lock(); defer { cond.unlock() }; return current != nil || !jobs.isEmpty }
+
+    /// Runs `body` on the instance thread and waits up to the timeout.
+    private func callSync(_ label: String, _ body: @escaping (inout ferret_msg_buf) -> Int32) -> PluginCallResult {
+        final class Box: @unchecked Sendable { var r: PluginCallResult? }
+        let box = Box()
+        let sem = DispatchSemaphore(value: 0)
+        let queued = enqueue(label) {
+            let msg = MessageBuffer()
+            let st = body(&msg.buf)
+            box.r = PluginCallResult(status: st, message: msg.message, jsonPointer: msg.jsonPointer)
+            sem.signal()
+        }
+        guard queued else { return PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue), message: "instance is shut down") }
+        if sem.wait(timeout: .now() + .nanoseconds(Int(config.timeout.nanoseconds))) == .timedOut {
+            _ = checkTimeout(now: Clock.monotonicNanos() + UInt64(config.timeout.nanoseconds) + 1)
+            return PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue),
+                                    message: "'\(label)' did not return within \(DurationParser.format(config.timeout))")
+        }
+        return box.r!
+    }
+
+    /// Calls create (and start for push collectors).
+    func create() -> PluginCallResult {
+        let d = plugin.descriptor.pointee
+        let r = callSync("create") { [self] err in
+            let arena = CStringArena()
+            var args = ferret_create_args()
+            args.hdr = .current(ferret_create_args.self)
+            args.host = HostServices.pointer(context)
+            args.api = HostServices.table
+            args.instance_name = arena.str(name)
+            args.config_json = arena.str(config.json)
+            args.interval_nano = UInt64(config.interval.nanoseconds)
+            var h: UnsafeMutableRawPointer?
+            let st = d.create!(&args, &h, &err)
+            if st == Int32(FERRET_OK.rawValue) {
+                if h == nil {
+                    ferretMessage(&err, "create returned FERRET_OK but no instance")
+                    return Int32(FERRET_E_FAILED.rawValue)
+                }
+                handle = h
+            }
+            return st
+        }
+        guard r.ok else { return r }
+        if plugin.isPush {
+            let s = callSync("start") { [self] err in d.start!(handle, &err) }
+            if !s.ok { return s }
+        }
+        return r
+    }
+
+    /// Attaches a process (asynchronously). `done` runs on the instance thread.
+    func attach(_ p: ProcessFacts, group: String, resource: Resource,
+                done: @escaping @Sendable (PluginCallResult) -> Void) {
+        guard let attachFn = plugin.descriptor.pointee.attach else {
+            cond.lock(); attached.insert(p.pid); cond.unlock()
+            context.setTarget(p.pid, resource)
+            done(PluginCallResult(status: 0, message: ""))
+            return
+        }
+        context.setTarget(p.pid, resource)
+        let ok = enqueue("attach") { [self] in
+            guard let h = handle else { return }
+            let arena = CStringArena()
+            var t = ferret_target()
+            t.hdr = .current(ferret_target.self)
+            t.pid = p.pid
+            t.flags = (p.isGo ? FERRET_TARGET_GO : 0) | (p.executable?.isStatic == true ? FERRET_TARGET_STATIC : 0)
+            t.start_time_ticks = p.startTicks
+            t.exe_path = arena.str(p.exePath)
+            t.comm = arena.str(p.comm)
+            t.group = arena.str(group)
+            t.rule = arena.str(rule)
+            t.go_version = arena.str(p.goVersion ?? "")
+            let msg = MessageBuffer()
+            let st = attachFn(h, &t, &msg.buf)
+            let r = PluginCallResult(status: st, message: msg.message, jsonPointer: nil)
+            if r.ok {
+                cond.lock(); attached.insert(p.pid); cond.unlock()
+            } else {
+                context.setTarget(p.pid, nil)
+                if !r.unsupported { callErrors.add(1, ordering: .relaxed) }
+            }
+            done(r)
+        }
+        if !ok { context.setTarget(p.pid, nil) }
+    }
+
+    /// Detaches a process (asynchronously).
+    func detach(pid: Int32) {
+        cond.lock()
+        let was = attached.remove(pid) != nil
+        cond.unlock()
+        guard was else { context.setTarget(pid, nil); return }
+        let ok = enqueue("detach") { [self] in
+            if let h = handle, let fn = plugin.descriptor.pointee.detach {
+                let msg = MessageBuffer()
+                let st = fn(h, pid, &msg.buf)
+                if st != Int32(FERRET_OK.rawValue) && st != Int32(FERRET_E_NOT_FOUND.rawValue) {
+                    callErrors.add(1, ordering: .relaxed)
+                    logger.warning("plugin instance '\(name)': detach(\(pid)) failed: \(msg.message)")
+                }
+            }
+            context.setTarget(pid, nil)
+        }
+        if !ok { context.setTarget(pid, nil) }
+    }
+
+    /// Schedules a collect unless the previous call is still running.
+    func tick(nowUnixNano: UInt64) {
+        guard plugin.isPull, let fn = plugin.descriptor.pointee.collect else { return }
+        if isBusy {
+            skipped.add(1, ordering: .relaxed)
+            return
+        }
+        _ = enqueue("collect") { [self] in
+            guard let h = handle else { return }
+            let start = Clock.monotonicNanos()
+            let msg = MessageBuffer()
+            let st = fn(h, nowUnixNano, &msg.buf)
+            lastCollectNanos.store(Int(Clock.monotonicNanos() - start), ordering: .relaxed)
+            collects.add(1, ordering: .relaxed)
+            if st != Int32(FERRET_OK.rawValue) {
+                let n = collectErrors.add(1, ordering: .relaxed).newValue
+                if n == 1 || n % 100 == 0 {
+                    logger.warning("plugin instance '\(name)': collect failed (\(n) so far): \(msg.message)")
+                }
+            }
+        }
+    }
+
+    /// Reports a call that has run past the timeout, once per call.
+    /// Returns the label of the call when it newly timed out.
+    func checkTimeout(now: UInt64) -> String? {
+        cond.lock()
+        defer { cond.unlock() }
+        guard let cur = current, !timeoutReported, now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
+        timeoutReported = true
+        timeouts.add(1, ordering: .relaxed)
+        healthy.store(false, ordering: .relaxed)
+        logger.error("plugin instance '\(name)': '\(cur.label)' has run longer than its \(DurationParser.format(config.timeout)) timeout; instance marked unhealthy (no further calls until it returns)")
+        return cur.label
+    }
+
+    /// stop (push) and destroy, then unregister the context. Waits up to the timeout.
+    func shutdown() {
+        let d = plugin.descriptor.pointee
+        let sem = DispatchSemaphore(value: 0)
+        let queued = enqueue("destroy") { [self] in
+            if let h = handle {
+                if plugin.isPush, let stop = d.stop {
+                    let msg = MessageBuffer()
+                    if stop(h, &msg.buf) != Int32(FERRET_OK.rawValue) {
+                        logger.warning("plugin instance '\(name)': stop failed: \(msg.message)")
+                    }
+                }
+                d.destroy?(h)
+                handle = nil
+            }
+            sem.signal()
+        }
+        cond.lock(); closed = true; cond.signal(); cond.unlock()
+        if queued && sem.wait(timeout: .now() + .nanoseconds(Int(config.timeout.nanoseconds))) == .timedOut {
+            logger.error("plugin instance '\(name)': stop/destroy did not return within \(DurationParser.format(config.timeout)); abandoning it")
+        }
+        HostServices.unregister(context)
+    }
+}
+
+func ferretMessage(_ buf: inout ferret_msg_buf, _ text: String) {
+    guard let data = buf.data, buf.cap > 0 else { return }
+    let bytes = Array(text.utf8.prefix(buf.cap - 1))
+    bytes.withUnsafeBufferPointer { p in
+        UnsafeMutableRawPointer(data).copyMemory(from: p.baseAddress!, byteCount: bytes.count)
+    }
+    data[bytes.count] = 0
+    buf.len = bytes.count
+}

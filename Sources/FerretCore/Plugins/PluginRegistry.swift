@@ -1,0 +1,215 @@
+import FerretPluginABI
+import Foundation
+import Logging
+import Synchronization
+
+/// A plugin library that loaded and passed the ABI checks. Never unloaded.
+public final class LoadedPlugin: @unchecked Sendable {
+    public let name: String
+    public let version: String
+    public let summary: String
+    public let abiMajor: Int
+    public let abiMinor: Int
+    public let flags: UInt32
+    public let libraryPath: String
+    public let manifestPath: String
+    let descriptor: UnsafePointer<ferret_plugin_descriptor>
+
+    init(name: String, version: String, summary: String, abiMajor: Int, abiMinor: Int, flags: UInt32,
+         libraryPath: String, manifestPath: String, descriptor: UnsafePointer<ferret_plugin_descriptor>) {
+        self.name = name
+        self.version = version
+        self.summary = summary
+        self.abiMajor = abiMajor
+        self.abiMinor = abiMinor
+        self.flags = flags
+        self.libraryPath = libraryPath
+        self.manifestPath = manifestPath
+        self.descriptor = descriptor
+    }
+
+    public var isPush: Bool { flags & FERRET_COLLECTOR_PUSH != 0 }
+    public var isPull: Bool { flags & FERRET_COLLECTOR_PULL != 0 }
+    public var mode: String { isPush && isPull ? "pull+push" : isPush ? "push" : "pull" }
+}
+
+/// What the registry knows about one manifest.
+public struct PluginRecord: Sendable {
+    public enum Status: Sendable {
+        case loaded(LoadedPlugin)
+        case failed(String)
+    }
+
+    public var name: String
+    public var kind: String
+    public var manifestPath: String
+    public var libraryPath: String?
+    public var status: Status
+
+    public var plugin: LoadedPlugin? {
+        if case .loaded(let p) = status { return p }
+        return nil
+    }
+
+    public var error: String? {
+        if case .failed(let e) = status { return e }
+        return nil
+    }
+}
+
+/// Finds manifests in plugins.d folders and loads their libraries.
+public final class PluginRegistry: Sendable {
+    private let logger: Logger
+    /// Loaded libraries by real path: a library is loaded once, ever.
+    private static let libraries = Mutex<[String: Result<LoadedPlugin, PluginLoadError>]>([:])
+
+    public init(logger: Logger) { self.logger = logger }
+
+    public struct PluginLoadError: Error, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Manifests found in `paths` (no library is loaded). Problems with a
+    /// folder or a manifest come back as failed records naming the file.
+    public static func manifests(in paths: [String]) -> [PluginRecord] {
+        var out: [PluginRecord] = []
+        for dir in paths {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+                out.append(PluginRecord(name: "", kind: "", manifestPath: dir, libraryPath: nil,
+                                        status: .failed("plugins folder '\(dir)' does not exist")))
+                continue
+            }
+            if let problem = FileTrust.problem(with: dir, what: "plugins folder") {
+                out.append(PluginRecord(name: "", kind: "", manifestPath: dir, libraryPath: nil, status: .failed(problem)))
+                continue
+            }
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+                .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+            for f in files {
+                let path = (dir as NSString).appendingPathComponent(f)
+                if let problem = FileTrust.problem(with: path, what: "plugin manifest") {
+                    out.append(PluginRecord(name: (f as NSString).deletingPathExtension, kind: "", manifestPath: path,
+                                            libraryPath: nil, status: .failed(problem)))
+                    continue
+                }
+                do {
+                    let m = try PluginManifest.load(path: path)
+                    if let dup = out.first(where: { $0.name == m.name && $0.error == nil }) {
+                        out.append(PluginRecord(name: m.name, kind: m.kind, manifestPath: path, libraryPath: nil,
+                                                status: .failed("\(path): plugin '\(m.name)' is already provided by \(dup.manifestPath)")))
+                        continue
+                    }
+                    let lib = locate(m.library, manifestDir: dir)
+                    out.append(PluginRecord(name: m.name, kind: m.kind, manifestPath: path, libraryPath: lib,
+                                            status: lib == nil ? .failed("\(path): library '\(m.library)' not found next to the manifest, on FERRET_PLUGIN_PATH, or next to the ferret executable") : .failed("not loaded")))
+                } catch {
+                    out.append(PluginRecord(name: (f as NSString).deletingPathExtension, kind: "", manifestPath: path,
+                                            libraryPath: nil, status: .failed("\(error)")))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Names of plugins declared by well-formed manifests (for config validation).
+    public static func pluginNames(in paths: [String]) -> Set<String> {
+        Set(manifests(in: paths).filter { !$0.name.isEmpty && ($0.libraryPath != nil || $0.error == "not loaded") }.map(\.name))
+            .union(manifests(in: paths).filter { $0.libraryPath == nil && !$0.name.isEmpty && !$0.manifestPath.hasSuffix("/") }.map(\.name))
+    }
+
+    /// Library lookup order: next to the manifest, FERRET_PLUGIN_PATH, next to the ferret executable.
+    public static func locate(_ library: String, manifestDir: String) -> String? {
+        if library.hasPrefix("/") { return FileManager.default.fileExists(atPath: library) ? library : nil }
+        var dirs = [manifestDir]
+        if let env = ProcessInfo.processInfo.environment["FERRET_PLUGIN_PATH"] {
+            dirs += env.split(separator: ":").map(String.init).filter { !$0.isEmpty }
+        }
+        dirs.append(executableDirectory)
+        for d in dirs {
+            let p = (d as NSString).appendingPathComponent(library)
+            if FileManager.default.fileExists(atPath: p) { return p }
+        }
+        return nil
+    }
+
+    public static var executableDirectory: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return (exe as NSString).deletingLastPathComponent
+    }
+
+    /// Finds manifests and loads every library. Failures are returned as
+    /// records; they never stop the others.
+    public func load(paths: [String]) -> [PluginRecord] {
+        var records = Self.manifests(in: paths)
+        for i in records.indices {
+            guard let lib = records[i].libraryPath, records[i].error == "not loaded" else { continue }
+            switch Self.loadLibrary(lib, manifest: records[i]) {
+            case .success(let p): records[i].status = .loaded(p)
+            case .failure(let e): records[i].status = .failed(e.description)
+            }
+        }
+        return records
+    }
+
+    /// Loads one library directly (used by `ferret conformance`).
+    public static func loadLibrary(_ path: String, manifest: PluginRecord? = nil) -> Result<LoadedPlugin, PluginLoadError> {
+        let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)).map {
+            $0.hasPrefix("/") ? $0 : ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent($0)
+        } ?? path
+        let key = URL(fileURLWithPath: real).standardizedFileURL.path
+        return libraries.withLock { cache in
+            if let hit = cache[key] {
+                if case .success(let p) = hit, let m = manifest, p.name != m.name {
+                    return .failure(PluginLoadError(description: "\(path): library reports plugin name '\(p.name)' but the manifest \(m.manifestPath) says '\(m.name)'"))
+                }
+                return hit
+            }
+            let r = open(path: key, manifest: manifest)
+            cache[key] = r
+            return r
+        }
+    }
+
+    private static func open(path: String, manifest: PluginRecord?) -> Result<LoadedPlugin, PluginLoadError> {
+        func fail(_ s: String) -> Result<LoadedPlugin, PluginLoadError> { .failure(PluginLoadError(description: "\(path): \(s)")) }
+        if let problem = FileTrust.problem(with: path, what: "plugin library") { return .failure(PluginLoadError(description: problem)) }
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            return fail("cannot load library: \(dlerror().map { String(cString: $0) } ?? "unknown dlopen error")")
+        }
+        // Never dlclose: Swift and Go runtimes cannot unload safely.
+        guard let sym = dlsym(handle, FERRET_PLUGIN_ENTRY_SYMBOL) else {
+            return fail("no entry symbol '\(FERRET_PLUGIN_ENTRY_SYMBOL)' (is it a Ferret plugin, and is the symbol exported?)")
+        }
+        typealias Entry = @convention(c) (UInt32, UInt32, UnsafePointer<ferret_host_api>?) -> UnsafePointer<ferret_plugin_descriptor>?
+        let entry = unsafeBitCast(sym, to: Entry.self)
+        guard let d = entry(UInt32(FERRET_ABI_MAJOR), UInt32(FERRET_ABI_MINOR), HostServices.table) else {
+            return fail("the entry function returned no descriptor (the plugin refused host ABI \(FERRET_ABI_MAJOR).\(FERRET_ABI_MINOR); see its log line)")
+        }
+        let h = UnsafeRawPointer(d).load(as: ferret_header.self)
+        guard Int32(h.abi_major) == FERRET_ABI_MAJOR else {
+            return fail("plugin ABI \(h.abi_major).\(h.abi_minor) is incompatible with host ABI \(FERRET_ABI_MAJOR).\(FERRET_ABI_MINOR) (major versions differ; rebuild the plugin against this ferret_plugin.h)")
+        }
+        guard Int(h.struct_size) >= MemoryLayout<ferret_plugin_descriptor>.size else {
+            return fail("descriptor struct_size \(h.struct_size) is smaller than ABI 1.0's \(MemoryLayout<ferret_plugin_descriptor>.size)")
+        }
+        let desc = d.pointee
+        let name = desc.name.string
+        guard !name.isEmpty else { return fail("the descriptor has an empty name") }
+        if let m = manifest, m.name != name {
+            return fail("library reports plugin name '\(name)' but the manifest \(m.manifestPath) says '\(m.name)'")
+        }
+        guard desc.kind == UInt32(FERRET_KIND_COLLECTOR.rawValue) else {
+            return fail("plugin kind \(desc.kind) is reserved; this host runs collectors only")
+        }
+        guard desc.flags & (FERRET_COLLECTOR_PULL | FERRET_COLLECTOR_PUSH) != 0 else {
+            return fail("the descriptor sets neither FERRET_COLLECTOR_PULL nor FERRET_COLLECTOR_PUSH")
+        }
+        guard desc.create != nil, desc.destroy != nil else { return fail("the descriptor has no create or destroy function") }
+        if desc.flags & FERRET_COLLECTOR_PULL != 0 && desc.collect == nil { return fail("a pull collector must implement collect") }
+        if desc.flags & FERRET_COLLECTOR_PUSH != 0 && (desc.start == nil || desc.stop == nil) { return fail("a push collector must implement start and stop") }
+        return .success(LoadedPlugin(name: name, version: desc.version.string, summary: desc.description.string,
+                                     abiMajor: Int(h.abi_major), abiMinor: Int(h.abi_minor), flags: desc.flags,
+                                     libraryPath: path, manifestPath: manifest?.manifestPath ?? "", descriptor: d))
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+
+/// Decides which rule a process falls under (first match wins) and names
+/// its process group.
+public struct RuleMatcher: Sendable {
+    public let rules: [RuleConfig]
+
+    public init(rules: [RuleConfig]) { self.rules = rules }
+
+    /// The first rule whose every given condition holds, or nil.
+    public func match(_ p: ProcessFacts) -> RuleConfig? {
+        rules.first { Self.matches($0.match, p) }
+    }
+
+    public static func matches(_ m: MatchConfig, _ p: ProcessFacts) -> Bool {
+        switch m.runtime {
+        case .any: break
+        case .go: if !p.isGo { return false }
+        case .native: if p.isGo { return false }
+        }
+        if let g = m.exe, !glob(g, p.exePath) { return false }
+        if let g = m.comm, !glob(g, p.comm) { return false }
+        if let g = m.user, !(glob(g, p.user) || glob(g, String(p.uid))) { return false }
+        if let g = m.cgroup, !glob(g, p.cgroup) { return false }
+        if let r = m.cmdlineRegex?.regex {
+            let s = p.commandLine
+            if r.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) == nil { return false }
+        }
+        return true
+    }
+
+    /// Shell-style glob; `*` also matches `/`, so "*/truthsrv" matches any directory.
+    public static func glob(_ pattern: String, _ s: String) -> Bool {
+        fnmatch(pattern, s, 0) == 0
+    }
+
+    /// Expands a group template such as "{exe.name}" or "{rule}-{user}".
+    public static func groupName(_ template: String, rule: String, _ p: ProcessFacts) -> String {
+        var out = ""
+        var rest = template[...]
+        while let open = rest.firstIndex(of: "{"), let close = rest[open...].firstIndex(of: "}") {
+            out += rest[..<open]
+            let key = rest[rest.index(after: open)..<close]
+            switch key {
+            case "rule": out += rule
+            case "exe.name": out += p.exeName
+            case "exe.path": out += p.exePath
+            case "comm": out += p.comm
+            case "user": out += p.user
+            case "pid": out += String(p.pid)
+            case "cgroup": out += p.cgroup
+            case "go.version": out += p.goVersion ?? "none"
+            case "runtime": out += p.isGo ? "go" : "native"
+            default: out += rest[open...close]
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        out += rest
+        return out
+    }
+}
+
+extension Resource {
+    /// The resource attributes the host stamps on everything a process emits.
+    public static func forProcess(_ p: ProcessFacts, group: String, rule: String, host: String) -> Resource {
+        var a: [Attribute] = [
+            Attribute("process.pid", .int(Int64(p.pid))),
+            Attribute("process.executable.name", .string(p.exeName)),
+            Attribute("process.executable.path", .string(p.exePath)),
+            Attribute("process.command_line", .string(p.commandLine)),
+            Attribute("process.owner", .string(p.user)),
+            Attribute("ferret.group", .string(group)),
+            Attribute("ferret.rule", .string(rule)),
+            Attribute("host.name", .string(host)),
+        ]
+        if let v = p.goVersion {
+            a.append(Attribute("process.runtime.name", .string("go")))
+            a.append(Attribute("process.runtime.version", .string(v)))
+        }
+        if let e = p.executable {
+            a.append(Attribute("process.linkage", .string(e.isStatic ? "static" : "dynamic")))
+        }
+        return Resource(a)
+    }
+
+    /// The agent's own resource.
+    public static func agent(host: String) -> Resource {
+        Resource([
+            Attribute("process.pid", .int(Int64(getpid()))),
+            Attribute("process.executable.name", .string("ferret")),
+            Attribute("ferret.group", .string("ferret")),
+            Attribute("service.name", .string("ferret")),
+            Attribute("host.name", .string(host)),
+        ])
+    }
+}

@@ -1,0 +1,133 @@
+import CElf
+import Foundation
+
+/// An ELF executable or shared object, read through elfutils' libelf.
+/// Opened read-only; never maps or writes the file. Thread-compatible (one
+/// thread at a time per instance).
+public final class ELFFile {
+    public struct Section: Sendable {
+        public var name: String
+        public var type: UInt32
+        public var flags: UInt64
+        public var address: UInt64
+        public var offset: UInt64
+        public var size: UInt64
+    }
+
+    public struct Segment: Sendable {
+        public var type: UInt32
+        public var flags: UInt32
+        public var offset: UInt64
+        public var vaddr: UInt64
+        public var fileSize: UInt64
+        public var memSize: UInt64
+    }
+
+    public let path: String
+    public let sections: [Section]
+    public let segments: [Segment]
+    /// ET_EXEC, ET_DYN, ...
+    public let type: UInt16
+    public let machine: UInt16
+    private let fd: Int32
+    private let elf: OpaquePointer
+
+    nonisolated(unsafe) private static var versionChecked = false
+    private static let versionLock = NSLock()
+
+    public init(path: String) throws(IntrospectionError) {
+        Self.versionLock.lock()
+        if !Self.versionChecked {
+            _ = elf_version(UInt32(EV_CURRENT))
+            Self.versionChecked = true
+        }
+        Self.versionLock.unlock()
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .init("\(path): cannot open: \(String(cString: strerror(errno)))") }
+        guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
+            close(fd)
+            throw .init("\(path): \(Self.lastError())")
+        }
+        guard elf_kind(e) == ELF_K_ELF else {
+            elf_end(e)
+            close(fd)
+            throw .init("\(path): not an ELF file")
+        }
+        elf = e
+        var ehdr = GElf_Ehdr()
+        guard gelf_getehdr(e, &ehdr) != nil else {
+            elf_end(e)
+            close(fd)
+            throw .init("\(path): bad ELF header: \(Self.lastError())")
+        }
+        type = ehdr.e_type
+        machine = ehdr.e_machine
+
+        var secs: [Section] = []
+        var shstrndx = 0
+        if elf_getshdrstrndx(e, &shstrndx) == 0 {
+            var scn = elf_nextscn(e, nil)
+            while let s = scn {
+                var sh = GElf_Shdr()
+                if gelf_getshdr(s, &sh) != nil {
+                    let name = elf_strptr(e, shstrndx, Int(sh.sh_name)).map { String(cString: $0) } ?? ""
+                    secs.append(Section(name: name, type: sh.sh_type, flags: sh.sh_flags, address: sh.sh_addr,
+                                        offset: sh.sh_offset, size: sh.sh_size))
+                }
+                scn = elf_nextscn(e, s)
+            }
+        }
+        sections = secs
+
+        var segs: [Segment] = []
+        var phnum = 0
+        if elf_getphdrnum(e, &phnum) == 0 {
+            for i in 0..<phnum {
+                var ph = GElf_Phdr()
+                if gelf_getphdr(e, Int32(i), &ph) != nil {
+                    segs.append(Segment(type: ph.p_type, flags: ph.p_flags, offset: ph.p_offset, vaddr: ph.p_vaddr,
+                                        fileSize: ph.p_filesz, memSize: ph.p_memsz))
+                }
+            }
+        }
+        segments = segs
+    }
+
+    deinit {
+        elf_end(elf)
+        close(fd)
+    }
+
+    public func section(named name: String) -> Section? { sections.first { $0.name == name } }
+
+    /// True when the file has a PT_INTERP segment (it is dynamically linked).
+    public var hasInterpreter: Bool { segments.contains { $0.type == UInt32(PT_INTERP) } }
+
+    /// Reads `count` bytes at file offset `offset`.
+    public func read(offset: UInt64, count: Int) throws(IntrospectionError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        guard n >= 0 else { throw .init("\(path): read failed: \(String(cString: strerror(errno)))") }
+        if n < count { out.removeLast(count - n) }
+        return out
+    }
+
+    /// The bytes a virtual address range maps to in the file, via PT_LOAD segments.
+    public func read(vaddr: UInt64, count: Int) throws(IntrospectionError) -> [UInt8] {
+        for s in segments where s.type == UInt32(PT_LOAD) && vaddr >= s.vaddr && vaddr < s.vaddr + s.fileSize {
+            let avail = Int(min(UInt64(count), s.vaddr + s.fileSize - vaddr))
+            return try read(offset: s.offset + (vaddr - s.vaddr), count: avail)
+        }
+        throw .init("\(path): address 0x\(String(vaddr, radix: 16)) is not in the file")
+    }
+
+    static func lastError() -> String {
+        elf_errmsg(-1).map { String(cString: $0) } ?? "unknown libelf error"
+    }
+}
+
+public struct IntrospectionError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

@@ -1,0 +1,3 @@
+module ferret.example/demo
+
+go 1.19

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install what a fresh machine lacks to build and test Ferret.
+#
+# A fresh machine has the Swift toolchain (/opt/swift), gcc, python3 and pip.
+# This script adds the Debian packages below (only those missing) and, with
+# --go-toolchains, the pinned Go toolchains used by the multi-version tests
+# (scripts/install-go-toolchains.sh). Idempotent; fast when all is present.
+#
+# Usage: scripts/setup.sh [--go-toolchains]
+set -euo pipefail
+
+# Debian packages the project needs. Add new ones here.
+APT_PACKAGES=(
+  libyaml-dev
+  libelf-dev
+  libdw-dev
+  zlib1g-dev
+  golang-go
+  pkg-config
+  procps
+)
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+usage() {
+  echo "usage: $0 [--go-toolchains]" >&2
+}
+
+want_go_toolchains=0
+for arg in "$@"; do
+  case "$arg" in
+    --go-toolchains) want_go_toolchains=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage; exit 2 ;;
+  esac
+done
+
+# --- Debian packages -------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+  if [ "$status" != "installed" ]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  log "apt packages present: ${APT_PACKAGES[*]}"
+else
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+  fi
+  log "apt-get update (missing: ${missing[*]})"
+  "${SUDO[@]}" apt-get update -qq >&2
+  log "apt-get install ${missing[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- Optional: pinned Go toolchains ----------------------------------------
+if [ "$want_go_toolchains" -eq 1 ]; then
+  log "go toolchains: running scripts/install-go-toolchains.sh"
+  "$SCRIPT_DIR/install-go-toolchains.sh"
+else
+  log "go toolchains: skipped (pass --go-toolchains to install them)"
+fi
+
+log "done"
