@@ -1,0 +1,348 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The running agent: config, plugins, discovery, scheduling and the
+/// pipeline. State changes happen on one serial control queue; plugin calls
+/// happen on each instance's own thread; signals flow through the pipeline.
+public final class Agent: @unchecked Sendable {
+    public let configPath: String
+    let logger: Logger
+    let procfs: ProcFS
+    let control = DispatchQueue(label: "ferret.control")
+    let registry: PluginRegistry
+    public private(set) var config: AgentConfig
+    var pipeline: Pipeline!
+    var matcher: RuleMatcher
+    var records: [PluginRecord] = []
+    var instances: [String: PluginInstance] = [:]        // key: "rule/plugin"
+    var tracked: [Int32: TrackedProcess] = [:]
+    let hostname: String
+    let agentResource: Resource
+    var watcher: ProcessEventWatcher?
+    let stopping = Atomic<Bool>(false)
+    let reloads = Atomic<Int>(0)
+    let reloadFailures = Atomic<Int>(0)
+    let attachLatency = LatencyHistogram()
+    private var threads: [DispatchSemaphore] = []
+
+    struct TrackedProcess {
+        var facts: ProcessFacts
+        var rule: String?
+        var group: String?
+        var resource: Resource?
+        var instances: [String] = []
+    }
+
+    /// Loads and validates the configuration; nothing runs yet.
+    public init(configPath: String, logger: Logger, procfs: ProcFS = ProcFS()) throws {
+        self.configPath = configPath
+        self.logger = logger
+        self.procfs = procfs
+        self.registry = PluginRegistry(logger: logger)
+        config = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+        hostname = config.agent.hostname ?? ProcessInfo.processInfo.hostName
+        agentResource = Resource.agent(host: hostname)
+        matcher = RuleMatcher(rules: config.rules)
+        HostServices.agentLogger = logger
+    }
+
+    // MARK: - lifecycle
+
+    /// Starts everything. Plugin and sink problems are logged and skipped.
+    public func start() {
+        var errors: [ConfigError] = []
+        let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: logger, errors: &errors)
+        for e in errors { logger.error("\(e)") }
+        pipeline = Pipeline(queueSize: config.pipeline.queueSize, sinks: runners, logger: logger)
+        pipeline.start()
+        control.sync {
+            loadPlugins()
+            applyInstances()
+            rescan(initial: true)
+        }
+        do {
+            let w = try ProcessEventWatcher()
+            w.start { [weak self] changes in
+                guard let agent = self else { return }
+                agent.control.async { agent.handle(changes) }
+            }
+            watcher = w
+        } catch {
+            logger.warning("\(error); new processes are found by the /proc rescan every \(DurationParser.format(config.agent.rescan)) only")
+        }
+        startLoop(name: "ferret-scheduler") { [self] in schedulerLoop() }
+        startLoop(name: "ferret-housekeeping") { [self] in housekeepingLoop() }
+        logger.info("ferret started: \(config.rules.count) rule(s), \(instances.count) collector instance(s), \(pipeline.sinks.count) sink(s), \(tracked.values.filter { $0.rule != nil }.count) matched process(es)")
+    }
+
+    private func startLoop(name: String, _ body: @escaping @Sendable () -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        threads.append(done)
+        let t = Thread {
+            body()
+            done.signal()
+        }
+        t.name = name
+        t.start()
+    }
+
+    /// Stops collectors, flushes sinks. Safe to call once.
+    public func shutdown() {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        logger.info("ferret stopping")
+        watcher?.stop()
+        for t in threads { _ = t.wait(timeout: .now() + 3) }
+        control.sync {
+            let all = Array(instances.values)
+            instances.removeAll()
+            for i in all { i.shutdown() }
+        }
+        emitSelfMetrics()
+        pipeline.shutdown(timeout: 10)
+    }
+
+    /// Re-reads the configuration. An invalid one is reported and the old
+    /// one stays in force. Returns true when the new config was applied.
+    @discardableResult
+    public func reload() -> Bool {
+        let newConfig: AgentConfig
+        do {
+            newConfig = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+        } catch {
+            reloadFailures.add(1, ordering: .relaxed)
+            logger.error("reload: the new configuration is invalid; keeping the old one:\n\(error)")
+            submitEvent("ferret.reload.failed", .error, "configuration \(configPath) is invalid; the old configuration stays in force: \(error)")
+            return false
+        }
+        control.sync {
+            config = newConfig
+            matcher = RuleMatcher(rules: newConfig.rules)
+            var errors: [ConfigError] = []
+            let runners = SinkRegistry.makeRunners(newConfig.pipeline.sinks, logger: logger, reuse: pipeline.sinks, errors: &errors)
+            for e in errors { logger.error("\(e)") }
+            pipeline.replaceSinks(runners)
+            loadPlugins()
+            applyInstances()
+            // Re-match every known process under the new rules.
+            for pid in Array(tracked.keys) {
+                guard let t = tracked[pid] else { continue }
+                release(pid, exited: false, exitCode: nil)
+                consider(t.facts, kernelNanos: nil)
+            }
+        }
+        reloads.add(1, ordering: .relaxed)
+        logger.info("reload: applied \(configPath): \(newConfig.rules.count) rule(s), \(instances.count) collector instance(s), \(pipeline.sinks.count) sink(s)")
+        submitEvent("ferret.reload", .info, "configuration \(configPath) applied")
+        return true
+    }
+
+    // MARK: - plugins and instances (control queue)
+
+    private func loadPlugins() {
+        records = registry.load(paths: config.pluginPaths)
+        for r in records {
+            if let e = r.error {
+                logger.error("plugin \(r.name.isEmpty ? r.manifestPath : "'\(r.name)'"): \(e)")
+            }
+        }
+    }
+
+    /// Creates, keeps or destroys instances to match the rules.
+    private func applyInstances() {
+        var wanted: [String: (RuleConfig, CollectorConfig)] = [:]
+        for rule in config.rules {
+            for c in rule.collectors { wanted["\(rule.name)/\(c.plugin)"] = (rule, c) }
+        }
+        for (key, inst) in instances {
+            if let (_, c) = wanted[key], let rec = records.first(where: { $0.name == c.plugin }), let p = rec.plugin,
+               inst.identity == "\(p.libraryPath)|\(c.json)|\(c.interval)|\(c.timeout)" {
+                continue
+            }
+            for pid in inst.attachedPids { tracked[pid]?.instances.removeAll { $0 == key } }
+            instances.removeValue(forKey: key)
+            inst.shutdown()
+        }
+        for (key, (rule, c)) in wanted.sorted(by: { $0.key < $1.key }) where instances[key] == nil {
+            guard let rec = records.first(where: { $0.name == c.plugin }) else { continue }
+            guard let plugin = rec.plugin else {
+                logger.error("\(c.mark): collector '\(c.plugin)' of rule '\(rule.name)' is not available: \(rec.error ?? "not loaded")")
+                continue
+            }
+            let inst = PluginInstance(plugin: plugin, rule: rule.name, config: c, pipeline: pipeline, fallback: agentResource, logger: logger)
+            let r = inst.create()
+            if !r.ok {
+                let mark = r.jsonPointer.flatMap { c.node.keyMark(atJSONPointer: $0) } ?? c.mark
+                logger.error("\(mark): plugin '\(c.plugin)' (\(plugin.libraryPath)) refused its configuration in rule '\(rule.name)': \(r.message.isEmpty ? "create failed with status \(r.status)" : r.message)")
+                submitEvent("ferret.plugin.create_failed", .error, "\(mark): plugin '\(c.plugin)' in rule '\(rule.name)': \(r.message)")
+                inst.shutdown()
+                continue
+            }
+            inst.nextDue = Clock.monotonicNanos()
+            instances[key] = inst
+        }
+    }
+
+    // MARK: - discovery (control queue)
+
+    func rescan(initial: Bool = false) {
+        let live = Set(procfs.pids())
+        for pid in tracked.keys where !live.contains(pid) { release(pid, exited: true, exitCode: nil) }
+        for pid in live.sorted() {
+            if let t = tracked[pid], procfs.startTicks(pid: pid) == t.facts.startTicks { continue }
+            if let facts = procfs.facts(pid: pid) { consider(facts, kernelNanos: nil) }
+        }
+    }
+
+    func handle(_ changes: [ProcessEventWatcher.Change]) {
+        for c in changes {
+            switch c {
+            case .started(let pid, let ns):
+                if let facts = procfs.facts(pid: pid) {
+                    if let t = tracked[pid] {
+                        if t.facts.startTicks == facts.startTicks && t.facts.exePath == facts.exePath
+                            && t.facts.cmdline == facts.cmdline && t.facts.comm == facts.comm { continue }
+                        release(pid, exited: false, exitCode: nil)
+                    }
+                    consider(facts, kernelNanos: ns)
+                }
+            case .exited(let pid, let code, _):
+                release(pid, exited: true, exitCode: code)
+            case .overrun:
+                logger.warning("the kernel dropped process events; rescanning /proc")
+                rescan()
+            }
+        }
+    }
+
+    /// Matches a process against the rules and attaches its rule's collectors.
+    func consider(_ facts: ProcessFacts, kernelNanos: UInt64?) {
+        if facts.pid == getpid() { return }
+        var t = TrackedProcess(facts: facts)
+        guard let rule = matcher.match(facts) else {
+            tracked[facts.pid] = t
+            return
+        }
+        let group = RuleMatcher.groupName(rule.group, rule: rule.name, facts)
+        let resource = Resource.forProcess(facts, group: group, rule: rule.name, host: hostname)
+        t.rule = rule.name
+        t.group = group
+        t.resource = resource
+        for c in rule.collectors {
+            let key = "\(rule.name)/\(c.plugin)"
+            guard let inst = instances[key] else { continue }
+            t.instances.append(key)
+            let latency = attachLatency
+            let log = logger
+            inst.attach(facts, group: group, resource: resource) { r in
+                if r.ok {
+                    if let k = kernelNanos {
+                        let now = Clock.monotonicNanos()
+                        if now > k { latency.record(nanos: now - k) }
+                    }
+                } else if r.unsupported {
+                    log.debug("'\(key)' does not support pid \(facts.pid) (\(facts.exeName)): \(r.message)")
+                } else {
+                    log.warning("'\(key)': attach to pid \(facts.pid) (\(facts.exeName)) failed: \(r.message)")
+                }
+            }
+        }
+        tracked[facts.pid] = t
+        if !rule.collectors.isEmpty {
+            let collectors = rule.collectors.map(\.plugin).joined(separator: ", ")
+            pipeline.submit(.event(Event(name: "process.attach", severity: .info,
+                                         body: "pid \(facts.pid) (\(facts.exeName)) joined group '\(group)' by rule '\(rule.name)'; collectors: \(collectors)",
+                                         timeUnixNano: Clock.unixNanos(), attributes: [Attribute("ferret.collectors", .string(collectors))], resource: resource)))
+        }
+    }
+
+    /// Detaches a process from its collectors; emits process.exit when it exited.
+    func release(_ pid: Int32, exited: Bool, exitCode: Int32?) {
+        guard let t = tracked.removeValue(forKey: pid) else { return }
+        for key in t.instances { instances[key]?.detach(pid: pid) }
+        guard exited, let resource = t.resource, !t.instances.isEmpty else { return }
+        var attrs: [Attribute] = []
+        var body = "pid \(pid) (\(t.facts.exeName)) exited"
+        if let code = exitCode {
+            let status = code >> 8 & 0xFF, signal = code & 0x7F
+            if signal != 0 {
+                attrs.append(Attribute("process.exit.signal", .int(Int64(signal))))
+                body += " on signal \(signal)"
+            } else {
+                attrs.append(Attribute("process.exit.code", .int(Int64(status))))
+                body += " with status \(status)"
+            }
+        }
+        pipeline.submit(.event(Event(name: "process.exit", severity: .info, body: body, timeUnixNano: Clock.unixNanos(),
+                                     attributes: attrs, resource: resource)))
+    }
+
+    func submitEvent(_ name: String, _ severity: Severity, _ body: String) {
+        pipeline?.submit(.event(Event(name: name, severity: severity, body: body, timeUnixNano: Clock.unixNanos(), resource: agentResource)))
+    }
+
+    // MARK: - loops
+
+    private func schedulerLoop() {
+        while !stopping.load(ordering: .relaxed) {
+            let list = control.sync { Array(instances.values) }
+            let now = Clock.monotonicNanos()
+            var next = now + 50_000_000
+            for inst in list {
+                if let label = inst.checkTimeout(now: now) {
+                    submitEvent("ferret.plugin.timeout", .error, "plugin instance '\(inst.name)': '\(label)' exceeded its \(DurationParser.format(inst.timeout)) timeout; marked unhealthy")
+                }
+                guard inst.plugin.isPull else { continue }
+                let interval = UInt64(inst.config.interval.nanoseconds)
+                if now >= inst.nextDue {
+                    inst.tick(nowUnixNano: Clock.unixNanos())
+                    inst.nextDue += interval
+                    if inst.nextDue <= now { inst.nextDue = now + interval }
+                }
+                next = min(next, inst.nextDue)
+            }
+            let wait = next > now ? next - now : 0
+            if wait > 0 { usleep(UInt32(min(wait / 1000, 50_000))) }
+        }
+    }
+
+    private func housekeepingLoop() {
+        var lastRescan = Clock.monotonicNanos()
+        var lastSelf = Clock.monotonicNanos()
+        while !stopping.load(ordering: .relaxed) {
+            usleep(100_000)
+            let now = Clock.monotonicNanos()
+            if now - lastRescan >= UInt64(config.agent.rescan.nanoseconds) {
+                lastRescan = now
+                control.sync { rescan() }
+            }
+            if now - lastSelf >= UInt64(config.agent.selfMetricsInterval.nanoseconds) {
+                lastSelf = now
+                emitSelfMetrics()
+            }
+        }
+    }
+}
+
+/// A fixed-bucket latency histogram (exec-to-attach), safe from any thread.
+public final class LatencyHistogram: Sendable {
+    public static let bounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+    private let state = Mutex<(counts: [UInt64], count: UInt64, sum: Double, max: Double)>(([UInt64](repeating: 0, count: 12), 0, 0, 0))
+
+    public func record(nanos: UInt64) {
+        let s = Double(nanos) / 1e9
+        let i = Self.bounds.firstIndex(where: { s <= $0 }) ?? Self.bounds.count
+        state.withLock {
+            $0.counts[i] += 1
+            $0.count += 1
+            $0.sum += s
+            $0.max = Swift.max($0.max, s)
+        }
+    }
+
+    public var snapshot: HistogramData {
+        state.withLock { HistogramData(count: $0.count, sum: $0.sum, bounds: Self.bounds, bucketCounts: $0.counts) }
+    }
+
+    public var max: Double { state.withLock { $0.max } }
+}
