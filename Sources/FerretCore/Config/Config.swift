@@ -179,7 +179,9 @@ extension AgentConfig {
         var rules: [RuleConfig] = []
         var names: [String: SourceMark] = [:]
         for (index, item) in (d.sequence(node, "'rules'") ?? []).enumerated() {
-            let pairs = d.mapping(item, "a rule", context: "in rule #\(index + 1)",
+            // Name the rule in messages as soon as possible, even about its other keys.
+            let label = item["name"]?.scalar.map { "in rule '\($0)'" } ?? "in rule #\(index + 1)"
+            let pairs = d.mapping(item, "a rule", context: label,
                                   allowed: ["name", "match", "group", "interval", "collectors"]) ?? []
             var name = "rule-\(index + 1)"
             if let n = pairs.first(where: { $0.key == "name" }), let s = d.string(n.value, "'name'", context: "in rule #\(index + 1)") {

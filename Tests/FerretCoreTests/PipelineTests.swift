@@ -1,0 +1,89 @@
+@testable import FerretCore
+import Foundation
+import Logging
+import XCTest
+
+final class PipelineTests: XCTestCase {
+    let logger = Logger(label: "test")
+
+    func metric(_ i: Int) -> Signal {
+        .metric(MetricPoint(name: "test.value", kind: .gauge, unit: "1", value: Double(i), timeUnixNano: 1,
+                            attributes: [Attribute("k", .string("v"))], resource: Resource([Attribute("process.pid", .int(7))])))
+    }
+
+    /// A slow sink only fills (and overflows) its own buffer; the jsonl sink
+    /// beside it keeps up.
+    func testSlowSinkDoesNotDelayJSONL() throws {
+        let path = TestSupport.tempDir("slow") + "/out.jsonl"
+        let slow = MemorySink(delay: .milliseconds(500))
+        let slowRunner = SinkRunner(name: "slow", type: "memory", identity: "", sink: slow, buffer: 100, logger: logger)
+        let jsonl = SinkRunner(name: "jsonl", type: "jsonl", identity: "", sink: try JSONLSink(path: path), buffer: 100_000, logger: logger)
+        let p = Pipeline(queueSize: 100_000, sinks: [slowRunner, jsonl], logger: logger)
+        p.start()
+        let t0 = Date()
+        for batch in 0..<50 { p.submit((0..<100).map { metric(batch * 100 + $0) }) }
+        // All 5000 lines reach the file long before the slow sink could have taken them.
+        var lines = 0
+        while Date().timeIntervalSince(t0) < 5 {
+            lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count
+            if lines == 5000 { break }
+            usleep(10_000)
+        }
+        let elapsed = Date().timeIntervalSince(t0)
+        XCTAssertEqual(lines, 5000)
+        XCTAssertLessThan(elapsed, 1.5, "jsonl waited for the slow sink")
+        XCTAssertLessThan(slow.signals.count, 5000, "the slow sink is still behind")
+        XCTAssertGreaterThan(slowRunner.dropped.load(ordering: .relaxed), 0, "the slow sink's overflow is counted")
+        XCTAssertEqual(jsonl.dropped.load(ordering: .relaxed), 0)
+        p.shutdown(timeout: 5)
+    }
+
+    func testQueueOverflowIsCountedNotBlocking() {
+        let sink = MemorySink(delay: .milliseconds(200))
+        let p = Pipeline(queueSize: 1000, sinks: [SinkRunner(name: "m", type: "memory", identity: "", sink: sink, buffer: 1000, logger: logger)], logger: logger)
+        // Not started: nothing drains, so the queue fills.
+        var accepted = 0
+        let t0 = Date()
+        for i in 0..<30 where p.submit((0..<100).map { metric(i * 100 + $0) }) { accepted += 1 }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 0.5, "submit never blocks")
+        XCTAssertEqual(accepted, 10)
+        XCTAssertEqual(p.stats.accepted.load(ordering: .relaxed), 1000)
+        XCTAssertEqual(p.stats.dropped.load(ordering: .relaxed), 2000)
+        XCTAssertEqual(p.queueLength, 1000)
+    }
+
+    func testJSONLinesFollowTheSchema() throws {
+        var w = JSONWriter()
+        let r = Resource([Attribute("process.pid", .int(123)), Attribute("ferret.group", .string("truthsrv"))])
+        w.signalLine(.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, unit: "{goroutine}", value: 53, timeUnixNano: 1_700_000_000_000_000_000, resource: r)))
+        w.signalLine(.metric(MetricPoint(name: "http.server.request.duration", kind: .histogram, unit: "s",
+                                         histogram: HistogramData(count: 10, sum: 0.12, bounds: [0.005, 0.01], bucketCounts: [3, 5, 2]),
+                                         timeUnixNano: 1, resource: .empty)))
+        w.signalLine(.span(Span(name: "GET /orders", kind: .server, traceID: Array(repeating: 0xab, count: 16), spanID: Array(repeating: 1, count: 8),
+                                parentSpanID: [], startUnixNano: 1, endUnixNano: 2, status: .unset, statusMessage: "",
+                                attributes: [Attribute("http.response.status_code", .int(200))], resource: .empty)))
+        w.signalLine(.event(Event(name: "process.exit", severity: .info, body: "quote \" newline \n tab \t ctrl \u{1}", timeUnixNano: 1, resource: .empty)))
+        let lines = String(decoding: w.bytes, as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(lines.count, 4)
+        XCTAssertEqual(String(lines[0]), #"{"signal":"metric","name":"go.goroutine.count","kind":"gauge","unit":"{goroutine}","value":53,"time_unix_nano":1700000000000000000,"attributes":{},"resource":{"process.pid":123,"ferret.group":"truthsrv"}}"#)
+        XCTAssertEqual(String(lines[1]), #"{"signal":"metric","name":"http.server.request.duration","kind":"histogram","unit":"s","count":10,"sum":0.12,"bounds":[0.005,0.01],"bucket_counts":[3,5,2],"time_unix_nano":1,"attributes":{},"resource":{}}"#)
+        let span = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as? [String: Any])
+        XCTAssertEqual(span["trace_id"] as? String, String(repeating: "ab", count: 16))
+        XCTAssertEqual(span["parent_span_id"] as? String, "")
+        XCTAssertEqual(span["kind"] as? String, "server")
+        let event = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[3].utf8)) as? [String: Any])
+        XCTAssertEqual(event["body"] as? String, "quote \" newline \n tab \t ctrl \u{1}")
+    }
+
+    func testNumbersRoundTrip() throws {
+        for v in [0.0, -1.5, 1e-9, 123456789.125, 1e300, -0.0, Double(Int64.max)] {
+            var w = JSONWriter()
+            w.double(v)
+            let parsed = try JSONSerialization.jsonObject(with: Data(w.bytes), options: .fragmentsAllowed) as? NSNumber
+            XCTAssertEqual(parsed?.doubleValue ?? .nan, v, accuracy: abs(v) * 1e-15)
+        }
+        var w = JSONWriter()
+        w.int(Int64.min)
+        XCTAssertEqual(String(decoding: w.bytes, as: UTF8.self), "-9223372036854775808")
+    }
+}

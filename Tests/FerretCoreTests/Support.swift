@@ -1,0 +1,182 @@
+import FerretCore
+import Foundation
+import XCTest
+
+/// Helpers shared by the tests: build products, fixture plugins, temp dirs,
+/// child processes and jsonl reading.
+enum TestSupport {
+    /// The folder holding `ferret` and the plugin libraries (.build/<triple>/debug).
+    static let productsDir: String = {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // swift-corelibs-xctest runs <products>/ferretPackageTests.xctest
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("ferret").path) && dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.path
+    }()
+
+    static let repoRoot: String = {
+        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { dir = dir.deletingLastPathComponent() }
+        return dir.path
+    }()
+
+    static var ferret: String {
+        let p = productsDir + "/ferret"
+        precondition(FileManager.default.fileExists(atPath: p), "\(p) is missing: run `swift build` before `swift test` (scripts/test.sh does)")
+        return p
+    }
+
+    static let headerDir = repoRoot + "/Sources/FerretPluginABI/include"
+
+    /// Compiles a fixture plugin (Tests/FerretCoreTests/Fixtures/plugins/NAME.c) once per run.
+    static func fixture(_ name: String) throws -> String {
+        try compile(source: repoRoot + "/Tests/FerretCoreTests/Fixtures/plugins/\(name).c", output: buildDir + "/lib\(name).so")
+    }
+
+    /// Compiles the C example plugin with plain cc against the header alone.
+    static func examplePlugin() throws -> String {
+        try compile(source: repoRoot + "/examples/c-plugin/fdcount.c", output: buildDir + "/libferret_fdcount.so")
+    }
+
+    static let buildDir: String = {
+        let d = NSTemporaryDirectory() + "ferret-tests-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }()
+
+    private static let compileLock = NSLock()
+
+    static func compile(source: String, output: String) throws -> String {
+        compileLock.lock()
+        defer { compileLock.unlock() }
+        if FileManager.default.fileExists(atPath: output) { return output }
+        let r = try run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread",
+                                        "-I", headerDir, "-o", output, source])
+        guard r.status == 0 else { throw TestError("cc \(source) failed:\n\(r.stderr)") }
+        return output
+    }
+
+    struct TestError: Error, CustomStringConvertible {
+        var description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// Runs a command to completion.
+    static func run(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        if let env { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// A fresh private directory (mode 0700).
+    static func tempDir(_ name: String = "case") -> String {
+        let d = buildDir + "/\(name)-\(UUID().uuidString.prefix(8))"
+        try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        return d
+    }
+
+    /// Writes a plugins.d manifest for `library`.
+    static func manifest(in dir: String, name: String, library: String) {
+        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try! "name: \(name)\nlibrary: \(library)\nkind: collector\n".write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// Starts `sleep` with a unique duration token so rules can match it by cmdline.
+    static func spawnSleeper() throws -> (Process, String) {
+        let token = "\(Int.random(in: 100_000...999_999)).\(Int.random(in: 1000...9999))"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        p.arguments = [token]
+        try p.run()
+        return (p, token)
+    }
+
+    /// A running `ferret run` child.
+    final class AgentProcess {
+        let process = Process()
+        let stderrPipe = Pipe()
+        let stdoutPipe = Pipe()
+        let dir: String
+        var jsonl: String { dir + "/out.jsonl" }
+        final class Buffer: @unchecked Sendable {
+            let lock = NSLock()
+            var data = Data()
+            func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+            var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+        }
+        private let errBuf = Buffer()
+
+        init(config: String, dir: String, args: [String] = []) throws {
+            self.dir = dir
+            try config.write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+            process.executableURL = URL(fileURLWithPath: TestSupport.ferret)
+            process.arguments = ["run", "--config", dir + "/config.yaml"] + args
+            process.standardError = stderrPipe
+            process.standardOutput = stdoutPipe
+            stderrPipe.fileHandleForReading.readabilityHandler = { [errBuf] h in errBuf.append(h.availableData) }
+            stdoutPipe.fileHandleForReading.readabilityHandler = { h in _ = h.availableData }
+            try process.run()
+        }
+
+        var stderr: String { errBuf.text }
+
+        func signal(_ s: Int32) { kill(process.processIdentifier, s) }
+
+        @discardableResult
+        func stop() -> Int32 {
+            if process.isRunning { signal(SIGTERM) }
+            process.waitUntilExit()
+            stderrPipe.fileHandleForReading.readabilityHandler = nil
+            stdoutPipe.fileHandleForReading.readabilityHandler = nil
+            return process.terminationStatus
+        }
+
+        deinit { if process.isRunning { process.terminate() } }
+
+        /// Parsed lines of the jsonl sink so far.
+        func lines() -> [[String: Any]] {
+            guard let text = try? String(contentsOfFile: jsonl, encoding: .utf8) else { return [] }
+            return text.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+        }
+
+        /// Waits up to `timeout` seconds for lines satisfying `predicate`.
+        func waitFor(_ what: String, timeout: Double = 15, _ predicate: ([String: Any]) -> Bool) throws -> [String: Any] {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if let hit = lines().first(where: predicate) { return hit }
+                if !process.isRunning { break }
+                usleep(50_000)
+            }
+            throw TestError("timed out waiting for \(what); agent stderr:\n\(stderr)")
+        }
+
+        func waitForStderr(_ text: String, timeout: Double = 15) throws {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if stderr.contains(text) { return }
+                usleep(50_000)
+            }
+            throw TestError("timed out waiting for '\(text)' on stderr:\n\(stderr)")
+        }
+    }
+}
+
+extension Dictionary where Key == String, Value == Any {
+    var resource: [String: Any] { self["resource"] as? [String: Any] ?? [:] }
+    var attributes: [String: Any] { self["attributes"] as? [String: Any] ?? [:] }
+    var name: String { self["name"] as? String ?? "" }
+    var signal: String { self["signal"] as? String ?? "" }
+}
