@@ -10,7 +10,7 @@ let package = Package(
         .library(name: "FerretPluginABI", targets: ["FerretPluginABI"]),
         // Swift conveniences for plugin authors.
         .library(name: "FerretPluginKit", targets: ["FerretPluginKit"]),
-        // Example Swift plugin, built as a loadable shared object next to `ferret`.
+        // Collector plugins: loadable shared objects, built next to `ferret`.
         .library(name: "ferret_procio", type: .dynamic, targets: ["ProcIOPlugin"]),
     ],
     dependencies: [
@@ -48,7 +48,11 @@ let package = Package(
             path: "Sources/Host"),
         .target(
             name: "ProcIOPlugin", dependencies: ["FerretPluginKit"],
-            path: "examples/swift-plugin/Sources"),
+            path: "Sources/Plugins/ProcIO", exclude: ["README.md", "sample.yaml"]),
+        // Benchmarks (bench/run.sh builds them in release mode).
+        .executableTarget(
+            name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
+            path: "bench/Sources/PipelineBench"),
         .testTarget(
             name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
             path: "Tests/FerretCoreTests",

@@ -41,6 +41,7 @@ extension Agent {
         metric("ferret.processes.matched", .gauge, "{process}", Double(matched))
         out.append(.metric(MetricPoint(name: "ferret.discovery.attach.latency", kind: .histogram, unit: "s",
                                        histogram: attachLatency.snapshot, timeUnixNano: now, resource: r)))
+        metric("ferret.discovery.attach.latency.max", .gauge, "s", attachLatency.max)
         metric("ferret.config.reloads", .counter, "{reload}", Double(reloads.load(ordering: .relaxed)))
         metric("ferret.config.reload_failures", .counter, "{reload}", Double(reloadFailures.load(ordering: .relaxed)))
         if let usage = SelfUsage.read() {

@@ -76,6 +76,13 @@ public enum HostServices {
 
     static func pointer(_ ctx: HostContext) -> OpaquePointer { OpaquePointer(bitPattern: ctx.id)! }
 
+    /// A host context outside any plugin instance, for embedding and benchmarks:
+    /// returns the opaque handle to pass to the table's emit functions.
+    public static func standaloneContext(name: String, pipeline: Pipeline, resource: Resource, logger: Logger) -> (OpaquePointer, HostContext) {
+        let ctx = register(instanceName: name, pipeline: pipeline, fallback: resource, logger: logger)
+        return (pointer(ctx), ctx)
+    }
+
     static func lookup(_ p: OpaquePointer?) -> HostContext? {
         guard let p else { return nil }
         let id = Int(bitPattern: UnsafeRawPointer(p))

@@ -1,4 +1,4 @@
-// procio: an example collector written in Swift with FerretPluginKit.
+// procio: a collector written in Swift with FerretPluginKit (also the model for Swift plugin authors).
 // For every attached process it reads /proc/PID/io and emits the bytes the
 // process caused to be read from and written to storage, as the
 // OpenTelemetry metric `process.disk.io` (counter, By, attribute
