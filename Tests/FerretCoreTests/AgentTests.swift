@@ -226,6 +226,17 @@ final class AgentTests: XCTestCase {
         usleep(600_000)
         XCTAssertFalse(agent.lines()[after...].contains { $0.name == "test.collect.count" && self.pid($0) == Int(a.processIdentifier) },
                        "A is no longer matched")
+
+        // The same process re-attached under a changed group carries the new group.
+        let alternatives = [tokenA, tokenB].map { $0.replacingOccurrences(of: ".", with: "\\\\.") }.joined(separator: "|")
+        let both = "  - name: r2\n    match: { cmdline: \"(\(alternatives))\" }\n    group: renamed\n    collectors:\n      counter: {}"
+        try config(dir, rules: both).write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        agent.signal(SIGHUP)
+        for p in [a, b] {
+            _ = try agent.waitFor("pid \(p.processIdentifier) collected in group 'renamed'") {
+                $0.name == "test.collect.count" && self.pid($0) == Int(p.processIdentifier) && $0.resource["ferret.group"] as? String == "renamed"
+            }
+        }
         XCTAssertEqual(agent.stop(), 0)
     }
 

@@ -312,11 +312,14 @@ public final class Agent: @unchecked Sendable {
         while !stopping.load(ordering: .relaxed) {
             usleep(100_000)
             let now = Clock.monotonicNanos()
-            if now - lastRescan >= UInt64(config.agent.rescan.nanoseconds) {
+            let (rescanEvery, selfEvery) = control.sync {
+                (UInt64(config.agent.rescan.nanoseconds), UInt64(config.agent.selfMetricsInterval.nanoseconds))
+            }
+            if now - lastRescan >= rescanEvery {
                 lastRescan = now
                 control.sync { rescan() }
             }
-            if now - lastSelf >= UInt64(config.agent.selfMetricsInterval.nanoseconds) {
+            if now - lastSelf >= selfEvery {
                 lastSelf = now
                 emitSelfMetrics()
             }

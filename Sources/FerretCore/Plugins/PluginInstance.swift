@@ -153,9 +153,11 @@ public final class PluginInstance: @unchecked Sendable {
             done(PluginCallResult(status: 0, message: ""))
             return
         }
-        context.setTarget(p.pid, resource)
+        // The mapping is set inside the job: a detach of the same pid queued
+        // earlier (config reload) runs first and must not clear the new one.
         let ok = enqueue("attach") { [self] in
             guard let h = handle else { return }
+            context.setTarget(p.pid, resource)
             let arena = CStringArena()
             var t = ferret_target()
             t.hdr = .current(ferret_target.self)
@@ -178,7 +180,7 @@ public final class PluginInstance: @unchecked Sendable {
             }
             done(r)
         }
-        if !ok { context.setTarget(p.pid, nil) }
+        if !ok { done(PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue), message: "instance is shut down")) }
     }
 
     /// Detaches a process (asynchronously).

@@ -112,10 +112,11 @@ public final class PluginRegistry: Sendable {
         return out
     }
 
-    /// Names of plugins declared by well-formed manifests (for config validation).
+    /// Names of plugins declared in manifests (for config validation). A
+    /// declared plugin whose library is broken still counts: the agent
+    /// reports the library problem when it starts, naming the file.
     public static func pluginNames(in paths: [String]) -> Set<String> {
-        Set(manifests(in: paths).filter { !$0.name.isEmpty && ($0.libraryPath != nil || $0.error == "not loaded") }.map(\.name))
-            .union(manifests(in: paths).filter { $0.libraryPath == nil && !$0.name.isEmpty && !$0.manifestPath.hasSuffix("/") }.map(\.name))
+        Set(manifests(in: paths).map(\.name).filter { !$0.isEmpty })
     }
 
     /// Library lookup order: next to the manifest, FERRET_PLUGIN_PATH, next to the ferret executable.
