@@ -229,7 +229,7 @@ final class AgentTests: XCTestCase {
 
         // The same process re-attached under a changed group carries the new group.
         let alternatives = [tokenA, tokenB].map { $0.replacingOccurrences(of: ".", with: "\\\\.") }.joined(separator: "|")
-        let both = "  - name: r2\n    match: { cmdline: \"(\(alternatives))\" }\n    group: renamed\n    collectors:\n      counter: {}"
+        let both = "  - name: r\n    match: { cmdline: \"(\(alternatives))\" }\n    group: renamed\n    collectors:\n      counter: {}"
         try config(dir, rules: both).write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
         agent.signal(SIGHUP)
         for p in [a, b] {
