@@ -147,7 +147,8 @@ final class ConfigTests: XCTestCase {
               pth: x
             - type: kafka
         """)
-        XCTAssertEqual(e.count, 3, "\(e)")
+        XCTAssertEqual(e.count, 4, "\(e)")
+        XCTAssertTrue(e.contains("config.yaml:5:7: sink 'jsonl' needs 'path'"), "\(e)")
         XCTAssertTrue(e.contains("config.yaml:6:7: unknown key 'pth' in sink 'jsonl' (did you mean 'path'?)"), "\(e)")
         XCTAssertTrue(e.contains { $0.hasPrefix("config.yaml:7:13: unknown sink type 'kafka'") }, "\(e)")
     }

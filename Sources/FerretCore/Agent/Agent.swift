@@ -41,7 +41,7 @@ public final class Agent: @unchecked Sendable {
         self.procfs = procfs
         self.registry = PluginRegistry(logger: logger)
         config = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
-        hostname = config.agent.hostname ?? ProcessInfo.processInfo.hostName
+        hostname = config.agent.hostname.flatMap { $0.isEmpty ? nil : $0 } ?? ProcessInfo.processInfo.hostName
         agentResource = Resource.agent(host: hostname)
         matcher = RuleMatcher(rules: config.rules)
         HostServices.agentLogger = logger

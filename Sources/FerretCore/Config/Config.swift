@@ -329,6 +329,9 @@ extension AgentConfig {
             for (k, km, _) in pairs where !(["type", "name"] + allowed).contains(k) {
                 d.fail(km, "unknown key '\(k)' \(ctx)" + Spelling.hint(for: k, among: allowed))
             }
+            for required in SinkRegistry.requiredKeys[type] ?? [] where what == "sink" && !pairs.contains(where: { $0.key == required }) {
+                d.fail(item.mark, "\(what) '\(type)' needs '\(required)'")
+            }
             var name = type
             if let n = pairs.first(where: { $0.key == "name" }) { name = d.string(n.value, "'name'", context: ctx) ?? name }
             if names.contains(name) {

@@ -9,6 +9,9 @@ public enum SinkRegistry {
         "jsonl": JSONLSink.keys,
     ]
 
+    /// Keys a sink type cannot do without.
+    public static let requiredKeys: [String: [String]] = ["jsonl": ["path"]]
+
     public static let defaultBuffer = 65_536
 
     /// Creates a runner for each sink entry. Entries that fail are reported
