@@ -26,8 +26,14 @@ let package = Package(
         .systemLibrary(
             name: "CElf", path: "Sources/CElf", pkgConfig: "libelf",
             providers: [.apt(["libelf-dev"])]),
-        // Go binary and process introspection: ELF, build info (later pclntab, DWARF, memory).
-        .target(name: "GoIntrospection", dependencies: ["CElf"], path: "Sources/GoIntrospection"),
+        .systemLibrary(
+            name: "CDW", path: "Sources/CDW", pkgConfig: "libdw",
+            providers: [.apt(["libdw-dev"])]),
+        // Go binary and process introspection: ELF, build info, pclntab, DWARF layouts,
+        // the per-version layout table, process memory.
+        .target(
+            name: "GoIntrospection", dependencies: ["CElf", "CDW"], path: "Sources/GoIntrospection",
+            resources: [.embedInCode("Layouts/layouts.json")]),
         .target(
             name: "FerretPluginKit", dependencies: ["FerretPluginABI"],
             path: "Sources/FerretPluginKit"),
@@ -57,6 +63,9 @@ let package = Package(
             name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
+        .testTarget(
+            name: "GoIntrospectionTests", dependencies: ["GoIntrospection"],
+            path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),
