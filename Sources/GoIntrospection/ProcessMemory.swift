@@ -1,0 +1,406 @@
+import Glibc
+import Synchronization
+
+/// Why a read of another process's memory failed.
+public enum ProcessReadError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The process no longer exists (ESRCH), or is a zombie that has no address space left.
+    case exited(pid: Int32)
+    /// The memory is not mapped (EFAULT, or a short read): it was never mapped, was unmapped,
+    /// or moved (a Go heap span freed, a stack grown and copied). `address` is the start of the
+    /// first request that could not be read in full.
+    case fault(pid: Int32, address: UInt64)
+    /// The agent may not read this process (EPERM/EACCES): not root, or a Yama/LSM policy refuses.
+    case permission(pid: Int32)
+    /// Any other errno.
+    case other(pid: Int32, errno: Int32)
+
+    public var pid: Int32 {
+        switch self {
+        case .exited(let p), .fault(let p, _), .permission(let p), .other(let p, _): p
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let pid): "process \(pid) has exited"
+        case .fault(let pid, let address): "process \(pid): memory at 0x\(String(address, radix: 16)) is not mapped"
+        case .permission(let pid): "process \(pid): permission denied"
+        case .other(let pid, let e): "process \(pid): \(String(cString: strerror(e))) (errno \(e))"
+        }
+    }
+
+    /// Classifies an errno from process_vm_readv or from opening a /proc/PID file.
+    /// `faultAddress` is used for EFAULT.
+    static func from(errno e: Int32, pid: Int32, faultAddress: UInt64 = 0) -> ProcessReadError {
+        switch e {
+        case ESRCH, ENOENT: .exited(pid: pid)
+        case EFAULT: .fault(pid: pid, address: faultAddress)
+        case EPERM, EACCES: .permission(pid: pid)
+        default: .other(pid: pid, errno: e)
+        }
+    }
+}
+
+/// Reads another process's memory with `process_vm_readv(2)`.
+///
+/// The target is never stopped, traced or written: there is no ptrace attach, no
+/// signal, no injected code. The kernel copies straight from the target's pages,
+/// so a read of memory the target is changing at the same moment can see a torn
+/// (half old, half new) value; callers that need a consistent snapshot of a
+/// structure must validate what they read (sequence counters, re-reads, sanity checks).
+///
+/// Reading requires the same permission as `ptrace(PTRACE_MODE_ATTACH)`: root
+/// (CAP_SYS_PTRACE) or the same user with Yama `ptrace_scope` 0. Pages the target
+/// has never touched read as zeros (they are faulted in on the target's behalf);
+/// unmapped addresses fail with ``ProcessReadError/fault(pid:address:)``.
+///
+/// Thread-safe: the value holds nothing but the pid.
+public struct ProcessMemory: Sendable {
+    public let pid: Int32
+
+    /// The kernel's limit on iovecs per call (`IOV_MAX`, UIO_MAXIOV on Linux).
+    public static let maxIOVecs = 1024
+
+    private static let syscallCounter = Atomic<Int>(0)
+
+    private typealias ProcessVMReadv = @convention(c) (
+        pid_t, UnsafePointer<iovec>?, UInt, UnsafePointer<iovec>?, UInt, UInt) -> Int
+
+    /// glibc's `process_vm_readv`. Swift's Glibc module is built without _GNU_SOURCE, which
+    /// hides the declaration (bits/uio-ext.h), so it is looked up once by name instead.
+    private static let processVMReadv: ProcessVMReadv? =
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0) /* RTLD_DEFAULT */, "process_vm_readv")
+            .map { unsafeBitCast($0, to: ProcessVMReadv.self) }
+
+    /// process_vm_readv, counted; sets errno = ENOSYS and returns -1 if libc lacks it.
+    @inline(__always)
+    private static func readv(_ pid: Int32, _ local: UnsafePointer<iovec>, _ localCount: Int,
+                              _ remote: UnsafePointer<iovec>, _ remoteCount: Int) -> Int {
+        syscallCounter.add(1, ordering: .relaxed)
+        guard let f = processVMReadv else {
+            errno = ENOSYS
+            return -1
+        }
+        return f(pid, local, UInt(localCount), remote, UInt(remoteCount), 0)
+    }
+
+    /// How many `process_vm_readv` calls this process has made through `ProcessMemory`
+    /// so far (all instances, all threads). For benchmarks and tests that check how
+    /// many system calls a batch costs; one relaxed atomic increment per call.
+    public static var syscallCount: Int { syscallCounter.load(ordering: .relaxed) }
+
+    /// The largest total a single read or batch may ask for (256 MiB). Lengths often come
+    /// from the target's own memory (a Go string's or slice's len), where garbage is possible:
+    /// a negative count, or a total above this, throws `.other(errno: EINVAL)` rather than
+    /// trapping or trying to allocate it.
+    public static let maxReadCount = 256 << 20
+
+    public init(pid: Int32) { self.pid = pid }
+
+    /// Reads `count` bytes at `address`. One system call.
+    ///
+    /// Throws `.fault(address)` if any byte of the range is not mapped (the data that
+    /// could be read is discarded: a partial object is never returned), and
+    /// `.other(errno: EINVAL)` if `count` is negative or above ``maxReadCount``.
+    public func read(_ address: UInt64, count: Int) throws(ProcessReadError) -> [UInt8] {
+        guard count >= 0, count <= Self.maxReadCount else { throw .other(pid: pid, errno: EINVAL) }
+        if count == 0 { return [] }
+        var out = [UInt8](repeating: 0, count: count)
+        var failure: ProcessReadError?
+        out.withUnsafeMutableBytes { buf in
+            do throws(ProcessReadError) { try readRaw(address, into: buf) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// Reads a little-endian integer at `address` (unaligned addresses are fine). One system call.
+    public func read<T: FixedWidthInteger>(_ type: T.Type, at address: UInt64) throws(ProcessReadError) -> T {
+        var value = T.zero
+        var failure: ProcessReadError?
+        withUnsafeMutableBytes(of: &value) { buf in
+            do throws(ProcessReadError) { try readRaw(address, into: buf) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return T(littleEndian: value)
+    }
+
+    /// Reads `buffer.count` bytes at `address` into caller-owned memory. One system call,
+    /// no allocation. Throws `.fault(address)` on a short read.
+    public func readRaw(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(ProcessReadError) {
+        guard buffer.count > 0, let base = buffer.baseAddress else { return }
+        var local = iovec(iov_base: base, iov_len: buffer.count)
+        var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address)), iov_len: buffer.count)
+        let n = Self.readv(pid, &local, 1, &remote, 1)
+        if n < 0 { throw ProcessReadError.from(errno: errno, pid: pid, faultAddress: address) }
+        if n != buffer.count { throw .fault(pid: pid, address: address) }
+    }
+
+    /// Many small reads in as few system calls as possible.
+    ///
+    /// One `process_vm_readv` per up to ``maxIOVecs`` (1024) requests: the remote side
+    /// is one iovec per request, the local side one contiguous buffer. Returns one
+    /// `[UInt8]` per request, in order (`count` 0 gives `[]` and costs nothing).
+    ///
+    /// If any request cannot be read in full, throws `.fault` with the address of the
+    /// first such request: the kernel reads the remote iovecs in order and stops at the
+    /// first unmapped page, and the byte count it returns tells which request that was.
+    /// Requests after it are not read (the whole batch fails; retry the others
+    /// individually if you need them).
+    public func readBatch(_ requests: [(address: UInt64, count: Int)]) throws(ProcessReadError) -> [[UInt8]] {
+        let packed = try readBatchContiguous(requests)
+        var out: [[UInt8]] = []
+        out.reserveCapacity(requests.count)
+        var offset = 0
+        for r in requests {
+            out.append(Array(packed[offset..<(offset + r.count)]))
+            offset += r.count
+        }
+        return out
+    }
+
+    /// Like ``readBatch(_:)`` but returns the requests' bytes back to back in one array
+    /// (request `i` starts at the sum of the counts before it): one allocation in all.
+    public func readBatchContiguous(_ requests: [(address: UInt64, count: Int)]) throws(ProcessReadError) -> [UInt8] {
+        var total = 0
+        for r in requests {
+            guard r.count >= 0, r.count <= Self.maxReadCount - total else { throw .other(pid: pid, errno: EINVAL) }
+            total += r.count
+        }
+        if total == 0 { return [] }
+        var out = [UInt8](repeating: 0, count: total)
+        var failure: ProcessReadError?
+        out.withUnsafeMutableBytes { buf in
+            requests.withUnsafeBufferPointer { reqs in
+                do throws(ProcessReadError) {
+                    try readBatchRaw(count: reqs.count, address: { reqs[$0].address }, size: { reqs[$0].count }, into: buf)
+                } catch { failure = error }
+            }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// Reads an 8-byte little-endian word at each address, batched like ``readBatch(_:)``.
+    ///
+    /// Up to 1024 addresses cost exactly one `process_vm_readv` (so 64 scattered words in a
+    /// live process are one system call; see ``syscallCount``) and one allocation (the result).
+    /// Throws `.fault` naming the first address that could not be read.
+    public func readWords(_ addresses: [UInt64]) throws(ProcessReadError) -> [UInt64] {
+        if addresses.isEmpty { return [] }
+        guard addresses.count <= Self.maxReadCount / 8 else { throw .other(pid: pid, errno: EINVAL) }
+        var out = [UInt64](repeating: 0, count: addresses.count)
+        var failure: ProcessReadError?
+        out.withUnsafeMutableBytes { buf in
+            addresses.withUnsafeBufferPointer { addrs in
+                do throws(ProcessReadError) {
+                    try readBatchRaw(count: addrs.count, address: { addrs[$0] }, size: { _ in 8 }, into: buf)
+                } catch { failure = error }
+            }
+        }
+        if let failure { throw failure }
+        #if _endian(big)
+        for i in out.indices { out[i] = UInt64(littleEndian: out[i]) }
+        #endif
+        return out
+    }
+
+    /// The batching core: requests `0..<count` (given by `address(i)`, `size(i)`) are read
+    /// back to back into `buffer`, whose size must be the sum of the sizes.
+    @inline(__always)
+    private func readBatchRaw(count: Int, address: (Int) -> UInt64, size: (Int) -> Int,
+                              into buffer: UnsafeMutableRawBufferPointer) throws(ProcessReadError) {
+        guard let base = buffer.baseAddress else { return }
+        let chunk = Swift.min(count, Self.maxIOVecs)
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: chunk) { (remote: UnsafeMutableBufferPointer<iovec>) throws(ProcessReadError) in
+            var first = 0           // first request of this chunk
+            var bufferOffset = 0    // where that request's bytes go
+            while first < count {
+                let end = Swift.min(first + Self.maxIOVecs, count)
+                var n = 0
+                var bytes = 0
+                for i in first..<end {
+                    let len = size(i)
+                    if len == 0 { continue } // nothing to read: leave it out of the syscall
+                    remote[n] = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address(i))), iov_len: len)
+                    n += 1
+                    bytes += len
+                }
+                if n > 0 {
+                    var local = iovec(iov_base: base + bufferOffset, iov_len: bytes)
+                    let got = Self.readv(pid, &local, 1, UnsafePointer(remote.baseAddress!), n)
+                    if got < 0 && errno != EFAULT { throw ProcessReadError.from(errno: errno, pid: pid) }
+                    if got != bytes {
+                        // EFAULT (nothing read) or a short count: find the request holding byte `got`.
+                        // (The kernel copies page by page, so despite what process_vm_readv(2) says
+                        // a short count can end inside a request, not only between two.)
+                        let done = Swift.max(got, 0)
+                        var cumulative = 0
+                        for i in first..<end {
+                            let len = size(i)
+                            if len == 0 { continue }
+                            if cumulative + len > done { throw .fault(pid: pid, address: address(i)) }
+                            cumulative += len
+                        }
+                        throw .fault(pid: pid, address: address(first)) // unreachable: got < bytes
+                    }
+                }
+                bufferOffset += bytes
+                first = end
+            }
+        }
+    }
+}
+
+// MARK: - Little-endian decoding
+
+/// Contiguous bytes that little-endian integers can be decoded from, bounds-checked.
+///
+/// Offsets are **byte offsets from the first byte of the value**, not collection
+/// indices: for an `ArraySlice`, `slice.u32(at: 0)` reads the slice's first four bytes
+/// whatever its `startIndex` is. Every accessor returns `nil` when the value would
+/// extend past the end (or the offset is negative) instead of trapping, does no
+/// allocation, and works at any alignment. They are `@inlinable` so they compile to a
+/// bounds check and one unaligned load in the caller.
+///
+/// ```swift
+/// let header = try memory.read(addr, count: 16)
+/// guard let magic = header.u32(at: 0), let nfunc = header.u64(at: 8) else { ... }
+/// ```
+///
+/// For sequential decoding with errors instead of optionals, use ``ByteReader``.
+public protocol LittleEndianBytes {
+    /// Calls `body` with the bytes. `[UInt8]` and `ArraySlice<UInt8>` already provide this.
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+extension Array: LittleEndianBytes where Element == UInt8 {}
+extension ArraySlice: LittleEndianBytes where Element == UInt8 {}
+extension ContiguousArray: LittleEndianBytes where Element == UInt8 {}
+
+extension UnsafeRawBufferPointer: LittleEndianBytes {
+    @inlinable
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try body(self) }
+}
+
+extension LittleEndianBytes {
+    /// The little-endian integer of type `T` at byte `offset`, or nil if out of bounds.
+    @inlinable
+    public func integer<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T? {
+        withUnsafeBytes { raw -> T? in
+            guard offset >= 0, offset <= raw.count - MemoryLayout<T>.size else { return nil }
+            return T(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+        }
+    }
+
+    @inlinable public func u8(at offset: Int) -> UInt8? { integer(UInt8.self, at: offset) }
+    @inlinable public func u16(at offset: Int) -> UInt16? { integer(UInt16.self, at: offset) }
+    @inlinable public func u32(at offset: Int) -> UInt32? { integer(UInt32.self, at: offset) }
+    @inlinable public func u64(at offset: Int) -> UInt64? { integer(UInt64.self, at: offset) }
+    @inlinable public func i8(at offset: Int) -> Int8? { integer(Int8.self, at: offset) }
+    @inlinable public func i16(at offset: Int) -> Int16? { integer(Int16.self, at: offset) }
+    @inlinable public func i32(at offset: Int) -> Int32? { integer(Int32.self, at: offset) }
+    @inlinable public func i64(at offset: Int) -> Int64? { integer(Int64.self, at: offset) }
+
+    /// A pointer-sized unsigned value (`size` 4 or 8, the target's pointer size), widened to 64 bits.
+    @inlinable
+    public func uintptr(at offset: Int, size: Int) -> UInt64? {
+        switch size {
+        case 8: u64(at: offset)
+        case 4: u32(at: offset).map(UInt64.init)
+        default: nil
+        }
+    }
+
+    /// A Go/protobuf unsigned varint (7 bits per byte, low group first, high bit = more)
+    /// at `offset`: its value and how many bytes it took. Nil if it runs past the end
+    /// or is longer than 10 bytes.
+    @inlinable
+    public func uvarint(at offset: Int) -> (value: UInt64, length: Int)? {
+        withUnsafeBytes { raw -> (value: UInt64, length: Int)? in
+            guard offset >= 0 else { return nil }
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            var i = offset
+            while i < raw.count && i - offset < 10 {
+                let b = raw[i]
+                value |= UInt64(b & 0x7f) << shift
+                i += 1
+                if b < 0x80 { return (value, i - offset) }
+                shift += 7
+            }
+            return nil
+        }
+    }
+
+    /// The bytes from `offset` up to (not including) the first NUL, decoded as UTF-8
+    /// (invalid sequences repaired). Nil if there is no NUL within `maxLength` bytes
+    /// or before the end.
+    public func cString(at offset: Int, maxLength: Int = 4096) -> String? {
+        withUnsafeBytes { raw -> String? in
+            guard offset >= 0, offset <= raw.count else { return nil }
+            let end = Swift.min(raw.count, offset + maxLength)
+            guard let nul = raw[offset..<end].firstIndex(of: 0) else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: raw[offset..<nul]), as: UTF8.self)
+        }
+    }
+}
+
+/// A cursor over ``LittleEndianBytes`` for decoding fields one after another.
+/// Reads throw ``ByteReader/OutOfBounds`` (and leave `offset` unchanged) instead of trapping.
+///
+/// ```swift
+/// var r = ByteReader(bytes)
+/// let magic = try r.u32(); try r.skip(4); let count = try r.u64()
+/// ```
+public struct ByteReader<Bytes: LittleEndianBytes> {
+    public struct OutOfBounds: Error, Sendable, CustomStringConvertible {
+        public var offset: Int
+        public var size: Int
+        public init(offset: Int, size: Int) { self.offset = offset; self.size = size }
+        public var description: String { "read of \(size) bytes at offset \(offset) is out of bounds" }
+    }
+
+    public let bytes: Bytes
+    /// The byte offset of the next read.
+    public var offset: Int
+
+    @inlinable public init(_ bytes: Bytes, offset: Int = 0) { self.bytes = bytes; self.offset = offset }
+
+    @inlinable
+    public mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(OutOfBounds) -> T {
+        guard let v = bytes.integer(T.self, at: offset) else { throw OutOfBounds(offset: offset, size: MemoryLayout<T>.size) }
+        offset += MemoryLayout<T>.size
+        return v
+    }
+
+    @inlinable public mutating func u8() throws(OutOfBounds) -> UInt8 { try integer(UInt8.self) }
+    @inlinable public mutating func u16() throws(OutOfBounds) -> UInt16 { try integer(UInt16.self) }
+    @inlinable public mutating func u32() throws(OutOfBounds) -> UInt32 { try integer(UInt32.self) }
+    @inlinable public mutating func u64() throws(OutOfBounds) -> UInt64 { try integer(UInt64.self) }
+    @inlinable public mutating func i32() throws(OutOfBounds) -> Int32 { try integer(Int32.self) }
+    @inlinable public mutating func i64() throws(OutOfBounds) -> Int64 { try integer(Int64.self) }
+
+    /// A pointer-sized value (`size` 4 or 8).
+    @inlinable
+    public mutating func uintptr(size: Int) throws(OutOfBounds) -> UInt64 {
+        guard let v = bytes.uintptr(at: offset, size: size) else { throw OutOfBounds(offset: offset, size: size) }
+        offset += size
+        return v
+    }
+
+    @inlinable
+    public mutating func uvarint() throws(OutOfBounds) -> UInt64 {
+        guard let (v, n) = bytes.uvarint(at: offset) else { throw OutOfBounds(offset: offset, size: 1) }
+        offset += n
+        return v
+    }
+
+    /// Advances by `count` bytes (it may land exactly at the end).
+    @inlinable
+    public mutating func skip(_ count: Int) throws(OutOfBounds) {
+        let total = bytes.withUnsafeBytes { $0.count }
+        guard count >= 0, offset <= total - count else { throw OutOfBounds(offset: offset, size: count) }
+        offset += count
+    }
+}
