@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "FerretCore",
+                "FerretCore", "GoIntrospection",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

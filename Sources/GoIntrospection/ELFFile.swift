@@ -31,6 +31,7 @@ public final class ELFFile {
     public let machine: UInt16
     private let fd: Int32
     private let elf: OpaquePointer
+    var elfHandle: OpaquePointer { elf }
 
     nonisolated(unsafe) private static var versionChecked = false
     private static let versionLock = NSLock()
@@ -100,6 +101,16 @@ public final class ELFFile {
     }
 
     public func section(named name: String) -> Section? { sections.first { $0.name == name } }
+
+    /// Calls `body` with each libelf section handle and header.
+    func forEachSection(_ body: (OpaquePointer, GElf_Shdr) -> Void) {
+        var scn = elf_nextscn(elf, nil)
+        while let s = scn {
+            var sh = GElf_Shdr()
+            if gelf_getshdr(s, &sh) != nil { body(s, sh) }
+            scn = elf_nextscn(elf, s)
+        }
+    }
 
     /// True when the file has a PT_INTERP segment (it is dynamically linked).
     public var hasInterpreter: Bool { segments.contains { $0.type == UInt32(PT_INTERP) } }

@@ -1,0 +1,101 @@
+import Foundation
+import Synchronization
+
+/// Everything the introspection library knows about one executable file,
+/// parsed lazily and shared: 50 processes of one binary parse it once
+/// (see `GoBinaryCache`).
+public final class GoBinary: @unchecked Sendable {
+    public let path: String
+    public let elf: ELFFile
+    /// nil for non-Go binaries.
+    public let buildInfo: GoBuildInfo?
+    private let lock = NSLock()
+    private var _symbols: [ELFSymbol]?
+    private var _pcln: Result<PclnTable, IntrospectionError>?
+    private var _dwarf: DWARFLayouts??
+
+    /// Opens `path` (use /proc/PID/exe for a running process: it works for
+    /// deleted binaries and other mount namespaces).
+    public init(path: String) throws(IntrospectionError) {
+        self.path = path
+        elf = try ELFFile(path: path)
+        buildInfo = try GoBuildInfo.read(from: elf)
+    }
+
+    public var isGo: Bool { buildInfo != nil }
+    public var goVersion: String? { buildInfo?.goVersion }
+    public var isStatic: Bool { !elf.hasInterpreter }
+    public var isPIE: Bool { elf.isPositionIndependent }
+    /// Stripped of its symbol table (`-ldflags=-s`).
+    public var isStripped: Bool { !elf.hasSymbolTable }
+    public var hasDWARF: Bool { elf.hasDWARFSections }
+    /// GNU build id, else Go build id.
+    public var buildID: String? { elf.gnuBuildID ?? elf.goBuildID }
+
+    public var symbols: [ELFSymbol] {
+        lock.lock()
+        defer { lock.unlock() }
+        if let s = _symbols { return s }
+        let s = elf.readSymbols()
+        _symbols = s
+        return s
+    }
+
+    public func symbol(named name: String) -> ELFSymbol? {
+        symbols.first { $0.name == name && !$0.isDynamic } ?? symbols.first { $0.name == name }
+    }
+
+    /// The function table; parsed on first use.
+    public func pclnTable() throws(IntrospectionError) -> PclnTable {
+        lock.lock()
+        let cached = _pcln
+        lock.unlock()
+        if let cached { return try cached.get() }
+        let syms = symbols
+        let r: Result<PclnTable, IntrospectionError>
+        do throws(IntrospectionError) { r = .success(try PclnTable.load(from: elf, symbols: syms)) } catch { r = .failure(error) }
+        lock.lock()
+        _pcln = r
+        lock.unlock()
+        return try r.get()
+    }
+
+    /// The binary's own DWARF layouts, or nil when it has none.
+    public var dwarf: DWARFLayouts? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let d = _dwarf { return d }
+        let d = hasDWARF ? (try? DWARFLayouts(path: path)).flatMap { $0.hasDWARF ? $0 : nil } : nil
+        _dwarf = .some(d)
+        return d
+    }
+
+    /// Where the runtime's globals are, by every strategy of `locator`.
+    public func runtimeGlobals(locator: RuntimeGlobalsLocator = .standard) -> [RuntimeGlobal] {
+        locator.locate(in: self)
+    }
+}
+
+/// Shares parsed binaries by file identity (device, inode, size, mtime).
+public enum GoBinaryCache {
+    struct Key: Hashable { var dev: UInt64; var ino: UInt64; var size: Int64; var mtime: Int64; var mtimeNs: Int64 }
+    private static let cache = Mutex<[Key: GoBinary]>([:])
+
+    /// The parsed binary behind `path`, from the cache when the same file was seen.
+    public static func binary(path: String) throws(IntrospectionError) -> GoBinary {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw .init("\(path): \(String(cString: strerror(errno)))") }
+        let key = Key(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino), size: Int64(st.st_size),
+                      mtime: Int64(st.st_mtim.tv_sec), mtimeNs: Int64(st.st_mtim.tv_nsec))
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        let b = try GoBinary(path: path)
+        cache.withLock { c in
+            if c.count >= 256 { c.removeAll() }
+            c[key] = b
+        }
+        return b
+    }
+
+    /// Number of distinct binaries parsed (for tests and self-metrics).
+    public static var count: Int { cache.withLock { $0.count } }
+}

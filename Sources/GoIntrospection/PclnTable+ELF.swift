@@ -1,0 +1,118 @@
+import CElf
+import Foundation
+
+extension PclnTable {
+    /// moduledata field offsets that have not moved in 1.18–1.27 (checked with
+    /// gdb against DWARF): pcHeader 0, ftab 128, text 176. `gofunc` moves
+    /// (304 in 1.18–1.19, 320 in 1.20–1.26, 344 in 1.27), so candidates are
+    /// validated against real inline-tree entries instead of trusted by offset.
+    static let moduledataTextOffset = 176
+    static let moduledataFtabOffset = 128
+    static let gofuncCandidateOffsets = [344, 320, 304] + Array(stride(from: 256, through: 480, by: 8))
+
+    /// Finds and parses the pclntab of an ELF Go binary: by the .gopclntab
+    /// section, or by scanning loadable segments for the header magic (PIE
+    /// builds up to Go 1.25 may have no such section).
+    public static func load(from elf: ELFFile, symbols: [ELFSymbol]? = nil) throws(IntrospectionError) -> PclnTable {
+        let textFallback = elf.section(named: ".text")?.address
+        var candidates: [(data: [UInt8], address: UInt64)] = []
+        if let s = elf.section(named: ".gopclntab"), s.type != UInt32(SHT_NOBITS) {
+            candidates.append((try elf.read(offset: s.offset, count: Int(min(s.size, 1 << 30))), s.address))
+        } else {
+            for seg in elf.segments where seg.type == UInt32(PT_LOAD) && seg.fileSize > 72 {
+                let bytes = try elf.read(offset: seg.offset, count: Int(min(seg.fileSize, 1 << 30)))
+                for o in scan(bytes) {
+                    candidates.append((Array(bytes[o...]), seg.vaddr + UInt64(o)))
+                }
+            }
+        }
+        var lastError = IntrospectionError("\(elf.path): no Go pclntab found (not a Go 1.18+ binary?)")
+        for c in candidates {
+            do {
+                let probe = try PclnTable(data: c.data, address: c.address, textStartFallback: textFallback, inlineTree: nil)
+                let reader = inlineTreeReader(elf: elf, table: probe, symbols: symbols)
+                if reader == nil { return probe }
+                return try PclnTable(data: c.data, address: c.address, textStartFallback: textFallback, inlineTree: reader)
+            } catch {
+                lastError = IntrospectionError("\(elf.path): \(error)")
+            }
+        }
+        throw lastError
+    }
+
+    /// Offsets of plausible pcHeaders (magic, zero pads, minLC 1, 8-byte pointers), 8-aligned.
+    static func scan(_ b: [UInt8]) -> [Int] {
+        var out: [Int] = []
+        b.withUnsafeBytes { raw in
+            var o = 0
+            while o + 72 <= raw.count {
+                let m = raw.loadUnaligned(fromByteOffset: o, as: UInt64.self)
+                // little-endian: magic | pad 0 | pad 0 | minLC 1 | ptrSize 8
+                if m == 0x0801_0000_FFFF_FFF1 || m == 0x0801_0000_FFFF_FFF0 { out.append(o) }
+                o += 8
+            }
+        }
+        return out
+    }
+
+    /// Finds moduledata.gofunc and reads the area the inline trees live in.
+    static func inlineTreeReader(elf: ELFFile, table: PclnTable, symbols: [ELFSymbol]?) -> InlineTreeReader? {
+        guard let gofunc = findGofunc(elf: elf, table: table, symbols: symbols ?? elf.readSymbols()) else { return nil }
+        for seg in elf.segments where seg.type == UInt32(PT_LOAD) && gofunc >= seg.vaddr && gofunc < seg.vaddr + seg.fileSize {
+            let count = Int(min(seg.vaddr + seg.fileSize - gofunc, 256 << 20))
+            guard let bytes = try? elf.read(vaddr: gofunc, count: count) else { return nil }
+            return InlineTreeReader(gofunc: gofunc, base: gofunc, bytes: bytes)
+        }
+        return nil
+    }
+
+    static func findGofunc(elf: ELFFile, table: PclnTable, symbols: [ELFSymbol]) -> UInt64? {
+        // 1. The linker's symbol for the area.
+        if let s = symbols.first(where: { $0.name == "go:func.*" || $0.name == "go.func.*" }), s.value != 0 { return s.value }
+        let span = 488
+        func fromModuledata(_ md: UInt64) -> UInt64? {
+            guard let words = try? elf.read(vaddr: md, count: span), words.count == span,
+                  let head = u64(words, 0), head == table.address,
+                  let text = u64(words, moduledataTextOffset), text == table.textStart || text == 0 else { return nil }
+            for off in gofuncCandidateOffsets {
+                if let g = u64(words, off), g != 0, table.validatesInlineTrees(gofunc: g, elf: elf) { return g }
+            }
+            return nil
+        }
+        // 2. runtime.firstmoduledata from the symbol table.
+        if let md = symbols.first(where: { $0.name == "runtime.firstmoduledata" }), let g = fromModuledata(md.value) { return g }
+        // 3. Stripped: moduledata starts with a pointer to the pcHeader; look for it in data.
+        for seg in elf.segments where seg.type == UInt32(PT_LOAD) && seg.flags & 2 != 0 && seg.fileSize > 0 {
+            guard let bytes = try? elf.read(offset: seg.offset, count: Int(min(seg.fileSize, 256 << 20))) else { continue }
+            var o = 0
+            while o + span <= bytes.count {
+                if u64(bytes, o) == table.address, let g = fromModuledata(seg.vaddr + UInt64(o)) { return g }
+                o += 8
+            }
+        }
+        // 4. PIE: the pointers are dynamic relocations (R_X86_64_RELATIVE) whose addends hold them.
+        let relocs = relativeRelocations(elf)
+        for (md, target) in relocs where target == table.address {
+            for off in gofuncCandidateOffsets {
+                if let g = relocs[md + UInt64(off)], g != 0, table.validatesInlineTrees(gofunc: g, elf: elf) { return g }
+            }
+        }
+        return nil
+    }
+
+    /// r_offset -> addend of every R_X86_64_RELATIVE relocation.
+    static func relativeRelocations(_ elf: ELFFile) -> [UInt64: UInt64] {
+        var out: [UInt64: UInt64] = [:]
+        for s in elf.sections where s.type == UInt32(SHT_RELA) && s.size < 512 << 20 {
+            guard let b = try? elf.read(offset: s.offset, count: Int(s.size)) else { continue }
+            var o = 0
+            while o + 24 <= b.count {
+                if let off = u64(b, o), let info = u64(b, o + 8), let addend = u64(b, o + 16), info & 0xFFFF_FFFF == 8 {
+                    out[off] = addend
+                }
+                o += 24
+            }
+        }
+        return out
+    }
+}

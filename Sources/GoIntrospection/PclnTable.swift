@@ -1,0 +1,372 @@
+import Foundation
+
+/// Go's function table, `pclntab`, read from the executable file.
+///
+/// Hand-written because no library parses it (debug/gosym is Go-only and
+/// ignores inline trees). Layouts follow runtime/symtab.go and
+/// cmd/link/internal/ld/pcln.go of Go 1.18–1.27:
+/// - pcHeader: magic u32 (0xfffffff0 for 1.18–1.19, 0xfffffff1 for 1.20+),
+///   2 pad bytes, minLC u8, ptrSize u8, then 8 words: nfunc, nfiles,
+///   textStart, and the offsets of funcnametab, cutab, filetab, pctab, pclntab.
+/// - functab at pclntab: nfunc+1 pairs {entryOff u32, funcOff u32}, the last
+///   entry holding the end of the text.
+/// - _func: entryOff, nameOff, args, deferreturn, pcsp, pcfile, pcln,
+///   npcdata, cuOffset (u32 each), [startLine i32 since 1.20], funcID u8,
+///   flag u8, pad, nfuncdata u8, then npcdata u32 and nfuncdata u32 offsets.
+/// - pc-value tables: (zig-zag value delta, pc delta × minLC) varint pairs,
+///   starting at value -1 and pc = entry.
+/// - inline tree (FUNCDATA 3, relative to moduledata.gofunc), indexed by
+///   PCDATA 2: 16-byte {funcID, pad[3], nameOff, parentPc, startLine} since
+///   1.20; 20-byte {parent i16, funcID, pad, file, line, nameOff, parentPc}
+///   in 1.18–1.19.
+///
+/// Every read is bounds-checked: a corrupt table gives nil results or an
+/// error, never a trap. Lookups are O(log n) by address.
+public final class PclnTable: @unchecked Sendable {
+    public enum Format: String, Sendable { case go118 = "go1.18", go120 = "go1.20" }
+
+    public static let magic118: UInt32 = 0xFFFF_FFF0
+    public static let magic120: UInt32 = 0xFFFF_FFF1
+
+    public let format: Format
+    /// Address of the table (the pcHeader) in the file's virtual address space.
+    public let address: UInt64
+    /// Link-time address functions' entry offsets are relative to.
+    public let textStart: UInt64
+    public let functionCount: Int
+    public let minLC: UInt8
+
+    private let data: [UInt8]
+    private let funcnametab: Int, cutab: Int, filetab: Int, pctab: Int, pclntab: Int
+    /// Entry offsets (relative to textStart), nfunc + 1 values, ascending.
+    private let entries: [UInt32]
+    private let funcOffsets: [UInt32]
+    private let funcSize: Int
+    private let inlineTreeReader: InlineTreeReader?
+    private var nameIndex: [String: Int]?
+    private let lock = NSLock()
+
+    /// Reads the inline-tree bytes that live in the `go:func.*` area.
+    struct InlineTreeReader {
+        var gofunc: UInt64
+        var base: UInt64
+        var bytes: [UInt8]
+        func read(_ vaddr: UInt64, _ count: Int) -> ArraySlice<UInt8>? {
+            guard vaddr >= base, vaddr - base <= UInt64(bytes.count), UInt64(count) <= UInt64(bytes.count) - (vaddr - base) else { return nil }
+            let o = Int(vaddr - base)
+            return bytes[o..<(o + count)]
+        }
+    }
+
+    /// Parses a table whose bytes start at the pcHeader.
+    /// - Parameters:
+    ///   - textStartFallback: used when the header's textStart is 0 (PIE files
+    ///     leave it to a dynamic relocation), normally the .text address.
+    ///   - inlineTree: the go:func.* area, when it could be found.
+    init(data: [UInt8], address: UInt64, textStartFallback: UInt64?, inlineTree: InlineTreeReader?) throws(IntrospectionError) {
+        guard data.count >= 72 else { throw .init("pclntab: truncated header (\(data.count) bytes)") }
+        let magic = Self.u32(data, 0) ?? 0
+        switch magic {
+        case Self.magic118: format = .go118
+        case Self.magic120: format = .go120
+        default: throw .init("pclntab: unknown magic 0x\(String(magic, radix: 16)) (Go 1.18 to 1.27 use 0xfffffff0 or 0xfffffff1)")
+        }
+        guard data[4] == 0, data[5] == 0, [1, 2, 4].contains(data[6]), data[7] == 8 else {
+            throw .init("pclntab: unsupported header (minLC \(data[6]), pointer size \(data[7])); only 64-bit is supported")
+        }
+        minLC = data[6]
+        func word(_ i: Int) -> UInt64 { Self.u64(data, 8 + 8 * i) ?? 0 }
+        let nfunc = word(0)
+        guard nfunc > 0, nfunc < 10_000_000 else { throw .init("pclntab: implausible function count \(nfunc)") }
+        functionCount = Int(nfunc)
+        let headerText = word(2)
+        guard let text = headerText != 0 ? headerText : textStartFallback else {
+            throw .init("pclntab: textStart is not in the file and no .text section gives it")
+        }
+        textStart = text
+        let offs = (3...7).map { word($0) }
+        guard offs.allSatisfy({ $0 < UInt64(data.count) }) else { throw .init("pclntab: a table offset points past the end (\(data.count) bytes)") }
+        funcnametab = Int(offs[0]); cutab = Int(offs[1]); filetab = Int(offs[2]); pctab = Int(offs[3]); pclntab = Int(offs[4])
+        funcSize = format == .go120 ? 44 : 40
+        let ftabBytes = (functionCount + 1) * 8
+        guard pclntab + ftabBytes <= data.count else { throw .init("pclntab: function table truncated") }
+        var e = [UInt32](repeating: 0, count: functionCount + 1)
+        var f = [UInt32](repeating: 0, count: functionCount + 1)
+        let base = pclntab, n = functionCount
+        data.withUnsafeBytes { raw in
+            for i in 0...n {
+                e[i] = raw.loadUnaligned(fromByteOffset: base + 8 * i, as: UInt32.self)
+                f[i] = raw.loadUnaligned(fromByteOffset: base + 8 * i + 4, as: UInt32.self)
+            }
+        }
+        for i in 1...n where e[i] < e[i - 1] {
+            throw .init("pclntab: function entries are not sorted at index \(i)")
+        }
+        entries = e
+        funcOffsets = f
+        self.data = data
+        self.address = address
+        self.inlineTreeReader = inlineTree
+    }
+
+    /// True when inlined frames can be expanded (the go:func.* area was found).
+    public var hasInlineTree: Bool { inlineTreeReader != nil }
+
+    // MARK: - functions
+
+    /// A function of the table.
+    public struct Function: Sendable, Hashable {
+        public var index: Int
+        public var name: String
+        /// Link-time entry address (add the load bias for a running PIE).
+        public var entry: UInt64
+        /// First address past the function (the next function's entry).
+        public var end: UInt64
+        public var size: UInt64 { end - entry }
+        /// Line of the `func` keyword (Go 1.20+), else the first line with code.
+        public var startLine: Int
+        /// The file holding the function's entry.
+        public var file: String
+    }
+
+    /// One frame of a symbolized address: innermost (inlined) first.
+    public struct Frame: Sendable, Hashable {
+        public var function: String
+        public var file: String
+        public var line: Int
+        public var inlined: Bool
+        /// Start line of the frame's function (0 when unknown: inlined in 1.18–1.19).
+        public var startLine: Int
+    }
+
+    /// The function whose code contains `pc` (a link-time address).
+    public func function(containing pc: UInt64) -> Function? {
+        guard let i = index(containing: pc) else { return nil }
+        return function(at: i)
+    }
+
+    /// Looks a function up by its full name, e.g. "net/http.(*Transport).roundTrip".
+    public func function(named name: String) -> Function? {
+        lock.lock()
+        if nameIndex == nil {
+            var idx: [String: Int] = [:]
+            idx.reserveCapacity(functionCount)
+            for i in 0..<functionCount {
+                if let r = rawFunc(i), let n = cString(funcnametab, Int(r.nameOff)) { idx[n] = idx[n] ?? i }
+            }
+            nameIndex = idx
+        }
+        let i = nameIndex?[name]
+        lock.unlock()
+        return i.flatMap(function(at:))
+    }
+
+    /// Every function with this name: Go emits some twice (ABI0 and
+    /// ABIInternal wrappers of assembly functions), in address order.
+    public func functions(named name: String) -> [Function] {
+        guard let first = function(named: name) else { return [] }
+        var out = [first]
+        for i in (first.index + 1)..<functionCount {
+            if let r = rawFunc(i), cString(funcnametab, Int(r.nameOff)) == name, let f = function(at: i) { out.append(f) }
+        }
+        return out
+    }
+
+    /// Checks a candidate `gofunc` address: the inline-tree entries of a
+    /// sample of functions must decode to real names and to parent PCs inside
+    /// their function. Used where moduledata's layout is not known.
+    func validatesInlineTrees(gofunc: UInt64, elf: ELFFile) -> Bool {
+        let size = format == .go120 ? 16 : 20
+        var good = 0
+        var i = 0
+        while i < functionCount && good < 8 {
+            defer { i += max(1, functionCount / 64) }
+            guard let f = rawFunc(i), let off = funcdata(f, 3) else { continue }
+            let fsize = UInt64(entries[min(i + 1, functionCount)] - entries[i])
+            guard let b = try? elf.read(vaddr: gofunc + UInt64(off), count: size), b.count == size else { return false }
+            let slice = b[...]
+            let nameOff = format == .go120 ? Self.i32(slice, 4) : Self.i32(slice, 12)
+            let parentPc = format == .go120 ? Self.i32(slice, 8) : Self.i32(slice, 16)
+            guard nameOff >= 0, let name = cString(funcnametab, Int(nameOff)), !name.isEmpty,
+                  name.utf8.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }), parentPc >= 0, UInt64(parentPc) < fsize else { return false }
+            good += 1
+        }
+        return good >= 3
+    }
+
+    /// All functions, in address order.
+    public func allFunctions() -> [Function] { (0..<functionCount).compactMap(function(at:)) }
+
+    /// Symbolizes `pc`: the inlined frames (innermost first) and then the
+    /// function itself, with file and line of each — what Go's own
+    /// runtime.CallersFrames reports. For a return address from a stack,
+    /// pass `pc - 1` so the call instruction is what gets looked up.
+    public func frames(at pc: UInt64) -> [Frame] {
+        guard let i = index(containing: pc), let f = rawFunc(i) else { return [] }
+        let entry = textStart + UInt64(entries[i])
+        let name = cString(funcnametab, Int(f.nameOff)) ?? "?"
+        var out: [Frame] = []
+        var cur = pc
+        if let reader = inlineTreeReader, let idxTable = pcdata(f, 2), let treeOff = funcdata(f, 3) {
+            let size = format == .go120 ? 16 : 20
+            var ix = pcvalue(idxTable, entry: entry, target: cur) ?? -1
+            var guardCount = 0
+            while ix >= 0, guardCount < 256 {
+                guardCount += 1
+                guard let b = reader.read(reader.gofunc + UInt64(treeOff) + UInt64(ix) * UInt64(size), size) else { break }
+                let base = b.startIndex
+                let nameOff: Int32, parentPc: Int32, startLine: Int32
+                if format == .go120 {
+                    nameOff = Self.i32(b, base + 4); parentPc = Self.i32(b, base + 8); startLine = Self.i32(b, base + 12)
+                } else {
+                    nameOff = Self.i32(b, base + 12); parentPc = Self.i32(b, base + 16); startLine = 0
+                }
+                let (file, line) = position(f, entry: entry, pc: cur)
+                out.append(Frame(function: cString(funcnametab, Int(nameOff)) ?? "?", file: file, line: line, inlined: true,
+                                 startLine: Int(startLine)))
+                cur = entry + UInt64(UInt32(bitPattern: parentPc))
+                ix = pcvalue(idxTable, entry: entry, target: cur) ?? -1
+            }
+        }
+        let (file, line) = position(f, entry: entry, pc: cur)
+        out.append(Frame(function: name, file: file, line: line, inlined: false, startLine: startLine(f, entry: entry)))
+        return out
+    }
+
+    /// File and line of `pc` in its function, ignoring inlining (the innermost position).
+    public func position(at pc: UInt64) -> (file: String, line: Int)? {
+        guard let i = index(containing: pc), let f = rawFunc(i) else { return nil }
+        return position(f, entry: textStart + UInt64(entries[i]), pc: pc)
+    }
+
+    // MARK: - internals
+
+    struct RawFunc {
+        var offset: Int
+        var entryOff: UInt32, nameOff: Int32, pcfile: UInt32, pcln: UInt32, npcdata: UInt32, cuOffset: UInt32
+        var startLine: Int32, nfuncdata: UInt8
+    }
+
+    @inline(__always)
+    func index(containing pc: UInt64) -> Int? {
+        guard pc >= textStart, pc - textStart < UInt64(UInt32.max) else { return nil }
+        let off = UInt32(pc - textStart)
+        guard off >= entries[0], off < entries[functionCount] else { return nil }
+        var lo = 0, hi = functionCount // invariant: entries[lo] <= off < entries[hi]
+        while hi - lo > 1 {
+            let mid = (lo + hi) >> 1
+            if entries[mid] <= off { lo = mid } else { hi = mid }
+        }
+        return lo
+    }
+
+    func function(at i: Int) -> Function? {
+        guard i >= 0, i < functionCount, let f = rawFunc(i) else { return nil }
+        let entry = textStart + UInt64(entries[i])
+        return Function(index: i, name: cString(funcnametab, Int(f.nameOff)) ?? "?", entry: entry,
+                        end: textStart + UInt64(entries[i + 1]), startLine: startLine(f, entry: entry),
+                        file: position(f, entry: entry, pc: entry).file)
+    }
+
+    func rawFunc(_ i: Int) -> RawFunc? {
+        let o = pclntab + Int(funcOffsets[i])
+        guard o >= 0, o + funcSize <= data.count else { return nil }
+        return data.withUnsafeBytes { raw in
+            func u(_ k: Int) -> UInt32 { raw.loadUnaligned(fromByteOffset: o + k, as: UInt32.self) }
+            let is120 = format == .go120
+            return RawFunc(offset: o, entryOff: u(0), nameOff: Int32(bitPattern: u(4)), pcfile: u(20), pcln: u(24), npcdata: u(28),
+                           cuOffset: u(32), startLine: is120 ? Int32(bitPattern: u(36)) : 0,
+                           nfuncdata: raw[o + (is120 ? 43 : 39)])
+        }
+    }
+
+    private func startLine(_ f: RawFunc, entry: UInt64) -> Int {
+        if format == .go120 { return Int(f.startLine) }
+        return pcvalue(Int(f.pcln), entry: entry, target: entry).map(Int.init) ?? 0
+    }
+
+    private func position(_ f: RawFunc, entry: UInt64, pc: UInt64) -> (file: String, line: Int) {
+        let line = pcvalue(Int(f.pcln), entry: entry, target: pc) ?? 0
+        guard let fileIndex = pcvalue(Int(f.pcfile), entry: entry, target: pc), fileIndex >= 0 else { return ("?", Int(line)) }
+        let slot = cutab + 4 * (Int(f.cuOffset) + Int(fileIndex))
+        guard let fileOff = Self.u32(data, slot), fileOff != UInt32.max else { return ("?", Int(line)) }
+        return (cString(filetab, Int(fileOff)) ?? "?", Int(line))
+    }
+
+    /// Offset (into pctab) of PCDATA table `k`, if the function has it.
+    private func pcdata(_ f: RawFunc, _ k: Int) -> Int? {
+        guard k < Int(f.npcdata), let v = Self.u32(data, f.offset + funcSize + 4 * k), v != 0 else { return nil }
+        return Int(v)
+    }
+
+    /// Offset (from gofunc) of FUNCDATA `k`, if present.
+    private func funcdata(_ f: RawFunc, _ k: Int) -> UInt32? {
+        guard k < Int(f.nfuncdata), f.npcdata < 1 << 16,
+              let v = Self.u32(data, f.offset + funcSize + 4 * Int(f.npcdata) + 4 * k), v != UInt32.max else { return nil }
+        return v
+    }
+
+    /// Decodes a pc-value table up to `target`; nil when corrupt or out of range.
+    func pcvalue(_ off: Int, entry: UInt64, target: UInt64) -> Int32? {
+        guard off > 0 else { return nil }
+        return data.withUnsafeBufferPointer { buf -> Int32? in
+            var p = pctab + off
+            var val: Int32 = -1
+            var pc = entry
+            var first = true
+            let n = buf.count
+            while p < n {
+                // value delta (zig-zag varint)
+                var uv: UInt32 = 0, shift: UInt32 = 0
+                while true {
+                    guard p < n, shift < 35 else { return nil }
+                    let b = buf[p]; p += 1
+                    uv |= UInt32(b & 0x7F) << shift
+                    if b & 0x80 == 0 { break }
+                    shift += 7
+                }
+                if uv == 0 && !first { return nil }
+                first = false
+                let delta = Int32(bitPattern: (uv >> 1) ^ (0 &- (uv & 1)))
+                val = val &+ delta
+                var upc: UInt32 = 0
+                shift = 0
+                while true {
+                    guard p < n, shift < 35 else { return nil }
+                    let b = buf[p]; p += 1
+                    upc |= UInt32(b & 0x7F) << shift
+                    if b & 0x80 == 0 { break }
+                    shift += 7
+                }
+                pc &+= UInt64(upc) * UInt64(minLC)
+                if target < pc { return val }
+            }
+            return nil
+        }
+    }
+
+    private func cString(_ base: Int, _ off: Int) -> String? {
+        let start = base + off
+        guard off >= 0, start < data.count else { return nil }
+        return data.withUnsafeBufferPointer { buf in
+            var end = start
+            while end < buf.count && buf[end] != 0 && end - start < 65536 { end += 1 }
+            return String(decoding: UnsafeBufferPointer(rebasing: buf[start..<end]), as: UTF8.self)
+        }
+    }
+
+    static func u32(_ b: [UInt8], _ o: Int) -> UInt32? {
+        guard o >= 0, o + 4 <= b.count else { return nil }
+        return b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt32.self) }
+    }
+
+    static func u64(_ b: [UInt8], _ o: Int) -> UInt64? {
+        guard o >= 0, o + 8 <= b.count else { return nil }
+        return b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
+    }
+
+    static func i32(_ b: ArraySlice<UInt8>, _ o: Int) -> Int32 {
+        guard o >= b.startIndex, o + 4 <= b.endIndex else { return -1 }
+        return Int32(bitPattern: UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24)
+    }
+}

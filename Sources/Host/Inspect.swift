@@ -1,0 +1,182 @@
+import ArgumentParser
+import FerretCore
+import Foundation
+import GoIntrospection
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what Ferret sees in a Go binary or process: version, linkage, symbols, runtime globals, layouts.")
+
+    @Argument(help: "A process id, or the path of an executable.")
+    var target: String
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let pid = Int32(target)
+        let path = pid.map { "/proc/\($0)/exe" } ?? target
+        let binary: GoBinary
+        do {
+            binary = try GoBinaryCache.binary(path: path)
+        } catch {
+            FileHandle.standardError.write(Data("ferret inspect: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let report = InspectReport(binary: binary, pid: pid, displayPath: pid.flatMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe") } ?? target)
+        print(json ? report.json() : report.text())
+    }
+}
+
+/// The facts `ferret inspect` prints, gathered once for both formats.
+struct InspectReport {
+    let binary: GoBinary
+    let pid: Int32?
+    let displayPath: String
+    let pcln: Result<PclnTable, IntrospectionError>?
+    let globals: [RuntimeGlobal]
+    let layouts: [(type: String, source: String)]
+    let bias: Result<UInt64, any Error>?
+    let mappings: [MemoryMapping]
+
+    static let layoutTypes = ["runtime.schedt", "runtime.p", "runtime.m", "runtime.g", "runtime.mstats", "runtime.gcControllerState", "net/http.Request"]
+
+    init(binary: GoBinary, pid: Int32?, displayPath: String) {
+        self.binary = binary
+        self.pid = pid
+        self.displayPath = displayPath
+        if binary.isGo {
+            do throws(IntrospectionError) { pcln = .success(try binary.pclnTable()) } catch { pcln = .failure(error) }
+            globals = binary.runtimeGlobals()
+            let dwarf = binary.dwarf
+            layouts = Self.layoutTypes.map { t in
+                if let d = dwarf, d.layout(of: t) != nil { return (t, "dwarf") }
+                switch GoLayoutTable.builtIn.lookup(t, goVersion: binary.goVersion ?? "") {
+                case .exact: return (t, "table")
+                case .nearestPatch(let v, _): return (t, "table (nearest patch \(v))")
+                case .unknown(let why): return (t, "unavailable: \(why)")
+                }
+            }
+        } else {
+            pcln = nil
+            globals = []
+            layouts = []
+        }
+        if let pid {
+            do { bias = .success(try ProcessMaps.loadBias(pid: pid, elf: binary.elf)) } catch { bias = .failure(error) }
+            mappings = (try? ProcessMaps.read(pid: pid)) ?? []
+        } else {
+            bias = nil
+            mappings = []
+        }
+    }
+
+    func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+    func text() -> String {
+        var out = displayPath + (pid.map { " (pid \($0))" } ?? "") + "\n"
+        func row(_ k: String, _ v: String) { out += "  " + k.padding(toLength: 16, withPad: " ", startingAt: 0) + v + "\n" }
+        row("go", binary.goVersion ?? "not a Go binary")
+        if let m = binary.buildInfo?.main { row("module", "\(m.path) \(m.version)") }
+        if let s = binary.buildInfo?.settings, !s.isEmpty { row("build settings", s.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) }
+        if let d = binary.buildInfo?.dependencies, !d.isEmpty { row("dependencies", d.map { "\($0.path)@\($0.version)" }.joined(separator: ", ")) }
+        row("linkage", "\(binary.isStatic ? "static" : "dynamic"), \(binary.isPIE ? "PIE" : "not PIE")")
+        row("stripped", binary.isStripped ? "yes (no .symtab)" : "no")
+        row("DWARF", binary.hasDWARF ? "yes" : "no")
+        if let id = binary.buildID { row("build id", id) }
+        switch pcln {
+        case .success(let t)?: row("functions", "\(t.functionCount) (pclntab \(t.format.rawValue) format at \(hex(t.address)), text \(hex(t.textStart))\(t.hasInlineTree ? ", inline trees" : ""))")
+        case .failure(let e)?: row("functions", "unavailable: \(e)")
+        case nil: break
+        }
+        if !globals.isEmpty {
+            out += "  runtime globals\n"
+            for g in globals {
+                let name = g.name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                if let a = g.address {
+                    out += "    \(name) \(hex(a))  size \(g.size ?? 0)  via \(g.source ?? "?")\n"
+                } else {
+                    out += "    \(name) \(g.problem ?? "not found")\n"
+                }
+            }
+        }
+        if !layouts.isEmpty {
+            out += "  struct layouts\n"
+            for l in layouts { out += "    \(l.type.padding(toLength: 28, withPad: " ", startingAt: 0)) \(l.source)\n" }
+        }
+        if let bias {
+            switch bias {
+            case .success(let b): row("load bias", hex(b))
+            case .failure(let e): row("load bias", "unavailable: \(e)")
+            }
+            let files = Array(Set(mappings.map(\.path).filter { $0.hasPrefix("/") })).sorted()
+            row("mapped files", files.joined(separator: ", "))
+        }
+        return out
+    }
+
+    func json() -> String {
+        var o = "{"
+        func key(_ k: String) { if o.count > 1 { o += "," }; o += "\"\(k)\":" }
+        func str(_ s: String?) { if let s { JSONText.appendString(s, to: &o) } else { o += "null" } }
+        key("path"); str(displayPath)
+        if let pid { key("pid"); o += "\(pid)" }
+        key("go"); o += binary.isGo ? "true" : "false"
+        key("go_version"); str(binary.goVersion)
+        key("module_path"); str(binary.buildInfo?.main?.path)
+        key("module_version"); str(binary.buildInfo?.main?.version)
+        key("build_settings"); o += "{"
+        for (i, s) in (binary.buildInfo?.settings ?? []).enumerated() {
+            if i > 0 { o += "," }
+            JSONText.appendString(s.key, to: &o); o += ":"; JSONText.appendString(s.value, to: &o)
+        }
+        o += "}"
+        key("dependencies"); o += "["
+        for (i, d) in (binary.buildInfo?.dependencies ?? []).enumerated() {
+            if i > 0 { o += "," }
+            o += "{\"path\":"; JSONText.appendString(d.path, to: &o); o += ",\"version\":"; JSONText.appendString(d.version, to: &o); o += "}"
+        }
+        o += "]"
+        key("linkage"); str(binary.isStatic ? "static" : "dynamic")
+        key("pie"); o += binary.isPIE ? "true" : "false"
+        key("stripped"); o += binary.isStripped ? "true" : "false"
+        key("has_dwarf"); o += binary.hasDWARF ? "true" : "false"
+        key("build_id"); str(binary.buildID)
+        switch pcln {
+        case .success(let t)?:
+            key("functions"); o += "\(t.functionCount)"
+            key("pclntab"); o += "{\"format\":\"\(t.format.rawValue)\",\"address\":\"\(hex(t.address))\",\"text_start\":\"\(hex(t.textStart))\",\"inline_trees\":\(t.hasInlineTree)}"
+        case .failure(let e)?:
+            key("functions"); o += "null"
+            key("pclntab_error"); str("\(e)")
+        case nil: break
+        }
+        key("runtime_globals"); o += "{"
+        for (i, g) in globals.enumerated() {
+            if i > 0 { o += "," }
+            JSONText.appendString(g.name, to: &o)
+            o += ":{\"address\":" + (g.address.map { "\"\(hex($0))\"" } ?? "null") + ",\"size\":" + (g.size.map(String.init) ?? "null")
+            o += ",\"source\":"; str(g.source); o += ",\"problem\":"; str(g.problem); o += "}"
+        }
+        o += "}"
+        key("layouts"); o += "{"
+        for (i, l) in layouts.enumerated() {
+            if i > 0 { o += "," }
+            JSONText.appendString(l.type, to: &o); o += ":"; JSONText.appendString(l.source, to: &o)
+        }
+        o += "}"
+        if let bias {
+            key("load_bias")
+            if case .success(let b) = bias { o += "\"\(hex(b))\"" } else { o += "null" }
+            key("mappings"); o += "["
+            for (i, m) in mappings.enumerated() {
+                if i > 0 { o += "," }
+                o += "{\"start\":\"\(hex(m.start))\",\"end\":\"\(hex(m.end))\",\"perms\":\"\(m.readable ? "r" : "-")\(m.writable ? "w" : "-")\(m.executable ? "x" : "-")\",\"path\":"
+                JSONText.appendString(m.path, to: &o)
+                o += "}"
+            }
+            o += "]"
+        }
+        return o + "}"
+    }
+}

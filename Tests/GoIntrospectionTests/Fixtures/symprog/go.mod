@@ -1,0 +1,3 @@
+module ferret.example/symprog
+
+go 1.19
