@@ -21,6 +21,12 @@ public final class ELFFile {
         public var vaddr: UInt64
         public var fileSize: UInt64
         public var memSize: UInt64
+
+        /// True when `address` lies in the part of the segment backed by the file
+        /// (overflow-safe: sizes come from the file and may be hostile).
+        public func containsFileBacked(_ address: UInt64) -> Bool {
+            address >= vaddr && address - vaddr < fileSize
+        }
     }
 
     public let path: String
@@ -29,6 +35,8 @@ public final class ELFFile {
     /// ET_EXEC, ET_DYN, ...
     public let type: UInt16
     public let machine: UInt16
+    /// Size of the file in bytes.
+    public let fileSize: UInt64
     private let fd: Int32
     private let elf: OpaquePointer
     var elfHandle: OpaquePointer { elf }
@@ -46,6 +54,9 @@ public final class ELFFile {
         self.path = path
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .init("\(path): cannot open: \(String(cString: strerror(errno)))") }
+        var st = stat()
+        fstat(fd, &st)
+        fileSize = UInt64(max(st.st_size, 0))
         guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
             close(fd)
             throw .init("\(path): \(Self.lastError())")
@@ -115,8 +126,12 @@ public final class ELFFile {
     /// True when the file has a PT_INTERP segment (it is dynamically linked).
     public var hasInterpreter: Bool { segments.contains { $0.type == UInt32(PT_INTERP) } }
 
-    /// Reads `count` bytes at file offset `offset`.
+    /// Reads up to `count` bytes at file offset `offset` (fewer at the end of
+    /// the file; none past it). Offsets and sizes come from the file itself,
+    /// so nothing here trusts them.
     public func read(offset: UInt64, count: Int) throws(IntrospectionError) -> [UInt8] {
+        guard count > 0, offset < fileSize else { return [] }
+        let count = Int(min(UInt64(count), fileSize - offset))
         var out = [UInt8](repeating: 0, count: count)
         let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
         guard n >= 0 else { throw .init("\(path): read failed: \(String(cString: strerror(errno)))") }
@@ -126,9 +141,11 @@ public final class ELFFile {
 
     /// The bytes a virtual address range maps to in the file, via PT_LOAD segments.
     public func read(vaddr: UInt64, count: Int) throws(IntrospectionError) -> [UInt8] {
-        for s in segments where s.type == UInt32(PT_LOAD) && vaddr >= s.vaddr && vaddr < s.vaddr + s.fileSize {
-            let avail = Int(min(UInt64(count), s.vaddr + s.fileSize - vaddr))
-            return try read(offset: s.offset + (vaddr - s.vaddr), count: avail)
+        for s in segments where s.type == UInt32(PT_LOAD) && s.containsFileBacked(vaddr) {
+            let avail = Int(min(UInt64(max(count, 0)), s.fileSize - (vaddr - s.vaddr)))
+            let (off, overflow) = s.offset.addingReportingOverflow(vaddr - s.vaddr)
+            if overflow { break }
+            return try read(offset: off, count: avail)
         }
         throw .init("\(path): address 0x\(String(vaddr, radix: 16)) is not in the file")
     }

@@ -48,7 +48,7 @@ public struct GoBuildInfo: Sendable, Hashable {
                 while i + 32 <= data.count {
                     if data[i] == 0xFF && Array(data[i..<i + 14]) == magic {
                         header = Array(data[i..<min(data.count, i + 64 * 1024)])
-                        base = seg.vaddr + UInt64(i)
+                        base = seg.vaddr &+ UInt64(i)
                         break
                     }
                     i += 16

@@ -21,8 +21,9 @@ extension PclnTable {
         } else {
             for seg in elf.segments where seg.type == UInt32(PT_LOAD) && seg.fileSize > 72 {
                 let bytes = try elf.read(offset: seg.offset, count: Int(min(seg.fileSize, 1 << 30)))
-                for o in scan(bytes) {
-                    candidates.append((Array(bytes[o...]), seg.vaddr + UInt64(o)))
+                // A hostile file can be full of magic patterns: try a few only.
+                for o in scan(bytes).prefix(8) where candidates.count < 16 {
+                    candidates.append((Array(bytes[o...]), seg.vaddr &+ UInt64(o)))
                 }
             }
         }
@@ -58,8 +59,8 @@ extension PclnTable {
     /// Finds moduledata.gofunc and reads the area the inline trees live in.
     static func inlineTreeReader(elf: ELFFile, table: PclnTable, symbols: [ELFSymbol]?) -> InlineTreeReader? {
         guard let gofunc = findGofunc(elf: elf, table: table, symbols: symbols ?? elf.readSymbols()) else { return nil }
-        for seg in elf.segments where seg.type == UInt32(PT_LOAD) && gofunc >= seg.vaddr && gofunc < seg.vaddr + seg.fileSize {
-            let count = Int(min(seg.vaddr + seg.fileSize - gofunc, 256 << 20))
+        for seg in elf.segments where seg.type == UInt32(PT_LOAD) && seg.containsFileBacked(gofunc) {
+            let count = Int(min(seg.fileSize - (gofunc - seg.vaddr), 256 << 20))
             guard let bytes = try? elf.read(vaddr: gofunc, count: count) else { return nil }
             return InlineTreeReader(gofunc: gofunc, base: gofunc, bytes: bytes)
         }
@@ -86,7 +87,7 @@ extension PclnTable {
             guard let bytes = try? elf.read(offset: seg.offset, count: Int(min(seg.fileSize, 256 << 20))) else { continue }
             var o = 0
             while o + span <= bytes.count {
-                if u64(bytes, o) == table.address, let g = fromModuledata(seg.vaddr + UInt64(o)) { return g }
+                if u64(bytes, o) == table.address, let g = fromModuledata(seg.vaddr &+ UInt64(o)) { return g }
                 o += 8
             }
         }
@@ -94,7 +95,7 @@ extension PclnTable {
         let relocs = relativeRelocations(elf)
         for (md, target) in relocs where target == table.address {
             for off in gofuncCandidateOffsets {
-                if let g = relocs[md + UInt64(off)], g != 0, table.validatesInlineTrees(gofunc: g, elf: elf) { return g }
+                if let g = relocs[md &+ UInt64(off)], g != 0, table.validatesInlineTrees(gofunc: g, elf: elf) { return g }
             }
         }
         return nil

@@ -83,6 +83,8 @@ public final class PclnTable: @unchecked Sendable {
         guard let text = headerText != 0 ? headerText : textStartFallback else {
             throw .init("pclntab: textStart is not in the file and no .text section gives it")
         }
+        // Keeps entry + offset arithmetic below 2^64 whatever the file says.
+        guard text < 1 << 62 else { throw .init("pclntab: implausible text start 0x\(String(text, radix: 16))") }
         textStart = text
         let offs = (3...7).map { word($0) }
         guard offs.allSatisfy({ $0 < UInt64(data.count) }) else { throw .init("pclntab: a table offset points past the end (\(data.count) bytes)") }
@@ -183,7 +185,7 @@ public final class PclnTable: @unchecked Sendable {
             defer { i += max(1, functionCount / 64) }
             guard let f = rawFunc(i), let off = funcdata(f, 3) else { continue }
             let fsize = UInt64(entries[min(i + 1, functionCount)] - entries[i])
-            guard let b = try? elf.read(vaddr: gofunc + UInt64(off), count: size), b.count == size else { return false }
+            guard let b = try? elf.read(vaddr: gofunc &+ UInt64(off), count: size), b.count == size else { return false }
             let slice = b[...]
             let nameOff = format == .go120 ? Self.i32(slice, 4) : Self.i32(slice, 12)
             let parentPc = format == .go120 ? Self.i32(slice, 8) : Self.i32(slice, 16)
@@ -213,7 +215,7 @@ public final class PclnTable: @unchecked Sendable {
             var guardCount = 0
             while ix >= 0, guardCount < 256 {
                 guardCount += 1
-                guard let b = reader.read(reader.gofunc + UInt64(treeOff) + UInt64(ix) * UInt64(size), size) else { break }
+                guard let b = reader.read(reader.gofunc &+ UInt64(treeOff) &+ UInt64(ix) &* UInt64(size), size) else { break }
                 let base = b.startIndex
                 let nameOff: Int32, parentPc: Int32, startLine: Int32
                 if format == .go120 {
