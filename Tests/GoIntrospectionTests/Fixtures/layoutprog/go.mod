@@ -1,0 +1,3 @@
+module ferret.example/layoutprog
+
+go 1.19

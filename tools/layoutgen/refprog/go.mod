@@ -1,0 +1,3 @@
+module ferret.example/layoutgen
+
+go 1.19
