@@ -47,6 +47,17 @@ final class DWARFLayoutTests: XCTestCase {
                 XCTAssertEqual(r?.source, "dwarf")
             }
 
+            // Every other row the fixture also links (it has no HTTP server, so no
+            // net/http.response or conn) must match too.
+            let row = try XCTUnwrap(table.rows[b.version])
+            var matched = 0
+            for (type, layout) in row {
+                guard let l = d.layout(of: type) else { continue }
+                XCTAssertEqual(l, layout, "\(b.version) \(type): DWARF differs from the committed table")
+                matched += 1
+            }
+            XCTAssertGreaterThanOrEqual(matched, 20, "\(b.version): rows checked against the fixture")
+
             let s = try DWARFLayouts(path: b.stripped)
             XCTAssertFalse(s.hasDWARF, "\(b.version): stripped build has no DWARF")
             XCTAssertNil(s.layout(of: "runtime.schedt"))
