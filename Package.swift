@@ -59,6 +59,9 @@ let package = Package(
         .executableTarget(
             name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PipelineBench"),
+        .executableTarget(
+            name: "IntrospectionBench", dependencies: ["GoIntrospection"],
+            path: "bench/Sources/IntrospectionBench"),
         .testTarget(
             name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
             path: "Tests/FerretCoreTests",

@@ -206,8 +206,9 @@ public final class PclnTable: @unchecked Sendable {
     public func frames(at pc: UInt64) -> [Frame] {
         guard let i = index(containing: pc), let f = rawFunc(i) else { return [] }
         let entry = textStart + UInt64(entries[i])
-        let name = cString(funcnametab, Int(f.nameOff)) ?? "?"
+        let name = functionName(i, f)
         var out: [Frame] = []
+        out.reserveCapacity(2)
         var cur = pc
         if let reader = inlineTreeReader, let idxTable = pcdata(f, 2), let treeOff = funcdata(f, 3) {
             let size = format == .go120 ? 16 : 20
@@ -308,10 +309,16 @@ public final class PclnTable: @unchecked Sendable {
         return v
     }
 
-    /// Decodes a pc-value table up to `target`; nil when corrupt or out of range.
+    /// The value of a pc-value table at `target`; nil when corrupt or out of range.
+    @inline(__always)
     func pcvalue(_ off: Int, entry: UInt64, target: UInt64) -> Int32? {
-        guard off > 0 else { return nil }
-        return data.withUnsafeBufferPointer { buf -> Int32? in
+        linearValue(off, entry: entry, target: target).0
+    }
+
+    /// Decodes a pc-value table up to `target`; also returns how many steps it took.
+    func linearValue(_ off: Int, entry: UInt64, target: UInt64) -> (Int32?, Int) {
+        var steps = 0
+        let v = data.withUnsafeBufferPointer { buf -> Int32? in
             var p = pctab + off
             var val: Int32 = -1
             var pc = entry
@@ -341,13 +348,56 @@ public final class PclnTable: @unchecked Sendable {
                     shift += 7
                 }
                 pc &+= UInt64(upc) * UInt64(minLC)
+                steps += 1
                 if target < pc { return val }
             }
             return nil
         }
+        return (v, steps)
     }
 
+    /// Function names by function index (no hashing on the hot path).
+    private var names: [String?] = []
+
+    private func functionName(_ i: Int, _ f: RawFunc) -> String {
+        stringLock.lock()
+        if names.isEmpty { names = [String?](repeating: nil, count: functionCount) }
+        if let n = names[i] {
+            stringLock.unlock()
+            return n
+        }
+        stringLock.unlock()
+        let n = decodeCString(funcnametab, Int(f.nameOff)) ?? "?"
+        stringLock.lock()
+        names[i] = n
+        stringLock.unlock()
+        return n
+    }
+
+    /// Decoded strings by table offset: symbolizing the same functions and
+    /// files over and over must not decode (and allocate) them each time.
+    private var stringCache: [Int: String] = [:]
+    private let stringLock = NSLock()
+
     private func cString(_ base: Int, _ off: Int) -> String? {
+        let key = base &+ off
+        stringLock.lock()
+        if let hit = stringCache[key] {
+            stringLock.unlock()
+            return hit
+        }
+        stringLock.unlock()
+        let s = decodeCString(base, off)
+        if let s {
+            stringLock.lock()
+            if stringCache.count > 1 << 20 { stringCache.removeAll(keepingCapacity: true) }
+            stringCache[key] = s
+            stringLock.unlock()
+        }
+        return s
+    }
+
+    private func decodeCString(_ base: Int, _ off: Int) -> String? {
         let start = base + off
         guard off >= 0, start < data.count else { return nil }
         return data.withUnsafeBufferPointer { buf in
