@@ -23,16 +23,14 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
+        // elfutils: libelf and libdw in one module (see its module map).
         .systemLibrary(
-            name: "CElf", path: "Sources/CElf", pkgConfig: "libelf",
-            providers: [.apt(["libelf-dev"])]),
-        .systemLibrary(
-            name: "CDW", path: "Sources/CDW", pkgConfig: "libdw",
-            providers: [.apt(["libdw-dev"])]),
+            name: "CElf", path: "Sources/CElf", pkgConfig: "libdw",
+            providers: [.apt(["libelf-dev", "libdw-dev"])]),
         // Go binary and process introspection: ELF, build info, pclntab, DWARF layouts,
         // the per-version layout table, process memory.
         .target(
-            name: "GoIntrospection", dependencies: ["CElf", "CDW"], path: "Sources/GoIntrospection",
+            name: "GoIntrospection", dependencies: ["CElf"], path: "Sources/GoIntrospection",
             resources: [.embedInCode("Layouts/layouts.json")]),
         .target(
             name: "FerretPluginKit", dependencies: ["FerretPluginABI"],

@@ -1,2 +1,4 @@
 #include <libelf.h>
 #include <gelf.h>
+#include <elfutils/libdw.h>
+#include <dwarf.h>

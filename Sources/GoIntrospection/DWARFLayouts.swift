@@ -1,5 +1,4 @@
 import CElf
-import CDW
 import Foundation
 
 /// The memory layout of one struct type: its size and its members' offsets.

@@ -1,5 +1,4 @@
 import Foundation
-import GoIntrospection
 import Synchronization
 
 /// What the agent knows about one process: the attributes rules match on.
@@ -22,8 +21,11 @@ public struct ProcessFacts: Sendable {
     public var commandLine: String { cmdline.joined(separator: " ") }
 }
 
-/// Reads processes from a procfs mount. The root is injectable so tests can
-/// use recorded fixtures as well as the live /proc.
+/// Reads processes from a procfs mount: /proc/PID/{stat, exe, comm, cmdline,
+/// status, cgroup}; maps, task and memory are in ProcessMaps, ProcessTasks and
+/// ProcessMemory. The binary is reached through /proc/PID/exe, so processes in
+/// other mount namespaces and binaries deleted after start work. The root is
+/// injectable so tests can use recorded fixtures as well as the live /proc.
 public final class ProcFS: Sendable {
     public let root: String
     private let executables = Mutex<[ExecutableKey: ExecutableFacts]>([:])

@@ -1,2 +1,0 @@
-#include <elfutils/libdw.h>
-#include <dwarf.h>
