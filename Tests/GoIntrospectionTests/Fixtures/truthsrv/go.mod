@@ -1,0 +1,3 @@
+module ferret.example/truthsrv
+
+go 1.19

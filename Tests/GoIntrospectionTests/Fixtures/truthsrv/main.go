@@ -1,0 +1,302 @@
+// truthsrv is the truth fixture of Ferret's Go runtime readers: a Go program
+// that reports its own runtime figures over HTTP, so tests can compare what
+// Ferret reads from outside the process with what the runtime says inside.
+//
+// Flags:
+//
+//	-park N        park N goroutines, each blocked on a channel forever
+//	-heap-mib N    hold N MiB of live, pointer-free heap (64 KiB objects)
+//	-quiet         no background work at all (stable readings)
+//	-churn-mib N   without -quiet: allocate N MiB/s of garbage in one goroutine (drives GCs)
+//	-cgo N         make N cgo calls at startup (os/user lookups; only cgo builds count them)
+//	-addr A        listen address (default 127.0.0.1:0)
+//
+// The first line on stdout is "listening on ADDR". Requests are served one at a
+// time on the main goroutine (no goroutine per connection), so serving a request
+// starts no goroutine and the goroutine count it reports is the count at rest.
+//
+// Endpoints (all return the truth JSON, after doing what they say):
+//
+//	GET /truth          runtime.NumGoroutine, NumCgoCall, GOMAXPROCS, Threads from
+//	                    /proc/self/status, runtime.ReadMemStats, and every scalar
+//	                    runtime/metrics sample this Go version has
+//	GET /gc             runtime.GC() first
+//	GET /spawn?n=N      park N more goroutines first
+//	GET /cgo?n=N        make N more cgo calls first (os/user lookups)
+//	GET /leak?n=N       leak N HTTP clients first, the way a proxy with a new
+//	                    http.Transport per request does (each keeps an idle
+//	                    connection and its goroutines)
+//	GET /alloc?mib=N    allocate N MiB of garbage first
+//
+// Standard library only; builds with Go 1.19 and later.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+var (
+	parkCh   = make(chan struct{})
+	parked   int
+	liveHeap [][]byte
+	sink     []byte
+
+	leakOnce    sync.Once
+	leakAddr    string
+	leakClients []*http.Client
+)
+
+func park(n int) {
+	for i := 0; i < n; i++ {
+		go func() { <-parkCh }()
+	}
+	parked += n
+}
+
+func cgoCalls(n int) {
+	for i := 0; i < n; i++ {
+		// With cgo, os/user calls getpwuid_r through cgo; without, it parses /etc/passwd.
+		_, _ = user.LookupId("0")
+	}
+}
+
+func allocGarbage(mib int) {
+	for i := 0; i < mib*16; i++ {
+		sink = make([]byte, 64<<10)
+	}
+}
+
+func leak(n int) error {
+	var err error
+	leakOnce.Do(func() {
+		ln, e := net.Listen("tcp", "127.0.0.1:0")
+		if e != nil {
+			err = e
+			return
+		}
+		leakAddr = ln.Addr().String()
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+		})}
+		go srv.Serve(ln)
+	})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		// The bug being imitated: a new Transport per request, never closed.
+		c := &http.Client{Transport: &http.Transport{}}
+		resp, e := c.Get("http://" + leakAddr + "/")
+		if e != nil {
+			return e
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		leakClients = append(leakClients, c)
+	}
+	return nil
+}
+
+func threads() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "Threads:") {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(l, "Threads:")))
+			return n
+		}
+	}
+	return -1
+}
+
+type Truth struct {
+	PID        int                `json:"pid"`
+	GoVersion  string             `json:"go_version"`
+	Goroutines int                `json:"goroutines"`
+	Parked     int                `json:"parked"`
+	CgoCalls   int64              `json:"cgo_calls"`
+	GOMAXPROCS int                `json:"gomaxprocs"`
+	Threads    int                `json:"threads"`
+	HeapMiB    int                `json:"heap_mib"`
+	MemStats   map[string]uint64  `json:"memstats"`
+	Metrics    map[string]float64 `json:"metrics"`
+	TimeUnixNs int64              `json:"time_unix_nano"`
+}
+
+func truth() Truth {
+	t := Truth{
+		PID:        os.Getpid(),
+		GoVersion:  runtime.Version(),
+		Goroutines: runtime.NumGoroutine(),
+		Parked:     parked,
+		CgoCalls:   runtime.NumCgoCall(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		Threads:    threads(),
+		HeapMiB:    len(liveHeap) / 16,
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.MemStats = map[string]uint64{
+		"HeapInuse": ms.HeapInuse, "HeapIdle": ms.HeapIdle, "HeapReleased": ms.HeapReleased,
+		"HeapObjects": ms.HeapObjects, "HeapSys": ms.HeapSys, "HeapAlloc": ms.HeapAlloc,
+		"StackInuse": ms.StackInuse, "StackSys": ms.StackSys, "Sys": ms.Sys, "NextGC": ms.NextGC,
+		"NumGC": uint64(ms.NumGC), "NumForcedGC": uint64(ms.NumForcedGC), "PauseTotalNs": ms.PauseTotalNs,
+		"MSpanInuse": ms.MSpanInuse, "MSpanSys": ms.MSpanSys, "MCacheInuse": ms.MCacheInuse,
+		"MCacheSys": ms.MCacheSys, "BuckHashSys": ms.BuckHashSys, "GCSys": ms.GCSys,
+		"OtherSys": ms.OtherSys, "Mallocs": ms.Mallocs, "Frees": ms.Frees, "TotalAlloc": ms.TotalAlloc,
+		"LastGC": ms.LastGC,
+	}
+	// Every scalar metric this Go version has ("/sched/goroutines:goroutines" since
+	// Go 1.16, "/cpu/classes/gc/total:cpu-seconds" since Go 1.20, ...), keyed by name.
+	var samples []metrics.Sample
+	for _, d := range metrics.All() {
+		if d.Kind == metrics.KindUint64 || d.Kind == metrics.KindFloat64 {
+			samples = append(samples, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(samples)
+	t.Metrics = make(map[string]float64, len(samples))
+	for _, s := range samples {
+		switch s.Value.Kind() {
+		case metrics.KindUint64:
+			t.Metrics[s.Name] = float64(s.Value.Uint64())
+		case metrics.KindFloat64:
+			if v := s.Value.Float64(); !math.IsNaN(v) && !math.IsInf(v, 0) {
+				t.Metrics[s.Name] = v
+			}
+		}
+	}
+	t.TimeUnixNs = time.Now().UnixNano()
+	return t
+}
+
+func respond(c net.Conn, status int, body []byte) {
+	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+		status, http.StatusText(status), len(body))
+	c.Write(body)
+}
+
+func intParam(r *http.Request, name string) (int, error) {
+	v := r.URL.Query().Get(name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1000000 {
+		return 0, fmt.Errorf("bad %s=%q", name, v)
+	}
+	return n, nil
+}
+
+func serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		return
+	}
+	fail := func(status int, err error) {
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		respond(c, status, b)
+	}
+	switch r.URL.Path {
+	case "/truth":
+	case "/gc":
+		runtime.GC()
+	case "/spawn":
+		n, err := intParam(r, "n")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		park(n)
+	case "/cgo":
+		n, err := intParam(r, "n")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		cgoCalls(n)
+	case "/leak":
+		n, err := intParam(r, "n")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		if err := leak(n); err != nil {
+			fail(500, err)
+			return
+		}
+	case "/alloc":
+		n, err := intParam(r, "mib")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		allocGarbage(n)
+	default:
+		fail(404, fmt.Errorf("no such endpoint %s", r.URL.Path))
+		return
+	}
+	b, err := json.Marshal(truth())
+	if err != nil {
+		fail(500, err)
+		return
+	}
+	respond(c, 200, b)
+}
+
+func main() {
+	parkN := flag.Int("park", 0, "goroutines to park")
+	heapMiB := flag.Int("heap-mib", 0, "MiB of live heap to hold")
+	quiet := flag.Bool("quiet", false, "no background work")
+	churn := flag.Int("churn-mib", 32, "MiB/s of garbage to allocate in the background (ignored with -quiet)")
+	cgo := flag.Int("cgo", 1, "cgo calls to make at startup")
+	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	flag.Parse()
+
+	for i := 0; i < *heapMiB*16; i++ {
+		liveHeap = append(liveHeap, make([]byte, 64<<10))
+	}
+	park(*parkN)
+	cgoCalls(*cgo)
+	if !*quiet && *churn > 0 {
+		go func() {
+			tick := time.NewTicker(10 * time.Millisecond)
+			for range tick.C {
+				for i := 0; i < *churn*16/100+1; i++ {
+					sink = make([]byte, 64<<10)
+				}
+			}
+		}()
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stdout, "listening on %s\n", ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		serve(c)
+	}
+}
