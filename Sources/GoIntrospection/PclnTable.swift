@@ -34,6 +34,8 @@ public final class PclnTable: @unchecked Sendable {
     /// Link-time address functions' entry offsets are relative to.
     public let textStart: UInt64
     public let functionCount: Int
+    /// Entries of the compilation units' file table (cutab).
+    let fileCount: Int
     public let minLC: UInt8
 
     private let data: [UInt8]
@@ -79,6 +81,7 @@ public final class PclnTable: @unchecked Sendable {
         let nfunc = word(0)
         guard nfunc > 0, nfunc < 10_000_000 else { throw .init("pclntab: implausible function count \(nfunc)") }
         functionCount = Int(nfunc)
+        fileCount = Int(min(word(1), 1 << 24))
         let headerText = word(2)
         guard let text = headerText != 0 ? headerText : textStartFallback else {
             throw .init("pclntab: textStart is not in the file and no .text section gives it")
@@ -291,9 +294,8 @@ public final class PclnTable: @unchecked Sendable {
     private func position(_ f: RawFunc, entry: UInt64, pc: UInt64) -> (file: String, line: Int) {
         let line = pcvalue(Int(f.pcln), entry: entry, target: pc) ?? 0
         guard let fileIndex = pcvalue(Int(f.pcfile), entry: entry, target: pc), fileIndex >= 0 else { return ("?", Int(line)) }
-        let slot = cutab + 4 * (Int(f.cuOffset) + Int(fileIndex))
-        guard let fileOff = Self.u32(data, slot), fileOff != UInt32.max else { return ("?", Int(line)) }
-        return (cString(filetab, Int(fileOff)) ?? "?", Int(line))
+        let index = Int(f.cuOffset) + Int(fileIndex)
+        return (fileName(cutabIndex: index) ?? "?", Int(line))
     }
 
     /// Offset (into pctab) of PCDATA table `k`, if the function has it.
@@ -354,6 +356,26 @@ public final class PclnTable: @unchecked Sendable {
             return nil
         }
         return (v, steps)
+    }
+
+    /// File names by cutab index (no hashing on the hot path).
+    private var fileNames: [String?] = []
+
+    private func fileName(cutabIndex index: Int) -> String? {
+        guard index >= 0 else { return nil }
+        stringLock.lock()
+        if index < fileNames.count, let n = fileNames[index] {
+            stringLock.unlock()
+            return n
+        }
+        stringLock.unlock()
+        guard let fileOff = Self.u32(data, cutab + 4 * index), fileOff != UInt32.max,
+              let n = decodeCString(filetab, Int(fileOff)) else { return nil }
+        stringLock.lock()
+        if fileNames.isEmpty { fileNames = [String?](repeating: nil, count: min(fileCount, 1 << 22)) }
+        if index < fileNames.count { fileNames[index] = n }
+        stringLock.unlock()
+        return n
     }
 
     /// Function names by function index (no hashing on the hot path).
