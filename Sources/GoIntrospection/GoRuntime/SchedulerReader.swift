@@ -1,0 +1,416 @@
+import Glibc
+import Synchronization
+
+/// The Go scheduler's figures for one process, as the runtime itself computes them.
+public struct SchedulerSnapshot: Sendable, Equatable {
+    /// What `runtime.NumGoroutine` returns: `runtime.gcount`, i.e.
+    /// allglen − free Gs on the global list − system goroutines (sched.ngsys) − free Gs
+    /// on every P's list. Free-list counts are `gFree.n` up to Go 1.24 and the lists'
+    /// `size` fields from Go 1.25. Like gcount, never below 1.
+    public var goroutines: Int
+    /// Ms the runtime has created and not freed: `sched.mnext − sched.nmfreed`
+    /// (`runtime.mcount`, what `GODEBUG=schedtrace` prints as threads=). Includes
+    /// the idle extra Ms a cgo program keeps for callbacks from C threads, which have
+    /// no OS thread (see ``idleExtraThreads`` and ``osThreads``).
+    public var threads: Int
+    /// Parked Ms: `sched.nmidle` (schedtrace idlethreads=).
+    public var idleThreads: Int
+    /// Ms spinning for work: `sched.nmspinning` (schedtrace spinningthreads=).
+    public var spinningThreads: Int
+    /// GOMAXPROCS: `runtime.gomaxprocs`.
+    public var procs: Int
+    /// Idle Ps: `sched.npidle` (schedtrace idleprocs=).
+    public var idleProcs: Int
+    /// Goroutines in the global run queue: `sched.runqsize` (Go 1.25+: `sched.runq.size`).
+    public var globalRunQueue: Int
+    /// What `runtime.NumCgoCall` returns: `ncgocall` + Σ `m.ncgocall` over `allm`
+    /// (linked by `m.alllink`).
+    public var cgoCalls: UInt64
+    /// Extra Ms waiting on the runtime's extra-M list (`runtime.extraMCount` up to
+    /// Go 1.20, `runtime.extraMLength` after): created for cgo callbacks, counted by
+    /// ``threads``, but with no OS thread. Nil when the binary has neither global.
+    public var idleExtraThreads: Int?
+
+    public init(goroutines: Int, threads: Int, idleThreads: Int, spinningThreads: Int, procs: Int,
+                idleProcs: Int, globalRunQueue: Int, cgoCalls: UInt64, idleExtraThreads: Int? = nil) {
+        self.goroutines = goroutines
+        self.threads = threads
+        self.idleThreads = idleThreads
+        self.spinningThreads = spinningThreads
+        self.procs = procs
+        self.idleProcs = idleProcs
+        self.globalRunQueue = globalRunQueue
+        self.cgoCalls = cgoCalls
+        self.idleExtraThreads = idleExtraThreads
+    }
+
+    /// The Ms that are OS threads: ``threads`` − ``idleExtraThreads``; what
+    /// /proc/PID/status Threads: shows for a Go program whose C code starts no
+    /// threads of its own. Nil when ``idleExtraThreads`` is unknown.
+    public var osThreads: Int? { idleExtraThreads.map { threads - $0 } }
+}
+
+/// Reads the Go scheduler's state of a running process from outside it:
+/// `process_vm_readv` only, never a stop, never a write.
+///
+/// `init` resolves everything that does not change while the process runs (the
+/// globals' addresses with the load bias applied, the field offsets for the
+/// binary's Go version); `read` then costs, in the steady state, two system calls:
+/// one batch with every global and `sched` field plus, speculatively, the `allp`
+/// array, each P's free-G count and each M's cgo-call count at the addresses seen
+/// last time (validated against the fresh `allp` header and `allm` chain, re-read
+/// where they changed), and one batch re-reading the cheap counters for coherence.
+///
+/// Coherence: the figures race with the running program (the runtime itself reads
+/// them without a lock). `read` takes a full reading, then re-reads the counters
+/// the goroutine and thread counts are computed from (`sched.mnext`,
+/// `sched.nmfreed`, `sched.ngsys`, the global free-G count, `allglen`, each P's
+/// free-G count); if any changed in between, the reading may be torn and is taken
+/// again, up to 3 attempts. If the program keeps changing them (a goroutine
+/// storm), the last reading is returned: like `runtime.NumGoroutine` itself, it is
+/// then a momentary value, not a torn one beyond what the runtime's own lock-free
+/// reads allow.
+public final class SchedulerReader: Sendable {
+    public let pid: Int32
+    public let goVersion: String
+    /// Where the struct layouts came from: "dwarf", "table", "table (nearest patch …)".
+    public let layoutSource: String
+    /// Added to link-time addresses (0 unless the binary is PIE).
+    public let loadBias: UInt64
+
+    private let memory: ProcessMemory
+    private let plan: Plan
+    private let cache = Mutex(Cache())
+
+    /// Upper bound on the allm walk and on allp's length (the runtime's own limits are
+    /// 10000 Ms by default and GOMAXPROCS ≤ 1<<20 / in practice the CPU count).
+    static let maxMs = 100_000
+    static let maxProcs = 1 << 16
+    static let maxAttempts = 3
+
+    struct Global {
+        var name: String
+        var address: UInt64
+        var size: Int
+    }
+
+    struct Plan {
+        var sched: UInt64
+        var allglen: Global
+        var allp: Global
+        var allm: Global
+        var ncgocall: Global
+        var gomaxprocs: Global
+        var extraM: Global?
+        var mnext, nmfreed, nmidle, nmspinning, npidle, ngsys, runqsize: RuntimeField
+        var schedGFree: [RuntimeField]
+        var pGFree: RuntimeField
+        var mNcgocall, mAlllink: RuntimeField
+    }
+
+    struct Cache {
+        var allpPtr: UInt64 = 0
+        var allpLen: Int = 0
+        var ps: [UInt64] = []
+        var ms: [UInt64] = []
+    }
+
+    /// Prepares reading `pid` (whose executable is `binary`). Throws a one-line reason
+    /// when the process cannot be read: "not a Go program", "go1.22.10 stripped: runtime
+    /// globals unavailable", "unknown layout for go1.20", "… field runtime.schedt.X not
+    /// in the layout".
+    public convenience init(pid: Int32, binary: GoBinary) throws {
+        try self.init(pid: pid, binary: binary, layouts: .automatic)
+    }
+
+    /// Where the reader takes struct layouts from.
+    public enum LayoutChoice: Sendable {
+        /// The binary's DWARF when it has it, else the built-in table.
+        case automatic
+        /// The built-in table only (what a stripped binary gets; tests use it to
+        /// check the table against live processes).
+        case tableOnly
+    }
+
+    /// Like ``init(pid:binary:)``, choosing where the layouts come from.
+    public init(pid: Int32, binary: GoBinary, layouts: LayoutChoice) throws {
+        let prepared = try Self.prepare(pid: pid, binary: binary, layouts: layouts)
+        self.pid = pid
+        goVersion = prepared.version
+        layoutSource = prepared.source
+        loadBias = prepared.bias
+        plan = prepared.plan
+        memory = ProcessMemory(pid: pid)
+    }
+
+    private static func prepare(pid: Int32, binary: GoBinary, layouts: LayoutChoice) throws
+        -> (version: String, source: String, bias: UInt64, plan: Plan)
+    {
+        guard binary.isGo, let version = binary.goVersion else {
+            throw IntrospectionError("\(binary.path): not a Go program")
+        }
+
+        // Globals (link-time addresses from the symbol table).
+        let wanted = ["runtime.sched", "runtime.allglen", "runtime.allp", "runtime.allm", "runtime.ncgocall",
+                      "runtime.gomaxprocs", "runtime.extraMLength", "runtime.extraMCount"]
+        let found = RuntimeGlobalsLocator.standard.locate(in: binary, names: wanted)
+        var byName: [String: RuntimeGlobal] = [:]
+        for g in found { byName[g.name] = g }
+        let missing = wanted.prefix(6).filter { byName[$0]?.address == nil }
+        if !missing.isEmpty {
+            if binary.isStripped { throw IntrospectionError("\(version) stripped: runtime globals unavailable") }
+            throw IntrospectionError("\(version): runtime globals not found: \(missing.joined(separator: ", "))"
+                + (byName[missing[0]]?.problem.map { " (\($0))" } ?? ""))
+        }
+
+        // Layouts: the binary's DWARF, else the table row for its Go version.
+        let fields = RuntimeFieldResolver(goVersion: version, dwarf: layouts == .automatic ? binary.dwarf : nil)
+        for t in ["runtime.schedt", "runtime.p", "runtime.m"] where fields.layout(of: t) == nil {
+            throw IntrospectionError(fields.missingLayoutReason(t))
+        }
+        let source = fields.source(of: "runtime.schedt") ?? "?"
+        let s = "runtime.schedt"
+        let schedGFree: [RuntimeField]
+        if fields.has("gFree.n", in: s) {
+            schedGFree = [try fields.field("gFree.n", in: s)]                       // Go <= 1.24
+        } else {
+            schedGFree = [try fields.field("gFree.stack.size", in: s),              // Go 1.25+
+                          try fields.field("gFree.noStack.size", in: s)]
+        }
+        let runq = try fields.field(fields.has("runqsize", in: s) ? "runqsize" : "runq.size", in: s)
+        let pFree = try fields.field(fields.has("gFree.n", in: "runtime.p") ? "gFree.n" : "gFree.size",
+                                     in: "runtime.p")
+
+        // Load bias (PIE): from the process's mappings, once.
+        let bias = try ProcessMaps.loadBias(pid: pid, elf: binary.elf)
+        var extra: Global?
+        for n in ["runtime.extraMLength", "runtime.extraMCount"] where byName[n]?.address != nil {
+            extra = try global(n, byName, version, bias, sizes: [4, 8])
+            break
+        }
+        let plan = Plan(
+            sched: byName["runtime.sched"]!.address! &+ bias,
+            allglen: try global("runtime.allglen", byName, version, bias, sizes: [8]),
+            allp: try global("runtime.allp", byName, version, bias, sizes: [24]),
+            allm: try global("runtime.allm", byName, version, bias, sizes: [8]),
+            ncgocall: try global("runtime.ncgocall", byName, version, bias, sizes: [8]),
+            gomaxprocs: try global("runtime.gomaxprocs", byName, version, bias, sizes: [4, 8]),
+            extraM: extra,
+            mnext: try fields.field("mnext", in: s),
+            nmfreed: try fields.field("nmfreed", in: s),
+            nmidle: try fields.field("nmidle", in: s),
+            nmspinning: try fields.field("nmspinning", in: s),
+            npidle: try fields.field("npidle", in: s),
+            ngsys: try fields.field("ngsys", in: s),
+            runqsize: runq,
+            schedGFree: schedGFree,
+            pGFree: pFree,
+            mNcgocall: try fields.field("ncgocall", in: "runtime.m"),
+            mAlllink: try fields.field("alllink", in: "runtime.m"))
+        return (version, source, bias, plan)
+    }
+
+    private static func global(_ name: String, _ byName: [String: RuntimeGlobal], _ version: String, _ bias: UInt64,
+                               sizes: Set<Int>) throws -> Global {
+        guard let g = byName[name], let a = g.address else { throw IntrospectionError("\(version): \(name) not found") }
+        let size = Int(g.size ?? 0)
+        guard sizes.contains(size) else {
+            throw IntrospectionError("\(version): \(name) has an unexpected size \(size)")
+        }
+        return Global(name: name, address: a &+ bias, size: size)
+    }
+
+    /// The fields this reader reads, for diagnostics ("runtime.schedt.mnext@48:i64", ...).
+    public var fieldDescriptions: [String] {
+        let p = plan
+        return ([p.mnext, p.nmfreed, p.nmidle, p.nmspinning, p.npidle, p.ngsys, p.runqsize] + p.schedGFree
+            + [p.pGFree, p.mNcgocall, p.mAlllink]).map(\.description)
+    }
+
+    /// One coherent reading (see the type's notes). `ProcessReadError` passes through:
+    /// `.exited` means the process is gone and the caller should detach.
+    public func read() throws -> SchedulerSnapshot {
+        try readWithDiagnostics().snapshot
+    }
+
+    /// Like ``read()``, also saying how many attempts it took and whether the last
+    /// one was confirmed by an unchanged re-read of the counters.
+    public func readWithDiagnostics() throws -> (snapshot: SchedulerSnapshot, attempts: Int, coherent: Bool) {
+        var last: SchedulerSnapshot?
+        for attempt in 1...Self.maxAttempts {
+            let r = try fullReading()
+            let again = try counters(ps: r.ps)
+            if again == r.counters { return (r.snapshot, attempt, true) }
+            last = r.snapshot
+        }
+        return (last!, Self.maxAttempts, false)
+    }
+
+    // MARK: - Reading
+
+    private struct Reading {
+        var snapshot: SchedulerSnapshot
+        var counters: [Int64]
+        var ps: [UInt64]
+    }
+
+    private typealias Request = (address: UInt64, count: Int)
+
+    private func req(_ f: RuntimeField, base: UInt64) -> Request { (base &+ UInt64(f.offset), f.size) }
+    private func req(_ g: Global) -> Request { (g.address, g.size) }
+
+    private func value(_ f: RuntimeField, _ bytes: [UInt8]) -> Int64 {
+        // Requests are exactly f.size bytes long, so `value` only fails on a bug here.
+        f.value(in: bytes, base: -f.offset) ?? 0
+    }
+
+    private func globalValue(_ g: Global, _ bytes: [UInt8]) -> Int64 {
+        switch g.size {
+        case 4: Int64(bytes.u32(at: 0) ?? 0)
+        default: Int64(bitPattern: bytes.u64(at: 0) ?? 0)
+        }
+    }
+
+    private func fullReading() throws -> Reading {
+        let p = plan
+        let cached = cache.withLock { $0 }
+        let schedFields = [p.mnext, p.nmfreed, p.nmidle, p.nmspinning, p.npidle, p.ngsys, p.runqsize] + p.schedGFree
+        var requests: [Request] = schedFields.map { req($0, base: p.sched) }
+        requests += [req(p.allglen), req(p.allp), req(p.allm), req(p.ncgocall), req(p.gomaxprocs)]
+        if let e = p.extraM { requests.append(req(e)) }
+        let fixedCount = requests.count
+
+        // Speculation: last reading's allp array, its Ps' free counts and its Ms.
+        var specRequests: [Request] = []
+        if cached.allpPtr != 0 && cached.allpLen > 0 {
+            specRequests.append((cached.allpPtr, cached.allpLen * 8))
+            specRequests += cached.ps.map { req(p.pGFree, base: $0) }
+        }
+        for m in cached.ms {
+            specRequests += [req(p.mNcgocall, base: m), req(p.mAlllink, base: m)]
+        }
+
+        var results: [[UInt8]]
+        var speculated = !specRequests.isEmpty
+        if speculated {
+            do {
+                results = try memory.readBatch(requests + specRequests)
+            } catch {
+                guard case .fault = error else { throw error }
+                // A remembered address is gone (freed memory unmapped): read afresh.
+                cache.withLock { $0 = Cache() }
+                speculated = false
+                results = try memory.readBatch(requests)
+            }
+        } else {
+            results = try memory.readBatch(requests)
+        }
+
+        var v = schedFields.indices.map { value(schedFields[$0], results[$0]) }
+        let (mnext, nmfreed, nmidle, nmspinning, npidle, ngsys, runqsize) = (v[0], v[1], v[2], v[3], v[4], v[5], v[6])
+        let schedFree = v[7...].reduce(0, +)
+        var i = schedFields.count
+        let allglen = globalValue(p.allglen, results[i])
+        let allpHeader = results[i + 1]
+        let allpPtr = allpHeader.u64(at: 0) ?? 0
+        let allpLen = Int(truncatingIfNeeded: Int64(bitPattern: allpHeader.u64(at: 8) ?? 0))
+        let allm = UInt64(bitPattern: globalValue(p.allm, results[i + 2]))
+        let ncgocall = UInt64(bitPattern: globalValue(p.ncgocall, results[i + 3]))
+        let gomaxprocs = globalValue(p.gomaxprocs, results[i + 4])
+        let extraM = p.extraM.map { globalValue($0, results[i + 5]) }
+        i = fixedCount
+        guard allpLen >= 0, allpLen <= Self.maxProcs else {
+            throw IntrospectionError("pid \(pid): allp has an implausible length \(allpLen)")
+        }
+        v = []
+
+        // allp: the speculative copy when the header and the array are unchanged.
+        var ps: [UInt64] = []
+        var pFree: [Int64] = []
+        var specM: [UInt64: (ncgo: UInt64, link: UInt64)] = [:]
+        if speculated {
+            if cached.allpPtr != 0 && cached.allpLen > 0 {
+                let array = results[i]
+                let words = (0..<cached.allpLen).map { array.u64(at: $0 * 8) ?? 0 }.filter { $0 != 0 }
+                if allpPtr == cached.allpPtr && allpLen == cached.allpLen && words == cached.ps {
+                    ps = words
+                    pFree = (0..<words.count).map { value(p.pGFree, results[i + 1 + $0]) }
+                }
+                i += 1 + cached.ps.count
+            }
+            for m in cached.ms {
+                specM[m] = (UInt64(bitPattern: value(p.mNcgocall, results[i])),
+                            UInt64(bitPattern: value(p.mAlllink, results[i + 1])))
+                i += 2
+            }
+        }
+        if ps.isEmpty && allpLen > 0 {
+            guard allpPtr != 0 else { throw IntrospectionError("pid \(pid): allp is nil with length \(allpLen)") }
+            let array = try memory.read(allpPtr, count: allpLen * 8)
+            ps = (0..<allpLen).map { array.u64(at: $0 * 8) ?? 0 }.filter { $0 != 0 }
+            // The Ps' free counts, and the first M if it was not speculated, in one batch.
+            var r = ps.map { req(p.pGFree, base: $0) }
+            let headMissing = allm != 0 && specM[allm] == nil
+            if headMissing { r += [req(p.mNcgocall, base: allm), req(p.mAlllink, base: allm)] }
+            let got = try memory.readBatch(r)
+            pFree = (0..<ps.count).map { value(p.pGFree, got[$0]) }
+            if headMissing {
+                specM[allm] = (UInt64(bitPattern: value(p.mNcgocall, got[ps.count])),
+                               UInt64(bitPattern: value(p.mAlllink, got[ps.count + 1])))
+            }
+        }
+
+        // allm: follow alllink, using what was read in the batches above and reading
+        // the rest one M per system call.
+        var ms: [UInt64] = []
+        var seen = Set<UInt64>()
+        var cgo = ncgocall
+        var cur = allm
+        while cur != 0 {
+            guard ms.count < Self.maxMs, seen.insert(cur).inserted else {
+                throw IntrospectionError("pid \(pid): the allm list does not end (torn or corrupt)")
+            }
+            let m: (ncgo: UInt64, link: UInt64)
+            if let hit = specM[cur] {
+                m = hit
+            } else {
+                let got = try memory.readBatch([req(p.mNcgocall, base: cur), req(p.mAlllink, base: cur)])
+                m = (UInt64(bitPattern: value(p.mNcgocall, got[0])), UInt64(bitPattern: value(p.mAlllink, got[1])))
+            }
+            ms.append(cur)
+            cgo &+= m.ncgo
+            cur = m.link
+        }
+        cache.withLock { $0 = Cache(allpPtr: allpPtr, allpLen: allpLen, ps: ps, ms: ms) }
+
+        // runtime.gcount and runtime.mcount, in the runtime's int32 arithmetic.
+        let perP = pFree.reduce(Int32(0)) { $0 &+ Int32(truncatingIfNeeded: $1) }
+        let g = Int32(truncatingIfNeeded: allglen) &- Int32(truncatingIfNeeded: schedFree)
+            &- Int32(truncatingIfNeeded: ngsys) &- perP
+        let snapshot = SchedulerSnapshot(
+            goroutines: Int(max(g, 1)),
+            threads: Int(Int32(truncatingIfNeeded: mnext &- nmfreed)),
+            idleThreads: Int(nmidle),
+            spinningThreads: Int(nmspinning),
+            procs: Int(gomaxprocs),
+            idleProcs: Int(npidle),
+            globalRunQueue: Int(runqsize),
+            cgoCalls: cgo,
+            idleExtraThreads: extraM.map { Int($0) })
+        return Reading(snapshot: snapshot, counters: [mnext, nmfreed, ngsys, schedFree, allglen] + pFree, ps: ps)
+    }
+
+    /// The counters of a reading, re-read in one batch.
+    private func counters(ps: [UInt64]) throws -> [Int64] {
+        let p = plan
+        let fields = [p.mnext, p.nmfreed, p.ngsys] + p.schedGFree
+        var r = fields.map { req($0, base: p.sched) }
+        r.append(req(p.allglen))
+        r += ps.map { req(p.pGFree, base: $0) }
+        let got = try memory.readBatch(r)
+        let v = fields.indices.map { value(fields[$0], got[$0]) }
+        let allglen = globalValue(p.allglen, got[fields.count])
+        let pFree = ps.indices.map { value(p.pGFree, got[fields.count + 1 + $0]) }
+        return [v[0], v[1], v[2], v[3...].reduce(0, +), allglen] + pFree
+    }
+}
