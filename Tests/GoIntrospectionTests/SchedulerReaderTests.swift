@@ -174,14 +174,15 @@ final class SchedulerReaderTests: XCTestCase {
         ]
         var misses: [String] = []
         var matched = false
-        // Skip the line printed at startup (0ms), then: a line appears, we read at once,
-        // the next line appears; ours must match one of the two on every field.
-        var n = try waitForLine(after: 1).count
+        // Skip the line printed at startup (0ms), then: wait for a new line, read at
+        // once, wait for the next line; ours must match one of the two on every field.
+        _ = try waitForLine(after: 1)
         for _ in 0..<3 where !matched {
-            n = try waitForLine(after: n - 1).count
+            let n = lines().count
+            _ = try waitForLine(after: n)        // line n (0-based) just appeared
             let ours = try reader.read()
-            let l = try waitForLine(after: n)
-            let (before, after) = (l[n - 1], l[n])
+            let l = try waitForLine(after: n + 1)
+            let (before, after) = (l[n], l[n + 1])
             let okBefore = keys.allSatisfy { before[$0.0] == ours[keyPath: $0.1] }
             let okAfter = keys.allSatisfy { after[$0.0] == ours[keyPath: $0.1] }
             if okBefore || okAfter {
@@ -189,7 +190,6 @@ final class SchedulerReaderTests: XCTestCase {
             } else {
                 misses.append("ours \(ours) vs \(before) / \(after)")
             }
-            n += 1
         }
         XCTAssertTrue(matched, "schedtrace disagrees: \(misses)")
         XCTAssertFalse(lines().isEmpty)
@@ -214,6 +214,34 @@ final class SchedulerReaderTests: XCTestCase {
         XCTAssertEqual(d["threads"], 6)
         XCTAssertEqual(d["idlethreads"], 2)
         XCTAssertEqual(d["runqueue"], 0)
+    }
+
+    /// A position-independent build: the globals are found through the load bias.
+    func testPIEBuildReadsThroughTheLoadBias() throws {
+        let v = "go1.22.10"
+        let go = try GoToolchains.go(for: v)
+        let out = NSTemporaryDirectory() + "/ferret-sched-pie-\(v)-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        var env = ProcessInfo.processInfo.environment
+        env["GOTOOLCHAIN"] = "local"
+        env["GOPROXY"] = "off"
+        env["GOFLAGS"] = "-mod=mod"
+        env["GOWORK"] = "off"
+        let (status, output) = try GoToolchains.run(go, ["build", "-buildvcs=false", "-buildmode=pie", "-o", out, "."],
+                                                    cwd: Self.fixture, env: env)
+        XCTAssertEqual(status, 0, output)
+        let srv = try TruthServer(binary: out, arguments: ["-park", "20", "-quiet"])
+        defer { srv.stop() }
+        let binary = try GoBinary(path: "/proc/\(srv.pid)/exe")
+        XCTAssertTrue(binary.isPIE)
+        let reader = try SchedulerReader(pid: srv.pid, binary: binary)
+        XCTAssertNotEqual(reader.loadBias, 0, "a PIE is loaded away from its link address")
+        let (g, _) = try agreeing(tag: "PIE goroutines", truth: { try srv.truth().goroutines },
+                                  ours: { try reader.read() }, pick: { $0.goroutines })
+        XCTAssertEqual(g, 21)
+        let (c, _) = try agreeing(tag: "PIE cgo calls", truth: { try srv.truth().cgoCalls },
+                                  ours: { try reader.read() }, pick: { $0.cgoCalls })
+        XCTAssertGreaterThan(c, 0)
     }
 
     // MARK: - Refusals and exits
