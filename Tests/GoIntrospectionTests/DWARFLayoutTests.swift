@@ -225,7 +225,7 @@ final class DWARFLayoutTests: XCTestCase {
 
     func testNotELFThrowsCleanly() throws {
         let dir = try tempDir()
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         let cases: [(String, [UInt8])] = [
             ("empty", []),
             ("garbage", (0..<65536).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
@@ -286,7 +286,7 @@ final class DWARFLayoutTests: XCTestCase {
         XCTAssertNotNil(expected)
         let dir = try tempDir()
         let p = dir + "/damaged"
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for (label, ldflags) in [("compressed", [String]()), ("uncompressed", ["-compressdwarf=false"])] {
             let bin = try GoToolchains.build(source: Self.fixture, version: v, flavour: .plain, ldflags: ldflags)
             let original = try XCTUnwrap(FileManager.default.contents(atPath: bin))
@@ -329,18 +329,5 @@ final class DWARFLayoutTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
         return dir
-    }
-}
-
-/// A small deterministic PRNG so damage patterns reproduce.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1330_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -7,26 +7,13 @@ import XCTest
 /// Nothing may crash; failures must be one-line errors. The iteration count
 /// is printed and recorded in bench/RESULTS.md.
 final class HostileInputTests: XCTestCase {
-    /// SplitMix64: deterministic, so a failure can be replayed from its seed.
-    struct Rng {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
-    }
-
     static var iterations: Int {
         Int(ProcessInfo.processInfo.environment["FERRET_FUZZ_ITERATIONS"] ?? "") ?? 1500
     }
 
     /// Parses `path` every way the agent would, returning how far it got.
     @discardableResult
-    static func exercise(_ path: String, rng: inout Rng) -> Int {
+    static func exercise(_ path: String, rng: inout SplitMix64) -> Int {
         var depth = 0
         if let facts = try? ExecutableFacts.read(path: path) { depth += 1; _ = facts.isGo }
         guard let b = try? GoBinary(path: path) else { return depth }
@@ -54,7 +41,7 @@ final class HostileInputTests: XCTestCase {
         let dir = NSTemporaryDirectory() + "ferret-fuzz-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var rng = Rng(state: 0xF3BB_E7)
+        var rng = SplitMix64(seed: 0xF3BB_E7)
         var reachedPcln = 0
         let n = Self.iterations
         for i in 0..<n {

@@ -41,9 +41,10 @@ final class ProcFSTests: XCTestCase {
         p.arguments = ["30"]
         try p.run()
         let fs = ProcFS()
-        // Right after spawning, the child may not have exec'd yet.
+        // Right after spawning, the child may not have exec'd yet; and during
+        // exec the kernel sets comm before the new command line exists.
         var f = try XCTUnwrap(fs.facts(pid: p.processIdentifier))
-        for _ in 0..<200 where f.comm != "sleep" {
+        for _ in 0..<200 where f.comm != "sleep" || f.cmdline.isEmpty {
             usleep(10_000)
             f = try XCTUnwrap(fs.facts(pid: p.processIdentifier))
         }
