@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "FerretPluginKit", targets: ["FerretPluginKit"]),
         // Collector plugins: loadable shared objects, built next to `ferret`.
         .library(name: "ferret_procio", type: .dynamic, targets: ["ProcIOPlugin"]),
+        .library(name: "ferret_scheduler", type: .dynamic, targets: ["SchedulerPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -53,6 +54,9 @@ let package = Package(
         .target(
             name: "ProcIOPlugin", dependencies: ["FerretPluginKit"],
             path: "Sources/Plugins/ProcIO", exclude: ["README.md", "sample.yaml"]),
+        .target(
+            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
+            path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
             name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],

@@ -1,0 +1,120 @@
+// scheduler: CPU and scheduling figures for every process (from /proc), and
+// the Go runtime's scheduler state for Go processes, read from outside the
+// process through GoIntrospection (process_vm_readv; never a stop, never a write).
+import FerretPluginKit
+import Foundation
+import GoIntrospection
+
+public final class SchedulerCollector: FerretCollector {
+    public static let name = "scheduler"
+    public static let version = "0.1.0"
+    public static let summary = "CPU time, threads, context switches, run delay; Go goroutines, Ms, Ps, run queue, cgo calls"
+
+    private struct Target {
+        var comm: String
+        var reader: SchedulerReader?
+    }
+
+    private let emit: Emitter
+    private let includeGo: Bool
+    private var targets: [Int32: Target] = [:]
+    private static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    struct Settings: Decodable {
+        /// Read the Go runtime's scheduler state of Go processes (default true).
+        var go_runtime: Bool?
+    }
+
+    public init(context: PluginContext) throws {
+        try context.requireKnownKeys(["go_runtime"])
+        includeGo = try context.decodeConfig(Settings.self).go_runtime ?? true
+        emit = context.emit
+    }
+
+    public func attach(_ target: PluginTarget) throws {
+        var t = Target(comm: target.comm, reader: nil)
+        if includeGo && target.isGo {
+            do {
+                let binary = try GoBinaryCache.binary(path: "/proc/\(target.pid)/exe")
+                t.reader = try SchedulerReader(pid: target.pid, binary: binary)
+            } catch {
+                // No guessed numbers: say why once, keep the OS figures.
+                emit.events([PluginEvent(name: "go.runtime.unavailable", severity: .warn,
+                                         body: "pid \(target.pid) (\(target.comm)): Go scheduler figures unavailable: \(error)",
+                                         pid: target.pid, attributes: [("reason", .string("\(error)"))])])
+            }
+        }
+        targets[target.pid] = t
+    }
+
+    public func detach(pid: Int32) throws {
+        guard targets.removeValue(forKey: pid) != nil else { throw PluginError.failed("pid \(pid) is not attached") }
+    }
+
+    public func collect(now: UInt64) throws {
+        var points: [Metric] = []
+        for (pid, t) in targets.sorted(by: { $0.key < $1.key }) {
+            guard let os = Self.readOS(pid: pid) else { continue } // exited: the host detaches it
+            points.append(.counter("process.cpu.time", os.user, unit: "s", pid: pid, attributes: [("cpu.mode", .string("user"))]))
+            points.append(.counter("process.cpu.time", os.system, unit: "s", pid: pid, attributes: [("cpu.mode", .string("system"))]))
+            points.append(.gauge("process.thread.count", Double(os.threads), unit: "{thread}", pid: pid))
+            points.append(.counter("process.context_switches", Double(os.voluntary), unit: "{context_switch}", pid: pid,
+                                   attributes: [("type", .string("voluntary"))]))
+            points.append(.counter("process.context_switches", Double(os.involuntary), unit: "{context_switch}", pid: pid,
+                                   attributes: [("type", .string("involuntary"))]))
+            points.append(.counter("process.run_delay", os.runDelay, unit: "s", pid: pid))
+            guard let reader = t.reader else { continue }
+            do {
+                let s = try reader.read()
+                points.append(.gauge("go.goroutine.count", Double(s.goroutines), unit: "{goroutine}", pid: pid))
+                points.append(.gauge("go.sched.threads", Double(s.threads), unit: "{thread}", pid: pid))
+                points.append(.gauge("go.sched.threads.idle", Double(s.idleThreads), unit: "{thread}", pid: pid))
+                points.append(.gauge("go.sched.threads.spinning", Double(s.spinningThreads), unit: "{thread}", pid: pid))
+                points.append(.gauge("go.sched.procs", Double(s.procs), unit: "{proc}", pid: pid))
+                points.append(.gauge("go.sched.procs.idle", Double(s.idleProcs), unit: "{proc}", pid: pid))
+                points.append(.gauge("go.sched.runqueue.global", Double(s.globalRunQueue), unit: "{goroutine}", pid: pid))
+                points.append(.counter("go.cgo.calls", Double(s.cgoCalls), unit: "{call}", pid: pid))
+            } catch let e as ProcessReadError {
+                if case .exited = e { continue }
+                emit.log(.warn, "pid \(pid): Go scheduler read failed: \(e)")
+            } catch {
+                emit.log(.warn, "pid \(pid): Go scheduler read failed: \(error)")
+            }
+        }
+        emit.metrics(points)
+    }
+
+    struct OSFigures {
+        var user: Double, system: Double, threads: Int, voluntary: Int, involuntary: Int, runDelay: Double
+    }
+
+    /// /proc/PID/stat (utime, stime, num_threads), status (context switches),
+    /// and task/*/schedstat (time runnable but waiting for a CPU, summed over threads).
+    static func readOS(pid: Int32) -> OSFigures? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let f = stat[stat.index(after: close)...].split(separator: " ")
+        // f[0] is field 3 (state): utime is field 14, stime 15, num_threads 20.
+        guard f.count > 17, let ut = Double(f[11]), let st = Double(f[12]), let threads = Int(f[17]) else { return nil }
+        var vol = 0, invol = 0
+        if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
+            for line in status.split(separator: "\n") {
+                if line.hasPrefix("voluntary_ctxt_switches:") { vol = Int(line.split(separator: "\t").last ?? "") ?? 0 }
+                if line.hasPrefix("nonvoluntary_ctxt_switches:") { invol = Int(line.split(separator: "\t").last ?? "") ?? 0 }
+            }
+        }
+        var delayNs: UInt64 = 0
+        if let tids = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
+            for tid in tids {
+                if let s = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/schedstat", encoding: .utf8) {
+                    let parts = s.split(separator: " ")
+                    if parts.count >= 2, let d = UInt64(parts[1]) { delayNs &+= d }
+                }
+            }
+        }
+        return OSFigures(user: ut / ticksPerSecond, system: st / ticksPerSecond, threads: threads,
+                         voluntary: vol, involuntary: invol, runDelay: Double(delayNs) / 1e9)
+    }
+}
+
+@_cdecl("ferret_plugin_entry") public func ferretPluginEntry(_ major: UInt32, _ minor: UInt32, _ host: UnsafePointer<ferret_host_api>?) -> UnsafeRawPointer? { FerretExport.entry(SchedulerCollector.self, major, minor, host) }
