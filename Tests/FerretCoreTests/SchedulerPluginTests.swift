@@ -49,6 +49,8 @@ final class SchedulerPluginTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(value(g), 4, "an idle net/http server has a handful of goroutines")
         XCTAssertLessThan(value(g), 100)
         XCTAssertEqual(g.resource["process.runtime.name"] as? String, "go")
+        XCTAssertEqual(g.resource["go.linkage"] as? String, "dynamic", "net/http with cgo links libc")
+        XCTAssertTrue((g.resource["process.runtime.version"] as? String)?.hasPrefix("go1.") == true)
         let procs = try agent.waitFor("go.sched.procs") { $0.name == "go.sched.procs" && pid($0) == plain.processIdentifier }
         let cpus = try TestSupport.run("/usr/bin/nproc", []).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         XCTAssertEqual(value(procs), Double(cpus), "GOMAXPROCS defaults to the usable CPUs")

@@ -78,7 +78,9 @@ extension Resource {
             a.append(Attribute("process.runtime.version", .string(v)))
         }
         if let e = p.executable {
-            a.append(Attribute("process.linkage", .string(e.isStatic ? "static" : "dynamic")))
+            let linkage = e.isStatic ? "static" : "dynamic"
+            a.append(Attribute("process.linkage", .string(linkage)))
+            if e.isGo { a.append(Attribute("go.linkage", .string(linkage))) }
         }
         return Resource(a)
     }
