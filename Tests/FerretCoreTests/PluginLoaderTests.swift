@@ -47,6 +47,18 @@ final class PluginLoaderTests: XCTestCase {
         XCTAssertTrue(e.contains("ghost.yaml: library 'libghost.so' not found next to the manifest, on FERRET_PLUGIN_PATH"), e)
     }
 
+    func testTwoManifestsForOneNameAreReported() throws {
+        let lib = try TestSupport.fixture("counter")
+        let records = try loadDir { dir in
+            TestSupport.manifest(in: dir, name: "counter", library: lib)
+            try "name: counter\nlibrary: \(lib)\nkind: collector\n".write(toFile: dir + "/zz-counter-again.yaml", atomically: true, encoding: .utf8)
+        }
+        XCTAssertEqual(records.count, 2)
+        XCTAssertNotNil(records[0].plugin, records[0].error ?? "")
+        let e = try XCTUnwrap(records[1].error)
+        XCTAssertTrue(e.hasSuffix("zz-counter-again.yaml: plugin 'counter' is already provided by \(records[0].manifestPath)"), e)
+    }
+
     func testWorldWritablePluginsDirIsRefused() throws {
         let good = try TestSupport.examplePlugin()
         let dir = TestSupport.tempDir("plugins.d")

@@ -12,11 +12,10 @@ public final class LoadedPlugin: @unchecked Sendable {
     public let abiMinor: Int
     public let flags: UInt32
     public let libraryPath: String
-    public let manifestPath: String
     let descriptor: UnsafePointer<ferret_plugin_descriptor>
 
     init(name: String, version: String, summary: String, abiMajor: Int, abiMinor: Int, flags: UInt32,
-         libraryPath: String, manifestPath: String, descriptor: UnsafePointer<ferret_plugin_descriptor>) {
+         libraryPath: String, descriptor: UnsafePointer<ferret_plugin_descriptor>) {
         self.name = name
         self.version = version
         self.summary = summary
@@ -24,7 +23,6 @@ public final class LoadedPlugin: @unchecked Sendable {
         self.abiMinor = abiMinor
         self.flags = flags
         self.libraryPath = libraryPath
-        self.manifestPath = manifestPath
         self.descriptor = descriptor
     }
 
@@ -36,6 +34,8 @@ public final class LoadedPlugin: @unchecked Sendable {
 /// What the registry knows about one manifest.
 public struct PluginRecord: Sendable {
     public enum Status: Sendable {
+        /// The manifest is valid and its library was located; not loaded yet.
+        case found
         case loaded(LoadedPlugin)
         case failed(String)
     }
@@ -102,7 +102,7 @@ public final class PluginRegistry: Sendable {
                     }
                     let lib = locate(m.library, manifestDir: dir)
                     out.append(PluginRecord(name: m.name, kind: m.kind, manifestPath: path, libraryPath: lib,
-                                            status: lib == nil ? .failed("\(path): library '\(m.library)' not found next to the manifest, on FERRET_PLUGIN_PATH, or next to the ferret executable") : .failed("not loaded")))
+                                            status: lib == nil ? .failed("\(path): library '\(m.library)' not found next to the manifest, on FERRET_PLUGIN_PATH, or next to the ferret executable") : .found))
                 } catch {
                     out.append(PluginRecord(name: (f as NSString).deletingPathExtension, kind: "", manifestPath: path,
                                             libraryPath: nil, status: .failed("\(error)")))
@@ -144,7 +144,7 @@ public final class PluginRegistry: Sendable {
     public func load(paths: [String]) -> [PluginRecord] {
         var records = Self.manifests(in: paths)
         for i in records.indices {
-            guard let lib = records[i].libraryPath, records[i].error == "not loaded" else { continue }
+            guard let lib = records[i].libraryPath, case .found = records[i].status else { continue }
             switch Self.loadLibrary(lib, manifest: records[i]) {
             case .success(let p): records[i].status = .loaded(p)
             case .failure(let e): records[i].status = .failed(e.description)
@@ -159,20 +159,21 @@ public final class PluginRegistry: Sendable {
             $0.hasPrefix("/") ? $0 : ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent($0)
         } ?? path
         let key = URL(fileURLWithPath: real).standardizedFileURL.path
-        return libraries.withLock { cache in
-            if let hit = cache[key] {
-                if case .success(let p) = hit, let m = manifest, p.name != m.name {
-                    return .failure(PluginLoadError(description: "\(path): library reports plugin name '\(p.name)' but the manifest \(m.manifestPath) says '\(m.name)'"))
-                }
-                return hit
-            }
-            let r = open(path: key, manifest: manifest)
+        let result = libraries.withLock { cache in
+            if let hit = cache[key] { return hit }
+            let r = open(path: key)
             cache[key] = r
             return r
         }
+        // Checked per manifest, never cached with the library: another
+        // manifest may name the same library correctly.
+        if case .success(let p) = result, let m = manifest, p.name != m.name {
+            return .failure(PluginLoadError(description: "\(path): library reports plugin name '\(p.name)' but the manifest \(m.manifestPath) says '\(m.name)'"))
+        }
+        return result
     }
 
-    private static func open(path: String, manifest: PluginRecord?) -> Result<LoadedPlugin, PluginLoadError> {
+    private static func open(path: String) -> Result<LoadedPlugin, PluginLoadError> {
         func fail(_ s: String) -> Result<LoadedPlugin, PluginLoadError> { .failure(PluginLoadError(description: "\(path): \(s)")) }
         if let problem = FileTrust.problem(with: path, what: "plugin library") { return .failure(PluginLoadError(description: problem)) }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
@@ -197,9 +198,6 @@ public final class PluginRegistry: Sendable {
         let desc = d.pointee
         let name = desc.name.string
         guard !name.isEmpty else { return fail("the descriptor has an empty name") }
-        if let m = manifest, m.name != name {
-            return fail("library reports plugin name '\(name)' but the manifest \(m.manifestPath) says '\(m.name)'")
-        }
         guard desc.kind == UInt32(FERRET_KIND_COLLECTOR.rawValue) else {
             return fail("plugin kind \(desc.kind) is reserved; this host runs collectors only")
         }
@@ -211,6 +209,6 @@ public final class PluginRegistry: Sendable {
         if desc.flags & FERRET_COLLECTOR_PUSH != 0 && (desc.start == nil || desc.stop == nil) { return fail("a push collector must implement start and stop") }
         return .success(LoadedPlugin(name: name, version: desc.version.string, summary: desc.description.string,
                                      abiMajor: Int(h.abi_major), abiMinor: Int(h.abi_minor), flags: desc.flags,
-                                     libraryPath: path, manifestPath: manifest?.manifestPath ?? "", descriptor: d))
+                                     libraryPath: path, descriptor: d))
     }
 }
