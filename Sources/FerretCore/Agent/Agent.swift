@@ -156,7 +156,7 @@ public final class Agent: @unchecked Sendable {
         }
         for (key, inst) in instances {
             if let (_, c) = wanted[key], let rec = records.first(where: { $0.name == c.plugin }), let p = rec.plugin,
-               inst.identity == "\(p.libraryPath)|\(c.json)|\(c.interval)|\(c.timeout)" {
+               inst.identity == PluginInstance.identity(plugin: p, config: c) {
                 continue
             }
             for pid in inst.attachedPids { tracked[pid]?.instances.removeAll { $0 == key } }

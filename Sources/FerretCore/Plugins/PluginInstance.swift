@@ -48,13 +48,18 @@ public final class PluginInstance: @unchecked Sendable {
         self.rule = rule
         self.config = config
         self.name = "\(rule)/\(plugin.name)"
-        self.identity = "\(plugin.libraryPath)|\(config.json)|\(config.interval)|\(config.timeout)"
+        self.identity = Self.identity(plugin: plugin, config: config)
         self.logger = logger
         let res = Resource(fallback.attributes + [Attribute("ferret.plugin", .string(plugin.name)), Attribute("ferret.rule", .string(rule))])
         context = HostServices.register(instanceName: name, pipeline: pipeline, fallback: res, logger: logger)
         let t = Thread { [self] in self.work() }
         t.name = "ferret-\(plugin.name)"
         t.start()
+    }
+
+    /// What decides whether a config reload can keep an instance.
+    static func identity(plugin: LoadedPlugin, config: CollectorConfig) -> String {
+        "\(plugin.libraryPath)|\(config.json)|\(config.interval)|\(config.timeout)"
     }
 
     public var timeout: Duration { config.timeout }
