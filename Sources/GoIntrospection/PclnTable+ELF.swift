@@ -3,11 +3,10 @@ import Foundation
 
 extension PclnTable {
     /// moduledata field offsets that have not moved in 1.18–1.27 (checked with
-    /// gdb against DWARF): pcHeader 0, ftab 128, text 176. `gofunc` moves
+    /// gdb against DWARF): pcHeader 0, text 176. `gofunc` moves
     /// (304 in 1.18–1.19, 320 in 1.20–1.26, 344 in 1.27), so candidates are
     /// validated against real inline-tree entries instead of trusted by offset.
     static let moduledataTextOffset = 176
-    static let moduledataFtabOffset = 128
     static let gofuncCandidateOffsets = [344, 320, 304] + Array(stride(from: 256, through: 480, by: 8))
 
     /// Finds and parses the pclntab of an ELF Go binary: by the .gopclntab

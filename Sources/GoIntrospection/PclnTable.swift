@@ -45,7 +45,7 @@ public final class PclnTable: @unchecked Sendable {
     private let funcOffsets: [UInt32]
     private let funcSize: Int
     private let inlineTreeReader: InlineTreeReader?
-    private var nameIndex: [String: Int]?
+    private var nameIndex: [String: [Int]]?
     private let lock = NSLock()
 
     /// Reads the inline-tree bytes that live in the `go:func.*` area.
@@ -150,31 +150,31 @@ public final class PclnTable: @unchecked Sendable {
         return function(at: i)
     }
 
-    /// Looks a function up by its full name, e.g. "net/http.(*Transport).roundTrip".
+    /// Looks a function up by its full name, e.g. "net/http.(*Transport).roundTrip"
+    /// (the first, lowest-addressed one when the name occurs more than once).
     public func function(named name: String) -> Function? {
-        lock.lock()
-        if nameIndex == nil {
-            var idx: [String: Int] = [:]
-            idx.reserveCapacity(functionCount)
-            for i in 0..<functionCount {
-                if let r = rawFunc(i), let n = cString(funcnametab, Int(r.nameOff)) { idx[n] = idx[n] ?? i }
-            }
-            nameIndex = idx
-        }
-        let i = nameIndex?[name]
-        lock.unlock()
-        return i.flatMap(function(at:))
+        functionIndices(named: name).first.flatMap(function(at:))
     }
 
     /// Every function with this name: Go emits some twice (ABI0 and
     /// ABIInternal wrappers of assembly functions), in address order.
     public func functions(named name: String) -> [Function] {
-        guard let first = function(named: name) else { return [] }
-        var out = [first]
-        for i in (first.index + 1)..<functionCount {
-            if let r = rawFunc(i), cString(funcnametab, Int(r.nameOff)) == name, let f = function(at: i) { out.append(f) }
+        functionIndices(named: name).compactMap(function(at:))
+    }
+
+    /// Indices by name, built on first use.
+    private func functionIndices(named name: String) -> [Int] {
+        lock.lock()
+        defer { lock.unlock() }
+        if nameIndex == nil {
+            var idx: [String: [Int]] = [:]
+            idx.reserveCapacity(functionCount)
+            for i in 0..<functionCount {
+                if let r = rawFunc(i), let n = cString(funcnametab, Int(r.nameOff)) { idx[n, default: []].append(i) }
+            }
+            nameIndex = idx
         }
-        return out
+        return nameIndex?[name] ?? []
     }
 
     /// Checks a candidate `gofunc` address: the inline-tree entries of a
@@ -314,13 +314,8 @@ public final class PclnTable: @unchecked Sendable {
     /// The value of a pc-value table at `target`; nil when corrupt or out of range.
     @inline(__always)
     func pcvalue(_ off: Int, entry: UInt64, target: UInt64) -> Int32? {
-        linearValue(off, entry: entry, target: target).0
-    }
-
-    /// Decodes a pc-value table up to `target`; also returns how many steps it took.
-    func linearValue(_ off: Int, entry: UInt64, target: UInt64) -> (Int32?, Int) {
-        var steps = 0
-        let v = data.withUnsafeBufferPointer { buf -> Int32? in
+        guard off > 0 else { return nil }
+        return data.withUnsafeBufferPointer { buf -> Int32? in
             var p = pctab + off
             var val: Int32 = -1
             var pc = entry
@@ -350,12 +345,10 @@ public final class PclnTable: @unchecked Sendable {
                     shift += 7
                 }
                 pc &+= UInt64(upc) * UInt64(minLC)
-                steps += 1
                 if target < pc { return val }
             }
             return nil
         }
-        return (v, steps)
     }
 
     /// File names by cutab index (no hashing on the hot path).
