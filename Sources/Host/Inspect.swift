@@ -49,13 +49,11 @@ struct InspectReport {
             do throws(IntrospectionError) { pcln = .success(try binary.pclnTable()) } catch { pcln = .failure(error) }
             globals = binary.runtimeGlobals()
             let dwarf = binary.dwarf
+            let version = binary.goVersion ?? ""
             layouts = Self.layoutTypes.map { t in
-                if let d = dwarf, d.layout(of: t) != nil { return (t, "dwarf") }
-                switch GoLayoutTable.builtIn.lookup(t, goVersion: binary.goVersion ?? "") {
-                case .exact: return (t, "table")
-                case .nearestPatch(let v, _): return (t, "table (nearest patch \(v))")
-                case .unknown(let why): return (t, "unavailable: \(why)")
-                }
+                if let found = GoLayoutTable.resolve(binaryDWARF: dwarf, goVersion: version, type: t) { return (t, found.source) }
+                if case .unknown(let why) = GoLayoutTable.builtIn.lookup(t, goVersion: version) { return (t, "unavailable: \(why)") }
+                return (t, "unavailable")
             }
         } else {
             pcln = nil
