@@ -88,25 +88,12 @@ extension YAMLNode {
     }
 }
 
-/// Minimal JSON string escaping shared by config and sinks.
+/// JSON strings for code that builds JSON as a `String` (config to JSON, CLI
+/// output); the escaping is JSONWriter's, the one the sinks use.
 public enum JSONText {
     public static func appendString(_ s: String, to out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    out += String(format: "\\u%04x", u.value)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
+        var w = JSONWriter(capacity: s.utf8.count + 8)
+        w.string(s)
+        out += String(decoding: w.bytes, as: UTF8.self)
     }
 }
