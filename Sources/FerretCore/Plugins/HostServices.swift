@@ -156,126 +156,108 @@ public enum HostServices {
         return out
     }
 
-    static func emitMetrics(_ ctxp: OpaquePointer?, _ points: UnsafePointer<ferret_metric_point>?, _ count: Int) -> Int32 {
+    /// The frame every emit shares: find the instance, check the array,
+    /// convert each record (stride from its header), then submit the batch,
+    /// or refuse all of it with the first problem.
+    private static func submitRecords<T>(_ ctxp: OpaquePointer?, _ base: UnsafePointer<T>?, _ count: Int, what: String,
+                                         _ convert: (UnsafePointer<T>, HostContext) throws(RecordError) -> Signal) -> Int32 {
         guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
         guard count > 0 else { return Int32(FERRET_OK.rawValue) }
-        guard let points else { return ctx.reject("points is NULL") }
+        guard let base else { return ctx.reject("\(what) is NULL") }
         var out: [Signal] = []
         out.reserveCapacity(count)
-        let now = Clock.unixNanos()
         do throws(RecordError) {
-            var lastPid: Int32 = -1
-            var lastResource = ctx.fallback
-            try records(points, count, minimum: MemoryLayout<ferret_metric_point>.size) { (p) throws(RecordError) in
-                let m = p.pointee
-                let name = m.name.string
-                guard !name.isEmpty else { throw RecordError("a metric point has an empty name") }
-                let kind: MetricKind
-                switch m.kind {
-                case UInt32(FERRET_METRIC_GAUGE.rawValue): kind = .gauge
-                case UInt32(FERRET_METRIC_COUNTER.rawValue): kind = .counter
-                case UInt32(FERRET_METRIC_HISTOGRAM.rawValue): kind = .histogram
-                default: throw RecordError("metric '\(name)' has unknown kind \(m.kind)")
-                }
-                var histogram: HistogramData?
-                if kind == .histogram {
-                    let nb = m.bound_count
-                    guard nb <= 4096, nb == 0 || m.bounds != nil, m.bucket_counts != nil else {
-                        throw RecordError("histogram '\(name)' has NULL bounds or bucket_counts")
-                    }
-                    let bounds = nb == 0 ? [] : Array(UnsafeBufferPointer(start: m.bounds, count: nb))
-                    for i in bounds.indices.dropFirst() where !(bounds[i - 1] < bounds[i]) {
-                        throw RecordError("histogram '\(name)' bounds are not strictly ascending")
-                    }
-                    histogram = HistogramData(count: m.count, sum: m.sum, bounds: bounds,
-                                              bucketCounts: Array(UnsafeBufferPointer(start: m.bucket_counts, count: nb + 1)))
-                }
-                if m.pid != lastPid {
-                    lastPid = m.pid
-                    lastResource = ctx.resource(for: m.pid)
-                }
-                out.append(.metric(MetricPoint(name: name, kind: kind, unit: m.unit.string, value: m.value, histogram: histogram,
-                                               timeUnixNano: m.time_unix_nano == 0 ? now : m.time_unix_nano,
-                                               attributes: try attributes(m.attrs, m.attr_count), resource: lastResource)))
-            }
+            try records(base, count, minimum: MemoryLayout<T>.size) { (p) throws(RecordError) in out.append(try convert(p, ctx)) }
         } catch {
             return ctx.reject(error.reason)
         }
         return ctx.submit(out)
+    }
+
+    static func emitMetrics(_ ctxp: OpaquePointer?, _ points: UnsafePointer<ferret_metric_point>?, _ count: Int) -> Int32 {
+        let now = Clock.unixNanos()
+        // Consecutive points usually share a pid: look its resource up once.
+        var lastPid: Int32 = -1
+        var lastResource: Resource?
+        return submitRecords(ctxp, points, count, what: "points") { (p, ctx) throws(RecordError) -> Signal in
+            let m = p.pointee
+            let name = m.name.string
+            guard !name.isEmpty else { throw RecordError("a metric point has an empty name") }
+            let kind: MetricKind
+            switch m.kind {
+            case UInt32(FERRET_METRIC_GAUGE.rawValue): kind = .gauge
+            case UInt32(FERRET_METRIC_COUNTER.rawValue): kind = .counter
+            case UInt32(FERRET_METRIC_HISTOGRAM.rawValue): kind = .histogram
+            default: throw RecordError("metric '\(name)' has unknown kind \(m.kind)")
+            }
+            var histogram: HistogramData?
+            if kind == .histogram {
+                let nb = m.bound_count
+                guard nb <= 4096, nb == 0 || m.bounds != nil, m.bucket_counts != nil else {
+                    throw RecordError("histogram '\(name)' has NULL bounds or bucket_counts")
+                }
+                let bounds = nb == 0 ? [] : Array(UnsafeBufferPointer(start: m.bounds, count: nb))
+                for i in bounds.indices.dropFirst() where !(bounds[i - 1] < bounds[i]) {
+                    throw RecordError("histogram '\(name)' bounds are not strictly ascending")
+                }
+                histogram = HistogramData(count: m.count, sum: m.sum, bounds: bounds,
+                                          bucketCounts: Array(UnsafeBufferPointer(start: m.bucket_counts, count: nb + 1)))
+            }
+            if m.pid != lastPid || lastResource == nil {
+                lastPid = m.pid
+                lastResource = ctx.resource(for: m.pid)
+            }
+            return .metric(MetricPoint(name: name, kind: kind, unit: m.unit.string, value: m.value, histogram: histogram,
+                                       timeUnixNano: m.time_unix_nano == 0 ? now : m.time_unix_nano,
+                                       attributes: try attributes(m.attrs, m.attr_count), resource: lastResource!))
+        }
     }
 
     static func emitSpans(_ ctxp: OpaquePointer?, _ spans: UnsafePointer<ferret_span>?, _ count: Int) -> Int32 {
-        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
-        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
-        guard let spans else { return ctx.reject("spans is NULL") }
-        var out: [Signal] = []
-        do throws(RecordError) {
-            try records(spans, count, minimum: MemoryLayout<ferret_span>.size) { (p) throws(RecordError) in
-                var s = p.pointee
-                let trace = withUnsafeBytes(of: &s.trace_id) { Array($0) }
-                let span = withUnsafeBytes(of: &s.span_id) { Array($0) }
-                let parent = withUnsafeBytes(of: &s.parent_span_id) { Array($0) }
-                guard trace.contains(where: { $0 != 0 }), span.contains(where: { $0 != 0 }) else {
-                    throw RecordError("span '\(s.name.string)' has an all-zero trace_id or span_id")
-                }
-                let kinds: [SpanKind] = [.internal, .server, .client, .producer, .consumer]
-                let statuses: [SpanStatus] = [.unset, .ok, .error]
-                guard Int(s.kind) < kinds.count, Int(s.status) < statuses.count else {
-                    throw RecordError("span '\(s.name.string)' has an unknown kind or status")
-                }
-                out.append(.span(Span(name: s.name.string, kind: kinds[Int(s.kind)], traceID: trace, spanID: span,
-                                      parentSpanID: parent.contains(where: { $0 != 0 }) ? parent : [],
-                                      startUnixNano: s.start_time_unix_nano, endUnixNano: s.end_time_unix_nano,
-                                      status: statuses[Int(s.status)], statusMessage: s.status_message.string,
-                                      attributes: try attributes(s.attrs, s.attr_count), resource: ctx.resource(for: s.pid))))
+        submitRecords(ctxp, spans, count, what: "spans") { (p, ctx) throws(RecordError) -> Signal in
+            var s = p.pointee
+            let trace = withUnsafeBytes(of: &s.trace_id) { Array($0) }
+            let span = withUnsafeBytes(of: &s.span_id) { Array($0) }
+            let parent = withUnsafeBytes(of: &s.parent_span_id) { Array($0) }
+            guard trace.contains(where: { $0 != 0 }), span.contains(where: { $0 != 0 }) else {
+                throw RecordError("span '\(s.name.string)' has an all-zero trace_id or span_id")
             }
-        } catch {
-            return ctx.reject(error.reason)
+            let kinds: [SpanKind] = [.internal, .server, .client, .producer, .consumer]
+            let statuses: [SpanStatus] = [.unset, .ok, .error]
+            guard Int(s.kind) < kinds.count, Int(s.status) < statuses.count else {
+                throw RecordError("span '\(s.name.string)' has an unknown kind or status")
+            }
+            return .span(Span(name: s.name.string, kind: kinds[Int(s.kind)], traceID: trace, spanID: span,
+                              parentSpanID: parent.contains(where: { $0 != 0 }) ? parent : [],
+                              startUnixNano: s.start_time_unix_nano, endUnixNano: s.end_time_unix_nano,
+                              status: statuses[Int(s.status)], statusMessage: s.status_message.string,
+                              attributes: try attributes(s.attrs, s.attr_count), resource: ctx.resource(for: s.pid)))
         }
-        return ctx.submit(out)
     }
 
     static func emitProfiles(_ ctxp: OpaquePointer?, _ profiles: UnsafePointer<ferret_profile>?, _ count: Int) -> Int32 {
-        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
-        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
-        guard let profiles else { return ctx.reject("profiles is NULL") }
-        var out: [Signal] = []
-        do throws(RecordError) {
-            try records(profiles, count, minimum: MemoryLayout<ferret_profile>.size) { (p) throws(RecordError) in
-                let r = p.pointee
-                guard r.data_len == 0 || r.data != nil else { throw RecordError("profile data is NULL") }
-                guard r.data_len <= 256 << 20 else { throw RecordError("profile of \(r.data_len) bytes is over 256 MiB") }
-                let bytes = r.data_len == 0 ? [] : Array(UnsafeBufferPointer(start: r.data, count: r.data_len))
-                out.append(.profile(Profile(data: bytes, profileType: r.profile_type.string, startUnixNano: r.start_time_unix_nano,
-                                            durationNano: r.duration_nano, samples: r.sample_count, path: nil,
-                                            attributes: try attributes(r.attrs, r.attr_count), resource: ctx.resource(for: r.pid))))
-            }
-        } catch {
-            return ctx.reject(error.reason)
+        submitRecords(ctxp, profiles, count, what: "profiles") { (p, ctx) throws(RecordError) -> Signal in
+            let r = p.pointee
+            guard r.data_len == 0 || r.data != nil else { throw RecordError("profile data is NULL") }
+            guard r.data_len <= 256 << 20 else { throw RecordError("profile of \(r.data_len) bytes is over 256 MiB") }
+            let bytes = r.data_len == 0 ? [] : Array(UnsafeBufferPointer(start: r.data, count: r.data_len))
+            return .profile(Profile(data: bytes, profileType: r.profile_type.string, startUnixNano: r.start_time_unix_nano,
+                                    durationNano: r.duration_nano, samples: r.sample_count, path: nil,
+                                    attributes: try attributes(r.attrs, r.attr_count), resource: ctx.resource(for: r.pid)))
         }
-        return ctx.submit(out)
     }
 
     static func emitEvents(_ ctxp: OpaquePointer?, _ events: UnsafePointer<ferret_event>?, _ count: Int) -> Int32 {
-        guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
-        guard count > 0 else { return Int32(FERRET_OK.rawValue) }
-        guard let events else { return ctx.reject("events is NULL") }
-        var out: [Signal] = []
         let now = Clock.unixNanos()
-        do throws(RecordError) {
-            try records(events, count, minimum: MemoryLayout<ferret_event>.size) { (p) throws(RecordError) in
-                let e = p.pointee
-                let name = e.name.string
-                guard !name.isEmpty else { throw RecordError("an event has an empty name") }
-                let sev: [Severity] = [.debug, .info, .warn, .error]
-                guard Int(e.severity) < sev.count else { throw RecordError("event '\(name)' has unknown severity \(e.severity)") }
-                out.append(.event(Event(name: name, severity: sev[Int(e.severity)], body: e.body.string,
-                                        timeUnixNano: e.time_unix_nano == 0 ? now : e.time_unix_nano,
-                                        attributes: try attributes(e.attrs, e.attr_count), resource: ctx.resource(for: e.pid))))
-            }
-        } catch {
-            return ctx.reject(error.reason)
+        return submitRecords(ctxp, events, count, what: "events") { (p, ctx) throws(RecordError) -> Signal in
+            let e = p.pointee
+            let name = e.name.string
+            guard !name.isEmpty else { throw RecordError("an event has an empty name") }
+            let sev: [Severity] = [.debug, .info, .warn, .error]
+            guard Int(e.severity) < sev.count else { throw RecordError("event '\(name)' has unknown severity \(e.severity)") }
+            return .event(Event(name: name, severity: sev[Int(e.severity)], body: e.body.string,
+                                timeUnixNano: e.time_unix_nano == 0 ? now : e.time_unix_nano,
+                                attributes: try attributes(e.attrs, e.attr_count), resource: ctx.resource(for: e.pid)))
         }
-        return ctx.submit(out)
     }
 }
