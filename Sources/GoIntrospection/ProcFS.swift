@@ -87,12 +87,17 @@ public final class ProcFS: Sendable {
         readSmall("\(root)/\(pid)/stat").flatMap(Self.parseStat)?.1
     }
 
-    static func parseStat(_ s: String) -> (Int32, UInt64)? {
-        // comm may contain spaces and parentheses: fields resume after the last ')'.
+    /// The fields of a /proc/PID/stat line after the command name: element 0
+    /// is field 3 (state), so field N is at index N - 3. The name may contain
+    /// spaces and parentheses, so the fields resume after the last ')'.
+    public static func statFields(_ s: String) -> [Substring]? {
         guard let close = s.lastIndex(of: ")") else { return nil }
-        let fields = s[s.index(after: close)...].split(separator: " ")
-        // fields[0] is state (field 3); ppid is field 4; starttime field 22.
-        guard fields.count > 19, let ppid = Int32(fields[1]), let start = UInt64(fields[19]) else { return nil }
+        return s[s.index(after: close)...].split(separator: " ")
+    }
+
+    static func parseStat(_ s: String) -> (Int32, UInt64)? {
+        // ppid is field 4; starttime field 22.
+        guard let fields = statFields(s), fields.count > 19, let ppid = Int32(fields[1]), let start = UInt64(fields[19]) else { return nil }
         return (ppid, start)
     }
 

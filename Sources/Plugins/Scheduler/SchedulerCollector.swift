@@ -92,9 +92,8 @@ public final class SchedulerCollector: FerretCollector {
     /// and task/*/schedstat (time runnable but waiting for a CPU, summed over threads).
     static func readOS(pid: Int32) -> OSFigures? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        let f = stat[stat.index(after: close)...].split(separator: " ")
-        // f[0] is field 3 (state): utime is field 14, stime 15, num_threads 20.
+              let f = ProcFS.statFields(stat) else { return nil }
+        // utime is field 14, stime 15, num_threads 20 (index = field - 3).
         guard f.count > 17, let ut = Double(f[11]), let st = Double(f[12]), let threads = Int(f[17]) else { return nil }
         var vol = 0, invol = 0
         if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
