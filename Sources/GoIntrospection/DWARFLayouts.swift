@@ -71,13 +71,11 @@ public final class DWARFLayouts: @unchecked Sendable {
     private static let maxMembers = 1 << 16
     private static let maxTopLevelDIEs = 1 << 24
 
-    private static let libelfReady: Bool = elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE)
-
     /// Opens `path`. Throws when the file cannot be opened or is not an ELF file;
     /// an ELF file without DWARF (stripped, `-ldflags=-w`) is not an error.
     public init(path: String) throws(IntrospectionError) {
         self.path = path
-        guard Self.libelfReady else { throw .init("libelf: version mismatch") }
+        guard ELFFile.libelfReady else { throw .init("libelf: version mismatch") }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .init("\(path): cannot open: \(String(cString: strerror(errno)))") }
         var st = stat()

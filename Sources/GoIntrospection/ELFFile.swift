@@ -41,16 +41,13 @@ public final class ELFFile {
     private let elf: OpaquePointer
     var elfHandle: OpaquePointer { elf }
 
-    nonisolated(unsafe) private static var versionChecked = false
-    private static let versionLock = NSLock()
+    /// libelf must be told the ELF version once per process (for every libelf
+    /// user here, DWARFLayouts too); a static let is initialized exactly once,
+    /// thread-safely.
+    static let libelfReady: Bool = elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE)
 
     public init(path: String) throws(IntrospectionError) {
-        Self.versionLock.lock()
-        if !Self.versionChecked {
-            _ = elf_version(UInt32(EV_CURRENT))
-            Self.versionChecked = true
-        }
-        Self.versionLock.unlock()
+        guard Self.libelfReady else { throw .init("libelf: version mismatch") }
         self.path = path
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .init("\(path): cannot open: \(String(cString: strerror(errno)))") }
