@@ -259,13 +259,7 @@ final class AgentTests: XCTestCase {
 
     /// `ferret ps` tells Go programs apart by their build info.
     func testPsDetectsGoPrograms() throws {
-        let build = try TestSupport.run("/bin/bash", [TestSupport.repoRoot + "/scripts/build-demo.sh", TestSupport.buildDir + "/demo"])
-        XCTAssertEqual(build.status, 0, build.stderr)
-        let demo = Process()
-        demo.executableURL = URL(fileURLWithPath: TestSupport.buildDir + "/demo/ferret-demo")
-        demo.arguments = ["-listen", "127.0.0.1:0", "-selfload=false"]
-        demo.standardError = FileHandle.nullDevice
-        try demo.run()
+        let demo = try TestSupport.startDemo(try TestSupport.demoBinary())
         children.append(demo)
         let (sl, _) = try sleeper()
         usleep(300_000)

@@ -11,9 +11,7 @@ final class InspectCommandTests: XCTestCase {
     }
 
     func testInspectGoBinaryAndProcess() throws {
-        let build = try TestSupport.run("/bin/bash", [TestSupport.repoRoot + "/scripts/build-demo.sh", TestSupport.buildDir + "/demo"])
-        XCTAssertEqual(build.status, 0, build.stderr)
-        let exe = TestSupport.buildDir + "/demo/ferret-demo"
+        let exe = try TestSupport.demoBinary()
         let r = try inspect(["--json", exe])
         XCTAssertEqual(r.status, 0, r.stderr)
         let j = try XCTUnwrap(r.json, r.stdout)
@@ -31,12 +29,7 @@ final class InspectCommandTests: XCTestCase {
         XCTAssertGreaterThan((j["functions"] as? Int) ?? 0, 1000)
         XCTAssertEqual((j["layouts"] as? [String: String])?["runtime.schedt"], "dwarf")
 
-        let demo = Process()
-        demo.executableURL = URL(fileURLWithPath: exe)
-        demo.arguments = ["-listen", "127.0.0.1:0", "-selfload=false"]
-        demo.standardError = FileHandle.nullDevice
-        demo.standardOutput = FileHandle.nullDevice
-        try demo.run()
+        let demo = try TestSupport.startDemo(exe)
         defer { demo.terminate() }
         usleep(300_000)
         let live = try inspect(["--json", String(demo.processIdentifier)])

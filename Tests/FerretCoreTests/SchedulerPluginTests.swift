@@ -8,25 +8,18 @@ final class SchedulerPluginTests: XCTestCase {
     override func tearDown() { for c in children where c.isRunning { c.terminate() } }
 
     func start(_ exe: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = ["-listen", "127.0.0.1:0", "-selfload=false"]
-        p.standardError = FileHandle.nullDevice
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
+        let p = try TestSupport.startDemo(exe)
         children.append(p)
         return p
     }
 
     func testGoSchedulerFiguresAndStrippedRefusal() throws {
         let dir = TestSupport.tempDir("sched")
-        let build = try TestSupport.run("/bin/bash", [TestSupport.repoRoot + "/scripts/build-demo.sh", dir])
-        XCTAssertEqual(build.status, 0, build.stderr)
         let stripped = dir + "/ferret-demo-stripped"
         // Debian's Go 1.19 (scripts/setup.sh) has no `go build -C`.
         let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
         XCTAssertEqual(go.status, 0, go.stderr)
-        let plain = try start(dir + "/ferret-demo")
+        let plain = try start(try TestSupport.demoBinary())
         let bare = try start(stripped)
         usleep(300_000)
         TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")

@@ -92,6 +92,27 @@ enum TestSupport {
         try! "name: \(name)\nlibrary: \(library)\nkind: collector\n".write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
     }
 
+    /// The bundled Go demo service, built once per run by scripts/build-demo.sh.
+    static func demoBinary() throws -> String {
+        compileLock.lock()
+        defer { compileLock.unlock() }
+        let r = try run("/bin/bash", [repoRoot + "/scripts/build-demo.sh", buildDir + "/demo"])
+        guard r.status == 0 else { throw TestError("scripts/build-demo.sh failed:\n\(r.stderr)") }
+        return buildDir + "/demo/ferret-demo"
+    }
+
+    /// Starts a demo binary quietly on a free port, without its self-load.
+    /// The caller terminates it.
+    static func startDemo(_ exe: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = ["-listen", "127.0.0.1:0", "-selfload=false"]
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
     /// Starts `sleep` with a unique duration token so rules can match it by cmdline.
     static func spawnSleeper() throws -> (Process, String) {
         let token = "\(Int.random(in: 100_000...999_999)).\(Int.random(in: 1000...9999))"
