@@ -72,10 +72,10 @@ extension PclnTable {
         let span = 488
         func fromModuledata(_ md: UInt64) -> UInt64? {
             guard let words = try? elf.read(vaddr: md, count: span), words.count == span,
-                  let head = u64(words, 0), head == table.address,
-                  let text = u64(words, moduledataTextOffset), text == table.textStart || text == 0 else { return nil }
+                  let head = words.u64(at: 0), head == table.address,
+                  let text = words.u64(at: moduledataTextOffset), text == table.textStart || text == 0 else { return nil }
             for off in gofuncCandidateOffsets {
-                if let g = u64(words, off), g != 0, table.validatesInlineTrees(gofunc: g, elf: elf) { return g }
+                if let g = words.u64(at: off), g != 0, table.validatesInlineTrees(gofunc: g, elf: elf) { return g }
             }
             return nil
         }
@@ -86,7 +86,7 @@ extension PclnTable {
             guard let bytes = try? elf.read(offset: seg.offset, count: Int(min(seg.fileSize, 256 << 20))) else { continue }
             var o = 0
             while o + span <= bytes.count {
-                if u64(bytes, o) == table.address, let g = fromModuledata(seg.vaddr &+ UInt64(o)) { return g }
+                if bytes.u64(at: o) == table.address, let g = fromModuledata(seg.vaddr &+ UInt64(o)) { return g }
                 o += 8
             }
         }
@@ -107,7 +107,7 @@ extension PclnTable {
             guard let b = try? elf.read(offset: s.offset, count: Int(s.size)) else { continue }
             var o = 0
             while o + 24 <= b.count {
-                if let off = u64(b, o), let info = u64(b, o + 8), let addend = u64(b, o + 16), info & 0xFFFF_FFFF == 8 {
+                if let off = b.u64(at: o), let info = b.u64(at: o + 8), let addend = b.u64(at: o + 16), info & 0xFFFF_FFFF == 8 {
                     out[off] = addend
                 }
                 o += 24

@@ -67,7 +67,7 @@ public final class PclnTable: @unchecked Sendable {
     ///   - inlineTree: the go:func.* area, when it could be found.
     init(data: [UInt8], address: UInt64, textStartFallback: UInt64?, inlineTree: InlineTreeReader?) throws(IntrospectionError) {
         guard data.count >= 72 else { throw .init("pclntab: truncated header (\(data.count) bytes)") }
-        let magic = Self.u32(data, 0) ?? 0
+        let magic = data.u32(at: 0) ?? 0
         switch magic {
         case Self.magic118: format = .go118
         case Self.magic120: format = .go120
@@ -77,7 +77,7 @@ public final class PclnTable: @unchecked Sendable {
             throw .init("pclntab: unsupported header (minLC \(data[6]), pointer size \(data[7])); only 64-bit is supported")
         }
         minLC = data[6]
-        func word(_ i: Int) -> UInt64 { Self.u64(data, 8 + 8 * i) ?? 0 }
+        func word(_ i: Int) -> UInt64 { data.u64(at: 8 + 8 * i) ?? 0 }
         let nfunc = word(0)
         guard nfunc > 0, nfunc < 10_000_000 else { throw .init("pclntab: implausible function count \(nfunc)") }
         functionCount = Int(nfunc)
@@ -189,9 +189,8 @@ public final class PclnTable: @unchecked Sendable {
             guard let f = rawFunc(i), let off = funcdata(f, 3) else { continue }
             let fsize = UInt64(entries[min(i + 1, functionCount)] - entries[i])
             guard let b = try? elf.read(vaddr: gofunc &+ UInt64(off), count: size), b.count == size else { return false }
-            let slice = b[...]
-            let nameOff = format == .go120 ? Self.i32(slice, 4) : Self.i32(slice, 12)
-            let parentPc = format == .go120 ? Self.i32(slice, 8) : Self.i32(slice, 16)
+            let nameOff = (format == .go120 ? b.i32(at: 4) : b.i32(at: 12)) ?? -1
+            let parentPc = (format == .go120 ? b.i32(at: 8) : b.i32(at: 16)) ?? -1
             guard nameOff >= 0, let name = cString(funcnametab, Int(nameOff)), !name.isEmpty,
                   name.utf8.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }), parentPc >= 0, UInt64(parentPc) < fsize else { return false }
             good += 1
@@ -220,12 +219,11 @@ public final class PclnTable: @unchecked Sendable {
             while ix >= 0, guardCount < 256 {
                 guardCount += 1
                 guard let b = reader.read(reader.gofunc &+ UInt64(treeOff) &+ UInt64(ix) &* UInt64(size), size) else { break }
-                let base = b.startIndex
                 let nameOff: Int32, parentPc: Int32, startLine: Int32
                 if format == .go120 {
-                    nameOff = Self.i32(b, base + 4); parentPc = Self.i32(b, base + 8); startLine = Self.i32(b, base + 12)
+                    nameOff = b.i32(at: 4) ?? -1; parentPc = b.i32(at: 8) ?? -1; startLine = b.i32(at: 12) ?? -1
                 } else {
-                    nameOff = Self.i32(b, base + 12); parentPc = Self.i32(b, base + 16); startLine = 0
+                    nameOff = b.i32(at: 12) ?? -1; parentPc = b.i32(at: 16) ?? -1; startLine = 0
                 }
                 let (file, line) = position(f, entry: entry, pc: cur)
                 out.append(Frame(function: cString(funcnametab, Int(nameOff)) ?? "?", file: file, line: line, inlined: true,
@@ -300,14 +298,14 @@ public final class PclnTable: @unchecked Sendable {
 
     /// Offset (into pctab) of PCDATA table `k`, if the function has it.
     private func pcdata(_ f: RawFunc, _ k: Int) -> Int? {
-        guard k < Int(f.npcdata), let v = Self.u32(data, f.offset + funcSize + 4 * k), v != 0 else { return nil }
+        guard k < Int(f.npcdata), let v = data.u32(at: f.offset + funcSize + 4 * k), v != 0 else { return nil }
         return Int(v)
     }
 
     /// Offset (from gofunc) of FUNCDATA `k`, if present.
     private func funcdata(_ f: RawFunc, _ k: Int) -> UInt32? {
         guard k < Int(f.nfuncdata), f.npcdata < 1 << 16,
-              let v = Self.u32(data, f.offset + funcSize + 4 * Int(f.npcdata) + 4 * k), v != UInt32.max else { return nil }
+              let v = data.u32(at: f.offset + funcSize + 4 * Int(f.npcdata) + 4 * k), v != UInt32.max else { return nil }
         return v
     }
 
@@ -362,7 +360,7 @@ public final class PclnTable: @unchecked Sendable {
             return n
         }
         stringLock.unlock()
-        guard let fileOff = Self.u32(data, cutab + 4 * index), fileOff != UInt32.max,
+        guard let fileOff = data.u32(at: cutab + 4 * index), fileOff != UInt32.max,
               let n = decodeCString(filetab, Int(fileOff)) else { return nil }
         stringLock.lock()
         if fileNames.isEmpty { fileNames = [String?](repeating: nil, count: min(fileCount, 1 << 22)) }
@@ -420,20 +418,5 @@ public final class PclnTable: @unchecked Sendable {
             while end < buf.count && buf[end] != 0 && end - start < 65536 { end += 1 }
             return String(decoding: UnsafeBufferPointer(rebasing: buf[start..<end]), as: UTF8.self)
         }
-    }
-
-    static func u32(_ b: [UInt8], _ o: Int) -> UInt32? {
-        guard o >= 0, o + 4 <= b.count else { return nil }
-        return b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt32.self) }
-    }
-
-    static func u64(_ b: [UInt8], _ o: Int) -> UInt64? {
-        guard o >= 0, o + 8 <= b.count else { return nil }
-        return b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
-    }
-
-    static func i32(_ b: ArraySlice<UInt8>, _ o: Int) -> Int32 {
-        guard o >= b.startIndex, o + 4 <= b.endIndex else { return -1 }
-        return Int32(bitPattern: UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24)
     }
 }
