@@ -16,7 +16,7 @@ final class LayoutTableTests: XCTestCase {
         "runtime.gQueue", "runtime.gList", "runtime.mutex",
         "runtime.mstats", "runtime.gcControllerState", "runtime.heapStatsDelta", "runtime.consistentHeapStats",
         "runtime.sysMemStat", "runtime.workType", "runtime.mheap", "runtime.mcentral", "runtime.mspan",
-        "runtime.mcache", "runtime.hmap", "runtime.bmap",
+        "runtime.mcache", "runtime.fixalloc", "runtime.cpuStats", "runtime.hmap", "runtime.bmap",
         "internal/runtime/maps.Map", "internal/runtime/maps.table", "internal/runtime/maps.groupsReference",
         "net/http.Request", "net/http.Response", "net/http.response", "net/http.conn", "net/url.URL",
         "net/http.Header",

@@ -98,6 +98,32 @@ public struct RuntimeFieldResolver: Sendable {
         return RuntimeField(name: full, offset: offset + inner, size: size, signed: signed)
     }
 
+    /// Where the member at `path` of `type` lies (any type: arrays, structs), for
+    /// reading it whole: its offset from the start of `type`, its size and type name.
+    public func region(_ path: String, in type: String) throws(IntrospectionError)
+        -> (offset: Int, size: Int, type: String)
+    {
+        guard let l = layout(of: type) else { throw .init(missingLayoutReason(type)) }
+        guard let (offset, member) = locate(path, in: l, depth: 0) else {
+            throw .init("\(goVersion): field \(type).\(path) not in the layout (\(source(of: type) ?? "no layout"))")
+        }
+        return (offset, member.size, member.type)
+    }
+
+    /// The element count and element size of an array member ("[68]uint64"), checked
+    /// against the member's size.
+    public func array(_ path: String, in type: String) throws(IntrospectionError)
+        -> (offset: Int, count: Int, elementSize: Int)
+    {
+        let r = try region(path, in: type)
+        guard r.type.hasPrefix("["), let close = r.type.firstIndex(of: "]"),
+              let count = Int(r.type[r.type.index(after: r.type.startIndex)..<close]), count > 0,
+              r.size % count == 0 else {
+            throw .init("\(goVersion): field \(type).\(path) (\(r.type)) is not an array")
+        }
+        return (r.offset, count, r.size / count)
+    }
+
     /// The offset of `path` from the start of `l`, and its member.
     private func locate(_ path: String, in l: TypeLayout, depth: Int) -> (Int, TypeLayout.Member)? {
         if let m = l.member(path) { return (m.offset, m) }
@@ -119,6 +145,7 @@ public struct RuntimeFieldResolver: Sendable {
     private static let unsignedScalars: Set<String> = [
         "uint", "uint8", "uint16", "uint32", "uint64", "uintptr", "unsafe.Pointer", "bool",
         "runtime.guintptr", "runtime.muintptr", "runtime.puintptr",
+        "runtime.sysMemStat", "runtime.spanClass", // named uint64 and uint8
     ]
 
     /// (offset inside the member, size, signed) when the member is an integer.

@@ -88,11 +88,7 @@ public final class SchedulerReader: Sendable {
     static let maxProcs = 1 << 16
     static let maxAttempts = 3
 
-    struct Global {
-        var name: String
-        var address: UInt64
-        var size: Int
-    }
+    typealias Global = RuntimeGlobalAddresses.Global
 
     struct Plan {
         var sched: UInt64
@@ -146,22 +142,12 @@ public final class SchedulerReader: Sendable {
     private static func prepare(pid: Int32, binary: GoBinary, layouts: LayoutChoice) throws
         -> (version: String, source: String, bias: UInt64, plan: Plan)
     {
-        guard binary.isGo, let version = binary.goVersion else {
-            throw IntrospectionError("\(binary.path): not a Go program")
-        }
-
-        // Globals (link-time addresses from the symbol table).
-        let wanted = ["runtime.sched", "runtime.allglen", "runtime.allp", "runtime.allm", "runtime.ncgocall",
-                      "runtime.gomaxprocs", "runtime.extraMLength", "runtime.extraMCount"]
-        let found = RuntimeGlobalsLocator.standard.locate(in: binary, names: wanted)
-        var byName: [String: RuntimeGlobal] = [:]
-        for g in found { byName[g.name] = g }
-        let missing = wanted.prefix(6).filter { byName[$0]?.address == nil }
-        if !missing.isEmpty {
-            if binary.isStripped { throw IntrospectionError("\(version) stripped: runtime globals unavailable") }
-            throw IntrospectionError("\(version): runtime globals not found: \(missing.joined(separator: ", "))"
-                + (byName[missing[0]]?.problem.map { " (\($0))" } ?? ""))
-        }
+        let globals = try RuntimeGlobalAddresses(
+            pid: pid, binary: binary,
+            required: ["runtime.sched", "runtime.allglen", "runtime.allp", "runtime.allm", "runtime.ncgocall",
+                       "runtime.gomaxprocs"],
+            optional: ["runtime.extraMLength", "runtime.extraMCount"])
+        let version = globals.version
 
         // Layouts: the binary's DWARF, else the table row for its Go version.
         let fields = RuntimeFieldResolver(goVersion: version, dwarf: layouts == .automatic ? binary.dwarf : nil)
@@ -181,20 +167,18 @@ public final class SchedulerReader: Sendable {
         let pFree = try fields.field(fields.has("gFree.n", in: "runtime.p") ? "gFree.n" : "gFree.size",
                                      in: "runtime.p")
 
-        // Load bias (PIE): from the process's mappings, once.
-        let bias = try ProcessMaps.loadBias(pid: pid, elf: binary.elf)
         var extra: Global?
-        for n in ["runtime.extraMLength", "runtime.extraMCount"] where byName[n]?.address != nil {
-            extra = try global(n, byName, version, bias, sizes: [4, 8])
+        for n in ["runtime.extraMLength", "runtime.extraMCount"] where globals.has(n) {
+            extra = try globals.global(n, sizes: [4, 8])
             break
         }
         let plan = Plan(
-            sched: byName["runtime.sched"]!.address! &+ bias,
-            allglen: try global("runtime.allglen", byName, version, bias, sizes: [8]),
-            allp: try global("runtime.allp", byName, version, bias, sizes: [24]),
-            allm: try global("runtime.allm", byName, version, bias, sizes: [8]),
-            ncgocall: try global("runtime.ncgocall", byName, version, bias, sizes: [8]),
-            gomaxprocs: try global("runtime.gomaxprocs", byName, version, bias, sizes: [4, 8]),
+            sched: try globals.global("runtime.sched").address,
+            allglen: try globals.global("runtime.allglen", sizes: [8]),
+            allp: try globals.global("runtime.allp", sizes: [24]),
+            allm: try globals.global("runtime.allm", sizes: [8]),
+            ncgocall: try globals.global("runtime.ncgocall", sizes: [8]),
+            gomaxprocs: try globals.global("runtime.gomaxprocs", sizes: [4, 8]),
             extraM: extra,
             mnext: try fields.field("mnext", in: s),
             nmfreed: try fields.field("nmfreed", in: s),
@@ -207,17 +191,7 @@ public final class SchedulerReader: Sendable {
             pGFree: pFree,
             mNcgocall: try fields.field("ncgocall", in: "runtime.m"),
             mAlllink: try fields.field("alllink", in: "runtime.m"))
-        return (version, source, bias, plan)
-    }
-
-    private static func global(_ name: String, _ byName: [String: RuntimeGlobal], _ version: String, _ bias: UInt64,
-                               sizes: Set<Int>) throws -> Global {
-        guard let g = byName[name], let a = g.address else { throw IntrospectionError("\(version): \(name) not found") }
-        let size = Int(g.size ?? 0)
-        guard sizes.contains(size) else {
-            throw IntrospectionError("\(version): \(name) has an unexpected size \(size)")
-        }
-        return Global(name: name, address: a &+ bias, size: size)
+        return (version, source, globals.bias, plan)
     }
 
     /// The fields this reader reads, for diagnostics ("runtime.schedt.mnext@48:i64", ...).

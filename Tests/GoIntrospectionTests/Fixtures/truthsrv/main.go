@@ -6,6 +6,7 @@
 //
 //	-park N        park N goroutines, each blocked on a channel forever
 //	-heap-mib N    hold N MiB of live, pointer-free heap (64 KiB objects)
+//	-live-objects N  hold N small live objects with pointers (a list the GC scans)
 //	-quiet         no background work at all (stable readings)
 //	-churn-mib N   without -quiet: allocate N MiB/s of garbage in one goroutine (drives GCs)
 //	-cgo N         make N cgo calls at startup (os/user lookups; only cgo builds count them)
@@ -27,6 +28,8 @@
 //	                    http.Transport per request does (each keeps an idle
 //	                    connection and its goroutines)
 //	GET /alloc?mib=N    allocate N MiB of garbage first
+//	GET /churn?ms=N     allocate short-lived pointer-rich objects on every P for
+//	                    N ms first (a GC-heavy interval)
 //
 // Standard library only; builds with Go 1.19 and later.
 package main
@@ -47,6 +50,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,6 +59,7 @@ var (
 	parked   int
 	liveHeap [][]byte
 	sink     []byte
+	liveList *node
 
 	leakOnce    sync.Once
 	leakAddr    string
@@ -74,6 +79,42 @@ func cgoCalls(n int) {
 		// (Not LookupId: it answers the current user from a cache without a call.)
 		_, _ = user.LookupGroupId("0")
 	}
+}
+
+// node is a small object with pointers: a list of them is live heap the GC must
+// scan, and churning them makes GC cycles that cost CPU.
+type node struct {
+	next  *node
+	value [4]int64
+}
+
+func buildList(n int) *node {
+	var head *node
+	for i := 0; i < n; i++ {
+		head = &node{next: head}
+		head.value[0] = int64(i)
+	}
+	return head
+}
+
+var churnSink atomic.Pointer[node]
+
+// churn allocates short-lived pointer-rich objects on every P for ms
+// milliseconds: a GC-heavy interval.
+func churn(ms int) {
+	deadline := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				churnSink.Store(buildList(2000))
+			}
+		}()
+	}
+	wg.Wait()
+	churnSink.Store(nil)
 }
 
 func allocGarbage(mib int) {
@@ -242,6 +283,13 @@ func serve(c net.Conn) {
 			fail(500, err)
 			return
 		}
+	case "/churn":
+		n, err := intParam(r, "ms")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		churn(n)
 	case "/alloc":
 		n, err := intParam(r, "mib")
 		if err != nil {
@@ -264,6 +312,7 @@ func serve(c net.Conn) {
 func main() {
 	parkN := flag.Int("park", 0, "goroutines to park")
 	heapMiB := flag.Int("heap-mib", 0, "MiB of live heap to hold")
+	liveObjects := flag.Int("live-objects", 0, "small pointer objects to hold live (a list)")
 	quiet := flag.Bool("quiet", false, "no background work")
 	churn := flag.Int("churn-mib", 32, "MiB/s of garbage to allocate in the background (ignored with -quiet)")
 	cgo := flag.Int("cgo", 1, "cgo calls to make at startup")
@@ -273,6 +322,7 @@ func main() {
 	for i := 0; i < *heapMiB*16; i++ {
 		liveHeap = append(liveHeap, make([]byte, 64<<10))
 	}
+	liveList = buildList(*liveObjects)
 	park(*parkN)
 	cgoCalls(*cgo)
 	if !*quiet && *churn > 0 {

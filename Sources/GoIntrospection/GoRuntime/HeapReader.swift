@@ -1,0 +1,469 @@
+import Glibc
+import Synchronization
+
+/// The Go heap's figures for one process, computed the way `runtime.ReadMemStats`
+/// computes them (runtime/mstats.go, `readmemstats_m`), from the same sources:
+/// the pacer's atomic counters (`gcController`), the consistent per-P heap stats
+/// (`memstats.heapStats`), the fixed allocators (`mheap_`) and `memstats`' own
+/// fields. Names in the comments are `runtime.MemStats` fields.
+public struct HeapSnapshot: Sendable, Equatable {
+    /// HeapInuse: bytes in in-use spans (`gcController.heapInUse`).
+    public var heapInUse: UInt64
+    /// Bytes in free spans not yet returned to the OS (`gcController.heapFree`).
+    public var heapFree: UInt64
+    /// HeapReleased: bytes of free spans returned to the OS (`gcController.heapReleased`).
+    public var heapReleased: UInt64
+    /// HeapObjects: live plus unswept objects: Σ allocations − Σ frees over the
+    /// consistent stats, plus what each P's mcache allocated from its cached spans
+    /// and has not yet published (`allocCount − allocCountBeforeCache`, which
+    /// ReadMemStats publishes by flushing the mcaches first).
+    public var heapObjects: UInt64
+    /// Bytes marked live by the last GC plus allocated since (`gcController.heapLive`).
+    public var heapLive: UInt64
+    /// Bytes marked live by the last GC (`gcController.heapMarked`).
+    public var heapMarked: UInt64
+    /// StackInuse: bytes in stack spans (consistent stats `inStacks`).
+    public var stackInUse: UInt64
+    /// StackSys: StackInuse + OS-allocated stack memory (`memstats.stacks_sys`).
+    public var stackSys: UInt64
+    /// MSpanInuse / MSpanSys: mspan structures (`mheap_.spanalloc.inuse`, `memstats.mspan_sys`).
+    public var mspanInUse: UInt64
+    public var mspanSys: UInt64
+    /// MCacheInuse / MCacheSys: mcache structures.
+    public var mcacheInUse: UInt64
+    public var mcacheSys: UInt64
+    /// BuckHashSys: profiling bucket hash tables.
+    public var buckHashSys: UInt64
+    /// GCSys: GC metadata (`gcMiscSys` + work buffers + pointer/scalar bits where tracked).
+    public var gcSys: UInt64
+    /// OtherSys: other off-heap runtime allocations.
+    public var otherSys: UInt64
+    /// Sys: all memory obtained from the OS, as ReadMemStats sums it.
+    public var sys: UInt64
+    /// NextGC: the heap goal (`gcController.heapGoal()`, recomputed here from its inputs).
+    public var nextGC: UInt64
+    /// NumGC: completed GC cycles.
+    public var numGC: UInt32
+    /// PauseTotalNs: cumulative stop-the-world pause time.
+    public var pauseTotalNs: UInt64
+    /// The runtime's cumulative GC CPU time in ns: `work.cpuStats.gcTotalTime` (Go 1.21+,
+    /// what runtime/metrics reports as /cpu/classes/gc/total:cpu-seconds) or
+    /// `work.totaltime` (Go 1.19, what MemStats.GCCPUFraction is computed from; it
+    /// leaves out idle-priority mark work). Both advance when a GC cycle ends.
+    public var gcCPUTimeNs: Int64
+    /// The CPU time available to Go code so far, in ns: GOMAXPROCS × wall time,
+    /// integrated over GOMAXPROCS changes (`sched.totaltime + (now −
+    /// sched.procresizetime) × gomaxprocs`, the runtime's /cpu/classes/total).
+    public var totalCPUTimeNs: Int64
+
+    /// HeapIdle: free spans, returned to the OS or not.
+    public var heapIdle: UInt64 { heapFree &+ heapReleased }
+    /// HeapSys: heap address space obtained from the OS.
+    public var heapSys: UInt64 { heapInUse &+ heapFree &+ heapReleased }
+    /// HeapSys − HeapReleased: heap memory that is backed (committed).
+    public var heapCommitted: UInt64 { heapInUse &+ heapFree }
+    /// Runtime structures outside the heap that are in use.
+    public var offHeapUsed: UInt64 { mspanInUse &+ mcacheInUse &+ buckHashSys &+ gcSys &+ otherSys }
+    /// Memory obtained from the OS for runtime structures outside the heap.
+    public var offHeapCommitted: UInt64 { mspanSys &+ mcacheSys &+ buckHashSys &+ gcSys &+ otherSys }
+
+    /// The share of the available CPU time (GOMAXPROCS × wall time) spent in GC
+    /// between two readings of the same process, 0…1; nil when no time passed.
+    public static func gcCPUFraction(from a: HeapSnapshot, to b: HeapSnapshot) -> Double? {
+        let total = b.totalCPUTimeNs - a.totalCPUTimeNs
+        guard total > 0 else { return nil }
+        let gc = max(0, b.gcCPUTimeNs - a.gcCPUTimeNs)
+        return min(1, Double(gc) / Double(total))
+    }
+}
+
+/// Reads the Go heap's state of a running process from outside it:
+/// `process_vm_readv` only, never a stop, never a write.
+///
+/// A reading takes four batched system calls plus one for the coherence check:
+/// the globals (with the Ps' stats sequence numbers at the addresses seen last
+/// time), the Ps' mcache pointers, the mcaches' span arrays, the cached spans'
+/// counts; then a re-read of the consistent stats and the sequence numbers.
+///
+/// Coherence: the consistent heap stats are written by each P between two
+/// increments of its `statsSeq` (odd while writing), into the slot `gen` names;
+/// `runtime/metrics.Read` rotates `gen` and folds the older slots together. A
+/// reading is accepted when every P's sequence number was even and unchanged from
+/// before the stats were read until after the cached spans were, `gen` did not
+/// move, and the slots not being written are unchanged on a re-read; else it is
+/// taken again, up to ``maxAttempts`` times with a growing pause in between. When the program never leaves a
+/// quiet moment, ``read()`` throws ``IntrospectionError`` saying so rather than
+/// return a torn figure. (Writers without a P, rare, take a lock we cannot
+/// observe; their updates are small.)
+public final class HeapReader: Sendable {
+    public let pid: Int32
+    public let goVersion: String
+    /// Where the struct layouts came from: "dwarf", "table", "table (nearest patch …)".
+    public let layoutSource: String
+
+    private let memory: ProcessMemory
+    private let plan: Plan
+    private let cache = Mutex(Cache())
+
+    static let maxProcs = 1 << 16
+    public static let maxAttempts = 16
+
+    private typealias Global = RuntimeGlobalAddresses.Global
+    private typealias Request = (address: UInt64, count: Int)
+
+    private struct Plan {
+        var memstats: UInt64
+        var gcController: UInt64
+        var mheap: UInt64
+        var work: UInt64
+        var sched: UInt64
+        var gomaxprocs: Global
+        var allp: Global
+        /// memstats.heapStats: the stats array and gen, read as one region.
+        var statsRegion: (offset: Int, size: Int)
+        var statsSlot: Int          // size of one heapStatsDelta
+        var gen: RuntimeField       // relative to the region's start
+        var inStacks, inWorkBufs: RuntimeField
+        var inPtrScalarBits: RuntimeField?
+        var largeAllocCount, largeFreeCount: RuntimeField
+        var smallAllocCount, smallFreeCount: (offset: Int, count: Int)
+        var memstatsFields: [RuntimeField] // stacks, mspan, mcache, buckhash, gcMisc, other sys; pause total; numgc
+        var controller: [RuntimeField]    // see ControllerIndex
+        var spanallocInuse, cacheallocInuse: RuntimeField
+        var gcCPU: RuntimeField
+        var schedTotaltime, schedProcresizetime: RuntimeField
+        var pStatsSeq, pMcache: RuntimeField
+        var mcacheAlloc: (offset: Int, count: Int)
+        var spanAllocCount, spanAllocCountBeforeCache: RuntimeField
+        /// Go 1.21+: the heap goal's memory-limit headroom is 3% (at least 1 MiB); 1.19: 1 MiB.
+        var headroomPercent: Bool
+    }
+
+    private enum ControllerIndex: Int, CaseIterable {
+        case heapInUse, heapFree, heapReleased, heapLive, heapMarked, gcPercentHeapGoal, sweepDistMinTrigger,
+             triggered, memoryLimit, mappedReady, totalAlloc, totalFree
+        var path: String {
+            switch self {
+            case .heapInUse: "heapInUse"
+            case .heapFree: "heapFree"
+            case .heapReleased: "heapReleased"
+            case .heapLive: "heapLive"
+            case .heapMarked: "heapMarked"
+            case .gcPercentHeapGoal: "gcPercentHeapGoal"
+            case .sweepDistMinTrigger: "sweepDistMinTrigger"
+            case .triggered: "triggered"
+            case .memoryLimit: "memoryLimit"
+            case .mappedReady: "mappedReady"
+            case .totalAlloc: "totalAlloc"
+            case .totalFree: "totalFree"
+            }
+        }
+    }
+
+    private struct Cache {
+        var allpPtr: UInt64 = 0
+        var allpLen: Int = 0
+        var ps: [UInt64] = []
+    }
+
+    /// Prepares reading `pid` (whose executable is `binary`). Throws a one-line reason
+    /// when the process cannot be read, like ``SchedulerReader``.
+    public convenience init(pid: Int32, binary: GoBinary) throws {
+        try self.init(pid: pid, binary: binary, layouts: .automatic)
+    }
+
+    public init(pid: Int32, binary: GoBinary, layouts: SchedulerReader.LayoutChoice) throws {
+        let globals = try RuntimeGlobalAddresses(
+            pid: pid, binary: binary,
+            required: ["runtime.memstats", "runtime.gcController", "runtime.mheap_", "runtime.work", "runtime.sched",
+                       "runtime.gomaxprocs", "runtime.allp"])
+        let version = globals.version
+        let f = RuntimeFieldResolver(goVersion: version, dwarf: layouts == .automatic ? binary.dwarf : nil)
+        for t in ["runtime.mstats", "runtime.gcControllerState", "runtime.heapStatsDelta", "runtime.mheap",
+                  "runtime.workType", "runtime.schedt", "runtime.p", "runtime.mcache", "runtime.mspan"]
+            where f.layout(of: t) == nil {
+            throw IntrospectionError(f.missingLayoutReason(t))
+        }
+        let ms = "runtime.mstats", d = "runtime.heapStatsDelta", gc = "runtime.gcControllerState"
+
+        // The consistent stats: [3]heapStatsDelta followed by gen.
+        let stats = try f.array("heapStats.stats", in: ms)
+        guard stats.count == 3 else {
+            throw IntrospectionError("\(version): memstats.heapStats.stats has \(stats.count) slots, not 3")
+        }
+        let genAbs = try f.field("heapStats.gen", in: ms)
+        let regionEnd = genAbs.offset + genAbs.size
+        guard genAbs.offset >= stats.offset + 3 * stats.elementSize else {
+            throw IntrospectionError("\(version): memstats.heapStats.gen precedes its stats")
+        }
+        let region = (offset: stats.offset, size: regionEnd - stats.offset)
+        let gen = RuntimeField(name: genAbs.name, offset: genAbs.offset - stats.offset, size: genAbs.size,
+                               signed: false)
+        let small = try f.array("smallAllocCount", in: d)
+        let smallFree = try f.array("smallFreeCount", in: d)
+        guard small.elementSize == 8, smallFree.elementSize == 8, small.count == smallFree.count else {
+            throw IntrospectionError("\(version): heapStatsDelta size-class arrays are not [N]uint64")
+        }
+
+        let memstatsFields = try ["stacks_sys", "mspan_sys", "mcache_sys", "buckhash_sys", "gcMiscSys", "other_sys",
+                                  "pause_total_ns", "numgc"].map { try f.field($0, in: ms) }
+        let controller = try ControllerIndex.allCases.map { try f.field($0.path, in: gc) }
+        let w = "runtime.workType"
+        let gcCPU: RuntimeField
+        if f.has("cpuStats.gcTotalTime", in: w) {
+            gcCPU = try f.field("cpuStats.gcTotalTime", in: w)          // Go 1.21-1.22
+        } else if f.has("cpuStats.GCTotalTime", in: w) {
+            gcCPU = try f.field("cpuStats.GCTotalTime", in: w)          // Go 1.23+
+        } else {
+            gcCPU = try f.field("totaltime", in: w)                     // Go 1.19-1.20
+        }
+        let alloc = try f.array("alloc", in: "runtime.mcache")
+        guard alloc.elementSize == 8 else { throw IntrospectionError("\(version): mcache.alloc is not [N]*mspan") }
+        let minor = GoVersion(version)?.minor ?? 0
+
+        plan = Plan(
+            memstats: try globals.global("runtime.memstats", minSize: regionEnd).address,
+            gcController: try globals.global("runtime.gcController").address,
+            mheap: try globals.global("runtime.mheap_").address,
+            work: try globals.global("runtime.work").address,
+            sched: try globals.global("runtime.sched").address,
+            gomaxprocs: try globals.global("runtime.gomaxprocs", sizes: [4, 8]),
+            allp: try globals.global("runtime.allp", sizes: [24]),
+            statsRegion: region,
+            statsSlot: stats.elementSize,
+            gen: gen,
+            inStacks: try f.field("inStacks", in: d),
+            inWorkBufs: try f.field("inWorkBufs", in: d),
+            inPtrScalarBits: f.has("inPtrScalarBits", in: d) ? try f.field("inPtrScalarBits", in: d) : nil,
+            largeAllocCount: try f.field("largeAllocCount", in: d),
+            largeFreeCount: try f.field("largeFreeCount", in: d),
+            smallAllocCount: (small.offset, small.count),
+            smallFreeCount: (smallFree.offset, smallFree.count),
+            memstatsFields: memstatsFields,
+            controller: controller,
+            spanallocInuse: try f.field("spanalloc.inuse", in: "runtime.mheap"),
+            cacheallocInuse: try f.field("cachealloc.inuse", in: "runtime.mheap"),
+            gcCPU: gcCPU,
+            schedTotaltime: try f.field("totaltime", in: "runtime.schedt"),
+            schedProcresizetime: try f.field("procresizetime", in: "runtime.schedt"),
+            pStatsSeq: try f.field("statsSeq", in: "runtime.p"),
+            pMcache: try f.field("mcache", in: "runtime.p"),
+            mcacheAlloc: (alloc.offset, alloc.count),
+            spanAllocCount: try f.field("allocCount", in: "runtime.mspan"),
+            spanAllocCountBeforeCache: try f.field("allocCountBeforeCache", in: "runtime.mspan"),
+            headroomPercent: minor >= 21)
+        self.pid = pid
+        goVersion = version
+        layoutSource = f.source(of: "runtime.mstats") ?? "?"
+        memory = ProcessMemory(pid: pid)
+    }
+
+    /// One coherent reading (see the type's notes). `ProcessReadError` passes through:
+    /// `.exited` means the process is gone and the caller should detach.
+    public func read() throws -> HeapSnapshot {
+        try readWithDiagnostics().snapshot
+    }
+
+    /// Like ``read()``, also saying how many attempts it took.
+    public func readWithDiagnostics() throws -> (snapshot: HeapSnapshot, attempts: Int) {
+        for attempt in 1...Self.maxAttempts {
+            if let s = try attemptReading() { return (s, attempt) }
+            // Writers (allocation, the background sweeper) come in bursts: back off a
+            // little so a quiet moment can come (50 µs, 100 µs, ... at most 1.6 ms).
+            if attempt >= 2 { usleep(UInt32(50 << min(attempt - 2, 5))) }
+        }
+        throw IntrospectionError("pid \(pid): heap stats changed under every one of \(Self.maxAttempts) readings "
+            + "(the program allocates without pause); no figure reported")
+    }
+
+    // MARK: - Reading
+
+    private func req(_ f: RuntimeField, base: UInt64) -> Request { (base &+ UInt64(f.offset), f.size) }
+
+    private func value(_ f: RuntimeField, _ bytes: [UInt8]) -> Int64 {
+        f.value(in: bytes, base: -f.offset) ?? 0
+    }
+
+    private func uvalue(_ f: RuntimeField, _ bytes: [UInt8]) -> UInt64 { UInt64(bitPattern: value(f, bytes)) }
+
+    private func statsRequest() -> Request {
+        (plan.memstats &+ UInt64(plan.statsRegion.offset), plan.statsRegion.size)
+    }
+
+    /// nil when the reading may be torn.
+    private func attemptReading() throws -> HeapSnapshot? {
+        let p = plan
+        let cached = cache.withLock { $0 }
+
+        // Round 1: the Ps' sequence numbers (before the stats), the stats, every scalar.
+        var r: [Request] = cached.ps.map { req(p.pStatsSeq, base: $0) }
+        let iStats = r.count
+        r.append(statsRequest())
+        let iMem = r.count
+        r += p.memstatsFields.map { req($0, base: p.memstats) }
+        let iCtl = r.count
+        r += p.controller.map { req($0, base: p.gcController) }
+        let iHeap = r.count
+        r += [req(p.spanallocInuse, base: p.mheap), req(p.cacheallocInuse, base: p.mheap),
+              req(p.gcCPU, base: p.work), req(p.schedTotaltime, base: p.sched),
+              req(p.schedProcresizetime, base: p.sched), (p.gomaxprocs.address, p.gomaxprocs.size),
+              (p.allp.address, 24)]
+        let iArray = r.count
+        if cached.allpLen > 0 { r.append((cached.allpPtr, cached.allpLen * 8)) }
+        let now = Self.monotonicNow()
+        let got: [[UInt8]]
+        do {
+            got = try memory.readBatch(r)
+        } catch {
+            guard case .fault = error, !cached.ps.isEmpty else { throw error }
+            cache.withLock { $0 = Cache() }  // a remembered P is gone: start afresh
+            return nil
+        }
+        let seqBefore = (0..<cached.ps.count).map { uvalue(p.pStatsSeq, got[$0]) }
+        let statsBytes = got[iStats]
+        let allpPtr = got[iArray - 1].u64(at: 0) ?? 0
+        let allpLen = Int(truncatingIfNeeded: Int64(bitPattern: got[iArray - 1].u64(at: 8) ?? 0))
+        guard allpLen >= 0, allpLen <= Self.maxProcs, allpLen == 0 || allpPtr != 0 else {
+            throw IntrospectionError("pid \(pid): allp has an implausible length \(allpLen)")
+        }
+        var ps: [UInt64]
+        if cached.allpLen > 0 && allpPtr == cached.allpPtr && allpLen == cached.allpLen {
+            ps = (0..<allpLen).compactMap { got[iArray].u64(at: $0 * 8) }.filter { $0 != 0 }
+        } else {
+            let array = allpLen > 0 ? try memory.read(allpPtr, count: allpLen * 8) : []
+            ps = (0..<allpLen).compactMap { array.u64(at: $0 * 8) }.filter { $0 != 0 }
+        }
+        if ps != cached.ps {
+            // The Ps changed (or first reading): their sequence numbers were not read
+            // before the stats. Remember them and read again.
+            cache.withLock { $0 = Cache(allpPtr: allpPtr, allpLen: allpLen, ps: ps) }
+            return nil
+        }
+        if seqBefore.contains(where: { $0 & 1 == 1 }) { return nil }  // a P is writing its stats
+
+        // Round 2: each P's mcache. Round 3: their span arrays. Round 4: the spans' counts.
+        let mcaches = try memory.readBatch(ps.map { req(p.pMcache, base: $0) }).map { uvalue(p.pMcache, $0) }
+            .filter { $0 != 0 }
+        var spans: [UInt64] = []
+        if !mcaches.isEmpty {
+            let arrays = try memory.readBatch(mcaches.map { ($0 &+ UInt64(p.mcacheAlloc.offset), p.mcacheAlloc.count * 8) })
+            var seen = Set<UInt64>()
+            for a in arrays {
+                for i in 0..<p.mcacheAlloc.count {
+                    if let s = a.u64(at: i * 8), s != 0, seen.insert(s).inserted { spans.append(s) }
+                }
+            }
+        }
+        var unpublished: Int64 = 0
+        if !spans.isEmpty {
+            var sr: [Request] = []
+            for s in spans { sr += [req(p.spanAllocCount, base: s), req(p.spanAllocCountBeforeCache, base: s)] }
+            let counts = try memory.readBatch(sr)
+            for i in spans.indices {
+                let used = value(p.spanAllocCount, counts[2 * i]) - value(p.spanAllocCountBeforeCache, counts[2 * i + 1])
+                if used > 0 { unpublished += used }
+            }
+        }
+
+        // Round 5: the stats again, then the sequence numbers.
+        let again = try memory.readBatch([statsRequest()] + ps.map { req(p.pStatsSeq, base: $0) })
+        let seqAfter = (0..<ps.count).map { uvalue(p.pStatsSeq, again[1 + $0]) }
+        guard seqAfter == seqBefore else { return nil }
+        let genBefore = p.gen.value(in: statsBytes) ?? -1, genAfter = p.gen.value(in: again[0]) ?? -1
+        guard genBefore == genAfter, (0..<3).contains(genBefore) else { return nil }
+        for slot in 0..<3 where Int64(slot) != genBefore {
+            let lo = slot * p.statsSlot, hi = lo + p.statsSlot
+            guard statsBytes.count >= hi, again[0].count >= hi,
+                  statsBytes[lo..<hi] == again[0][lo..<hi] else { return nil }
+        }
+
+        // The consistent stats: the three slots summed (what unsafeRead does).
+        var inStacks: Int64 = 0, inWorkBufs: Int64 = 0, inPtrScalar: Int64 = 0
+        var objects: Int64 = 0
+        for slot in 0..<3 {
+            let base = slot * p.statsSlot
+            func v(_ f: RuntimeField) -> Int64 { f.value(in: statsBytes, base: base) ?? 0 }
+            inStacks &+= v(p.inStacks)
+            inWorkBufs &+= v(p.inWorkBufs)
+            if let f = p.inPtrScalarBits { inPtrScalar &+= v(f) }
+            objects &+= v(p.largeAllocCount) &- v(p.largeFreeCount)
+            for i in 0..<p.smallAllocCount.count {
+                let a = statsBytes.u64(at: base + p.smallAllocCount.offset + i * 8) ?? 0
+                let fr = statsBytes.u64(at: base + p.smallFreeCount.offset + i * 8) ?? 0
+                objects &+= Int64(bitPattern: a &- fr)
+            }
+        }
+        objects &+= unpublished
+
+        let m = p.memstatsFields.indices.map { uvalue(p.memstatsFields[$0], got[iMem + $0]) }
+        let c = p.controller.indices.map { uvalue(p.controller[$0], got[iCtl + $0]) }
+        func ctl(_ i: ControllerIndex) -> UInt64 { c[i.rawValue] }
+        let spanInuse = uvalue(p.spanallocInuse, got[iHeap])
+        let cacheInuse = uvalue(p.cacheallocInuse, got[iHeap + 1])
+        let gcCPU = value(p.gcCPU, got[iHeap + 2])
+        let schedTotal = value(p.schedTotaltime, got[iHeap + 3])
+        let resize = value(p.schedProcresizetime, got[iHeap + 4])
+        let gomaxprocs = Int64(p.gomaxprocs.size == 4 ? Int64(got[iHeap + 5].i32(at: 0) ?? 0)
+                                                      : got[iHeap + 5].i64(at: 0) ?? 0)
+
+        let stacks = UInt64(bitPattern: max(0, inStacks))
+        let workBufs = UInt64(bitPattern: max(0, inWorkBufs))
+        let ptrScalar = UInt64(bitPattern: max(0, inPtrScalar))
+        let (stacksSys, mspanSys, mcacheSys, buckhash, gcMisc, other) = (m[0], m[1], m[2], m[3], m[4], m[5])
+        let heapInUse = ctl(.heapInUse), heapFree = ctl(.heapFree), heapReleased = ctl(.heapReleased)
+        let sys = heapInUse &+ heapFree &+ heapReleased &+ stacksSys &+ mspanSys &+ mcacheSys &+ buckhash
+            &+ gcMisc &+ other &+ stacks &+ workBufs &+ ptrScalar
+        return HeapSnapshot(
+            heapInUse: heapInUse, heapFree: heapFree, heapReleased: heapReleased,
+            heapObjects: UInt64(bitPattern: max(0, objects)),
+            heapLive: ctl(.heapLive), heapMarked: ctl(.heapMarked),
+            stackInUse: stacks, stackSys: stacks &+ stacksSys,
+            mspanInUse: spanInuse, mspanSys: mspanSys, mcacheInUse: cacheInuse, mcacheSys: mcacheSys,
+            buckHashSys: buckhash, gcSys: gcMisc &+ workBufs &+ ptrScalar, otherSys: other,
+            sys: sys, nextGC: heapGoal(c),
+            numGC: UInt32(truncatingIfNeeded: m[7]), pauseTotalNs: m[6],
+            gcCPUTimeNs: gcCPU,
+            totalCPUTimeNs: schedTotal &+ (Int64(bitPattern: now) &- resize) &* gomaxprocs)
+    }
+
+    /// `gcControllerState.heapGoal()` (runtime/mgcpacer.go), from the fields it reads.
+    private func heapGoal(_ c: [UInt64]) -> UInt64 {
+        func ctl(_ i: ControllerIndex) -> UInt64 { c[i.rawValue] }
+        var goal = ctl(.gcPercentHeapGoal)
+        // memoryLimitHeapGoal
+        let heapMarked = ctl(.heapMarked)
+        let heapFree = ctl(.heapFree)
+        let heapAlloc = ctl(.totalAlloc) &- ctl(.totalFree)
+        let mappedReady = ctl(.mappedReady)
+        let limit = ctl(.memoryLimit)
+        var limitGoal = UInt64.max
+        if heapFree &+ heapAlloc <= mappedReady, limit <= UInt64(Int64.max) {
+            let nonHeap = mappedReady - heapFree - heapAlloc
+            let overage = mappedReady > limit ? mappedReady - limit : 0
+            if nonHeap &+ overage >= limit {
+                limitGoal = heapMarked
+            } else {
+                var g = limit - (nonHeap + overage)
+                var headroom: UInt64 = 1 << 20
+                if plan.headroomPercent { headroom = max(g / 100 * 3, 1 << 20) }
+                g = (g < headroom || g - headroom < headroom) ? headroom : g - headroom
+                limitGoal = max(g, heapMarked)
+            }
+        }
+        if limitGoal < goal {
+            goal = limitGoal
+        } else {
+            goal = max(goal, ctl(.sweepDistMinTrigger))
+            let triggered = ctl(.triggered)
+            if triggered != UInt64.max && goal < triggered &+ (64 << 10) { goal = triggered &+ (64 << 10) }
+        }
+        return goal
+    }
+
+    /// CLOCK_MONOTONIC in ns: the clock Go's `nanotime` reads on Linux.
+    static func monotonicNow() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
