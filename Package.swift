@@ -13,6 +13,7 @@ let package = Package(
         // Collector plugins: loadable shared objects, built next to `ferret`.
         .library(name: "ferret_procio", type: .dynamic, targets: ["ProcIOPlugin"]),
         .library(name: "ferret_scheduler", type: .dynamic, targets: ["SchedulerPlugin"]),
+        .library(name: "ferret_heap", type: .dynamic, targets: ["HeapPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -57,6 +58,9 @@ let package = Package(
         .target(
             name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
+        .target(
+            name: "HeapPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
+            path: "Sources/Plugins/Heap", exclude: ["README.md", "sample.yaml"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
             name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
@@ -64,12 +68,15 @@ let package = Package(
         .executableTarget(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
+        // Test support shared by the test targets: Go toolchains and cached fixture
+        // builds, the truthsrv fixture's client.
+        .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),
         .testTarget(
-            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
+            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "GoTestSupport"],
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
         .testTarget(
-            name: "GoIntrospectionTests", dependencies: ["GoIntrospection"],
+            name: "GoIntrospectionTests", dependencies: ["GoIntrospection", "GoTestSupport"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],

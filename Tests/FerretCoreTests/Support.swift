@@ -165,19 +165,34 @@ enum TestSupport {
 
         deinit { if process.isRunning { process.terminate() } }
 
-        /// Parsed lines of the jsonl sink so far.
+        /// Parsed lines of the jsonl sink so far. Parsed incrementally: each call
+        /// reads only what the sink appended since the last one.
         func lines() -> [[String: Any]] {
-            guard let text = try? String(contentsOfFile: jsonl, encoding: .utf8) else { return [] }
-            return text.split(separator: "\n").compactMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            parseLock.lock()
+            defer { parseLock.unlock() }
+            guard let h = FileHandle(forReadingAtPath: jsonl) else { return parsed }
+            defer { try? h.close() }
+            guard (try? h.seek(toOffset: parsedBytes)) != nil, let data = try? h.readToEnd(),
+                  let lastNewline = data.lastIndex(of: UInt8(ascii: "\n")) else { return parsed }
+            parsedBytes += UInt64(data.distance(from: data.startIndex, to: lastNewline) + 1)
+            for line in data[..<lastNewline].split(separator: UInt8(ascii: "\n")) {
+                if let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] { parsed.append(obj) }
             }
+            return parsed
         }
+        private let parseLock = NSLock()
+        private var parsed: [[String: Any]] = []
+        private var parsedBytes: UInt64 = 0
 
-        /// Waits up to `timeout` seconds for lines satisfying `predicate`.
+        /// Waits up to `timeout` seconds for a line satisfying `predicate` (each line
+        /// is tested once).
         func waitFor(_ what: String, timeout: Double = 15, _ predicate: ([String: Any]) -> Bool) throws -> [String: Any] {
             let deadline = Date().addingTimeInterval(timeout)
+            var checked = 0
             while Date() < deadline {
-                if let hit = lines().first(where: predicate) { return hit }
+                let all = lines()
+                if let hit = all[checked...].first(where: predicate) { return hit }
+                checked = all.count
                 if !process.isRunning { break }
                 usleep(50_000)
             }

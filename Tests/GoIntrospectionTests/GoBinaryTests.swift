@@ -1,5 +1,6 @@
 import Foundation
 @testable import GoIntrospection
+import GoTestSupport
 import XCTest
 
 /// Build info, pclntab and the runtime-globals locator, checked against Go's

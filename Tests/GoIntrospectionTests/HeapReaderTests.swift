@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import GoTestSupport
 import XCTest
 
 @testable import GoIntrospection

@@ -1,5 +1,6 @@
 import Foundation
 @testable import GoIntrospection
+import GoTestSupport
 import XCTest
 
 /// A seeded mutation loop over the ELF, build-info and pclntab parsers: real

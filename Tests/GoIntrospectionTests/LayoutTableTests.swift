@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 import XCTest
 
 @testable import GoIntrospection

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import GoTestSupport
 import XCTest
 
 @testable import GoIntrospection
@@ -12,7 +13,7 @@ import XCTest
 final class SchedulerReaderTests: XCTestCase {
     static let repoRoot = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    static let fixture = repoRoot + "/Tests/GoIntrospectionTests/Fixtures/truthsrv"
+    static let fixture = TruthServer.fixtureSource
 
     struct Failure: Error, CustomStringConvertible { var description: String }
 

@@ -236,7 +236,9 @@ public final class PluginInstance: @unchecked Sendable {
     func checkTimeout(now: UInt64) -> String? {
         cond.lock()
         defer { cond.unlock() }
-        guard let cur = current, !timeoutReported, now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
+        // `now` may have been taken just before the current call started: not late then.
+        guard let cur = current, !timeoutReported, now > cur.since,
+              now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
         timeoutReported = true
         timeouts.add(1, ordering: .relaxed)
         healthy.store(false, ordering: .relaxed)

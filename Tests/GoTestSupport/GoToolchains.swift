@@ -10,8 +10,8 @@ import Foundation
 /// flavour, so a rerun with unchanged sources reuses the binaries; `go build`'s
 /// own cache makes a rebuild cheap too. At most two `go build`s run at a time
 /// in the process, whoever asks.
-enum GoToolchains {
-    enum Flavour: String, CaseIterable, Sendable {
+public enum GoToolchains {
+    public enum Flavour: String, CaseIterable, Sendable {
         /// `go build` with default settings (cgo as the toolchain decides; DWARF kept).
         case plain
         /// CGO_ENABLED=0: statically linked, DWARF kept.
@@ -20,22 +20,23 @@ enum GoToolchains {
         case strippedStatic = "stripped"
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
     }
 
-    static let listPath = "/opt/ferret-go/toolchains.txt"
-    static let missingMessage =
+    public static let listPath = "/opt/ferret-go/toolchains.txt"
+    public static let missingMessage =
         "\(listPath) is missing: run scripts/setup.sh --go-toolchains (or scripts/install-go-toolchains.sh)"
 
     /// Every toolchain in the list, oldest first; versions as Go spells them
     /// ("go1.22.10", the form in build info and `runtime.Version()`). Empty when
     /// the list is missing: tests should call `required()` to fail clearly.
-    static var all: [(version: String, go: String)] { (try? required()) ?? [] }
+    public static var all: [(version: String, go: String)] { (try? required()) ?? [] }
 
     /// Like `all`, but throws a clear error when the list is missing, empty, or
     /// names a `go` that does not exist.
-    static func required() throws -> [(version: String, go: String)] {
+    public static func required() throws -> [(version: String, go: String)] {
         guard let text = try? String(contentsOfFile: listPath, encoding: .utf8) else {
             throw Failure(description: missingMessage)
         }
@@ -55,7 +56,7 @@ enum GoToolchains {
     }
 
     /// The `go` for a version ("go1.22.10" or "1.22.10").
-    static func go(for version: String) throws -> String {
+    public static func go(for version: String) throws -> String {
         let v = version.hasPrefix("go") ? version : "go" + version
         guard let t = try required().first(where: { $0.version == v }) else {
             throw Failure(description: "no Go toolchain \(v) in \(listPath)")
@@ -67,7 +68,7 @@ enum GoToolchains {
     /// with toolchain `version` and returns the path of the binary. Offline:
     /// GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod, standard library only.
     /// `ldflags` are appended to the flavour's (e.g. ["-compressdwarf=false"]).
-    static func build(source dir: String, version: String, flavour: Flavour, ldflags: [String] = []) throws -> String {
+    public static func build(source dir: String, version: String, flavour: Flavour, ldflags: [String] = []) throws -> String {
         let go = try go(for: version)
         let src = URL(fileURLWithPath: dir).standardizedFileURL.path
         let files = try sourceFiles(src)
@@ -122,7 +123,7 @@ enum GoToolchains {
 
     /// Builds `dir` with every toolchain in each flavour, two at a time; results
     /// in toolchain order, then flavour order.
-    static func buildAll(source dir: String, flavours: [Flavour] = [.plain])
+    public static func buildAll(source dir: String, flavours: [Flavour] = [.plain])
         throws -> [(version: String, flavour: Flavour, path: String)]
     {
         let jobs = try required().flatMap { t in flavours.map { (t.version, $0) } }
@@ -135,7 +136,7 @@ enum GoToolchains {
 
     // MARK: - Internals
 
-    static let cacheRoot = NSTemporaryDirectory().hasSuffix("/")
+    public static let cacheRoot = NSTemporaryDirectory().hasSuffix("/")
         ? NSTemporaryDirectory() + "ferret-go-builds" : NSTemporaryDirectory() + "/ferret-go-builds"
 
     /// At most two `go build`s at a time in this process.
@@ -168,7 +169,7 @@ enum GoToolchains {
     }
 
     /// Runs a program to completion; returns its status and combined output.
-    static func run(_ exe: String, _ args: [String], cwd: String? = nil, env: [String: String]? = nil)
+    public static func run(_ exe: String, _ args: [String], cwd: String? = nil, env: [String: String]? = nil)
         throws -> (Int32, String)
     {
         let p = Process()

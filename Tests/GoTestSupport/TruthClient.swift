@@ -5,14 +5,15 @@ import Glibc
 /// truthsrv fixture run as a child process.
 ///
 /// Shared by the Go runtime reader tests (scheduler, heap).
-enum TruthClient {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+public enum TruthClient {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// GETs `path` from `host:port` (IPv4 dotted address) with `Connection: close`,
     /// reads to EOF, and returns the status code and the body. Times out after `timeout` s.
-    static func get(host: String, port: UInt16, path: String, timeout: Double = 30) throws -> (status: Int, body: Data) {
+    public static func get(host: String, port: UInt16, path: String, timeout: Double = 30) throws -> (status: Int, body: Data) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -55,7 +56,7 @@ enum TruthClient {
     }
 
     /// GETs `path` and decodes a JSON object; throws unless the status is 200.
-    static func json(host: String, port: UInt16, path: String) throws -> [String: Any] {
+    public static func json(host: String, port: UInt16, path: String) throws -> [String: Any] {
         let (status, body) = try get(host: host, port: port, path: path)
         guard status == 200 else {
             throw Failure(description: "GET \(path): HTTP \(status): \(String(decoding: body, as: UTF8.self))")
@@ -68,18 +69,18 @@ enum TruthClient {
 }
 
 /// What truthsrv reports about itself (GET /truth and friends).
-struct Truth {
-    var raw: [String: Any]
-    var pid: Int { int("pid") }
-    var goVersion: String { raw["go_version"] as? String ?? "" }
-    var goroutines: Int { int("goroutines") }
-    var cgoCalls: UInt64 { UInt64(int("cgo_calls")) }
-    var gomaxprocs: Int { int("gomaxprocs") }
-    var threads: Int { int("threads") }
-    var memstats: [String: UInt64] {
+public struct Truth {
+    public var raw: [String: Any]
+    public var pid: Int { int("pid") }
+    public var goVersion: String { raw["go_version"] as? String ?? "" }
+    public var goroutines: Int { int("goroutines") }
+    public var cgoCalls: UInt64 { UInt64(int("cgo_calls")) }
+    public var gomaxprocs: Int { int("gomaxprocs") }
+    public var threads: Int { int("threads") }
+    public var memstats: [String: UInt64] {
         (raw["memstats"] as? [String: Any] ?? [:]).compactMapValues { ($0 as? NSNumber)?.uint64Value }
     }
-    var metrics: [String: Double] {
+    public var metrics: [String: Double] {
         (raw["metrics"] as? [String: Any] ?? [:]).compactMapValues { ($0 as? NSNumber)?.doubleValue }
     }
     private func int(_ k: String) -> Int { (raw[k] as? NSNumber)?.intValue ?? -1 }
@@ -87,8 +88,8 @@ struct Truth {
 
 /// A running truthsrv child: started with arguments, "listening on ADDR" awaited,
 /// stdout and stderr collected (stderr line by line, for GODEBUG traces).
-final class TruthServer: @unchecked Sendable {
-    let process = Process()
+public final class TruthServer: @unchecked Sendable {
+    public let process = Process()
     private(set) var host = ""
     private(set) var port: UInt16 = 0
     private let lock = NSLock()
@@ -96,9 +97,14 @@ final class TruthServer: @unchecked Sendable {
     private let errPipe = Pipe()
     private let outPipe = Pipe()
 
-    var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.processIdentifier }
 
-    init(binary: String, arguments: [String], environment: [String: String] = [:], startTimeout: Double = 20) throws {
+    /// The truthsrv fixture's source folder (Tests/GoIntrospectionTests/Fixtures/truthsrv).
+    public static let fixtureSource = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
+        .deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("GoIntrospectionTests/Fixtures/truthsrv").path
+
+    public init(binary: String, arguments: [String], environment: [String: String] = [:], startTimeout: Double = 20) throws {
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
@@ -138,13 +144,13 @@ final class TruthServer: @unchecked Sendable {
         self.port = port
     }
 
-    var stderr: String { lock.withLock { stderrText } }
+    public var stderr: String { lock.withLock { stderrText } }
 
-    func truth(_ path: String = "/truth") throws -> Truth {
+    public func truth(_ path: String = "/truth") throws -> Truth {
         Truth(raw: try TruthClient.json(host: host, port: port, path: path))
     }
 
-    func stop() {
+    public func stop() {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()

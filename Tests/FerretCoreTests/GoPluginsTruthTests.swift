@@ -1,0 +1,138 @@
+import Foundation
+import GoTestSupport
+import XCTest
+
+/// The scheduler and heap plugins end to end against the truth: the truthsrv
+/// fixture built with every Go toolchain here (1.19, 1.21–1.27), default and
+/// static builds with symbols, all monitored by one agent at once. Each
+/// program's own figures (runtime.NumGoroutine, GOMAXPROCS, NumCgoCall,
+/// /proc/self/status threads, ReadMemStats) are taken just before and just after
+/// an agent interval; the agent's points from that interval must agree: exact for
+/// goroutines, GOMAXPROCS, GC count, cgo calls and threads; heap used, idle,
+/// released, objects and stack used within 2%; total committed within 5%. Also
+/// the goroutine leak of the seed article (a new http.Transport per request).
+final class GoPluginsTruthTests: XCTestCase {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    func testSchedulerAndHeapPluginsAgreeWithEveryToolchain() throws {
+        let builds = try GoToolchains.buildAll(source: TruthServer.fixtureSource, flavours: [.plain, .staticBuild])
+        XCTAssertGreaterThanOrEqual(builds.count, 16, "8 toolchains × 2 flavours")
+        var servers: [(tag: String, srv: TruthServer, isStatic: Bool)] = []
+        defer { for s in servers { s.srv.stop() } }
+        for b in builds {
+            let srv = try TruthServer(binary: b.path, arguments: ["-quiet", "-park", "50", "-heap-mib", "8",
+                                                                 "-live-objects", "100000"])
+            servers.append(("\(b.version) \(b.flavour.rawValue)", srv, b.flavour == .staticBuild))
+        }
+        let dir = TestSupport.tempDir("gotruth")
+        for name in ["scheduler", "heap"] {
+            TestSupport.manifest(in: dir + "/plugins.d", name: name, library: TestSupport.productsDir + "/libferret_\(name).so")
+        }
+        let config = """
+        agent: { interval: 250ms, self_metrics_interval: 10s }
+        plugins: { paths: [plugins.d] }
+        rules:
+          - name: truth
+            match: { runtime: go, comm: "truthsrv-go1*" }
+            collectors: { scheduler: {}, heap: {} }
+        pipeline:
+          sinks: [ { type: jsonl, path: \(dir)/out.jsonl } ]
+        """
+        let agent = try TestSupport.AgentProcess(config: config, dir: dir)
+        defer { agent.stop() }
+
+        var summary: [String] = []
+        for s in servers {
+            do {
+                summary.append("\(s.tag): " + (try compare(s.srv, isStatic: s.isStatic, tag: s.tag, agent: agent)))
+            } catch {
+                XCTFail("\(s.tag): \(error)")
+            }
+        }
+        print("GoPluginsTruthTests per build:\n" + summary.joined(separator: "\n"))
+
+        // The leak of the seed article, on one build: a new http.Transport per
+        // request; go.goroutine.count grows by what leaked, as the program counts it.
+        let leaky = servers[servers.count / 2]
+        let before = try compare(leaky.srv, isStatic: leaky.isStatic, tag: "\(leaky.tag) before leak", agent: agent)
+        let g0 = try leaky.srv.truth().goroutines
+        _ = try leaky.srv.truth("/leak?n=30")
+        let after = try compare(leaky.srv, isStatic: leaky.isStatic, tag: "\(leaky.tag) after leak", agent: agent)
+        let g1 = try leaky.srv.truth().goroutines
+        XCTAssertGreaterThanOrEqual(g1 - g0, 60, "each leaked client keeps its read and write loops: \(before) → \(after)")
+
+        // GC CPU: a GC-heavy interval shows in go.gc.cpu.fraction.
+        let t0 = UInt64(Date().timeIntervalSince1970 * 1e9)
+        _ = try leaky.srv.truth("/churn?ms=1500")
+        let frac = try agent.waitFor("go.gc.cpu.fraction during churn") {
+            $0.name == "go.gc.cpu.fraction" && Self.pid($0) == leaky.srv.pid && Self.time($0) > t0 && Self.value($0) > 0.02
+        }
+        XCTAssertLessThanOrEqual(Self.value(frac), 1)
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
+    static func value(_ l: [String: Any]) -> Double { (l["value"] as? NSNumber)?.doubleValue ?? -1 }
+    static func pid(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
+    static func time(_ l: [String: Any]) -> UInt64 { (l["time_unix_nano"] as? NSNumber)?.uint64Value ?? 0 }
+
+    static let exact: [(metric: String, truth: @Sendable (Truth) -> Double)] = [
+        ("go.goroutine.count", { Double($0.goroutines) }),
+        ("go.sched.procs", { Double($0.gomaxprocs) }),
+        ("go.cgo.calls", { Double($0.cgoCalls) }),
+        ("process.thread.count", { Double($0.threads) }),
+        ("go.gc.count", { Double($0.memstats["NumGC"] ?? 0) }),
+    ]
+    static let close: [(metric: String, memstat: String, tolerance: Double)] = [
+        ("go.memory.heap.used", "HeapInuse", 0.02),
+        ("go.memory.heap.idle", "HeapIdle", 0.02),
+        ("go.memory.heap.released", "HeapReleased", 0.02),
+        ("go.memory.heap.objects", "HeapObjects", 0.02),
+        ("go.memory.stack.used", "StackInuse", 0.02),
+        ("go.memory.total.committed", "Sys", 0.05),
+    ]
+
+    /// Truth, the agent's next interval, truth; retried while the program moved.
+    /// Returns a summary line.
+    private func compare(_ srv: TruthServer, isStatic: Bool, tag: String, agent: TestSupport.AgentProcess) throws -> String {
+        var last = ""
+        for _ in 0..<8 {
+            let t1 = try srv.truth()
+            let after = UInt64(t1.raw["time_unix_nano"] as? NSNumber ?? 0)
+            let base = agent.lines().count
+            // Every metric of one interval that started after t1.
+            let names = Self.exact.map(\.metric) + Self.close.map(\.metric)
+            let first = try agent.waitFor("\(tag): an interval after the truth", timeout: 10) {
+                $0.name == "go.memory.heap.used" && Self.pid($0) == srv.pid && Self.time($0) > after
+            }
+            let at = Self.time(first)
+            // The scheduler plugin's points of the same round come within the interval.
+            var points: [String: Double] = [:]
+            let deadline = Date().addingTimeInterval(5)
+            while points.count < names.count && Date() < deadline {
+                for l in agent.lines()[base...] where Self.pid(l) == srv.pid && Self.time(l) > after && Self.time(l) < at + 200_000_000 {
+                    if names.contains(l.name) && points[l.name] == nil { points[l.name] = Self.value(l) }
+                }
+                if points.count < names.count { usleep(50_000) }
+            }
+            let t2 = try srv.truth()
+            let missing = names.filter { points[$0] == nil }
+            guard missing.isEmpty else { throw Failure(description: "\(tag): no \(missing) in the interval") }
+            let steady = Self.exact.allSatisfy { $0.truth(t1) == $0.truth(t2) }
+            last = Self.exact.map { "\($0.metric) \($0.truth(t1))/\(points[$0.metric]!)/\($0.truth(t2))" }.joined(separator: " ")
+            guard steady else { usleep(300_000); continue }
+            for e in Self.exact {
+                XCTAssertEqual(points[e.metric], e.truth(t2), "\(tag): \(e.metric) exact")
+            }
+            for c in Self.close {
+                let a = Double(t1.memstats[c.memstat] ?? 0), b = Double(t2.memstats[c.memstat] ?? 0)
+                let v = points[c.metric]!
+                let lo = min(a, b) * (1 - c.tolerance), hi = max(a, b) * (1 + c.tolerance)
+                XCTAssertTrue(v >= lo - 1 && v <= hi + 1, "\(tag): \(c.metric) \(v) vs \(c.memstat) \(a)…\(b) ±\(Int(c.tolerance * 100))%")
+            }
+            return "goroutines \(Int(points["go.goroutine.count"]!)) threads \(Int(points["process.thread.count"]!)) "
+                + "gc \(Int(points["go.gc.count"]!)) heap.used \(Int(points["go.memory.heap.used"]!))/\(t2.memstats["HeapInuse"] ?? 0) "
+                + "objects \(Int(points["go.memory.heap.objects"]!))/\(t2.memstats["HeapObjects"] ?? 0)"
+        }
+        throw Failure(description: "\(tag): the program never held still: \(last)")
+    }
+}
