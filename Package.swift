@@ -55,7 +55,7 @@ let package = Package(
             name: "ProcIOPlugin", dependencies: ["FerretPluginKit"],
             path: "Sources/Plugins/ProcIO", exclude: ["README.md", "sample.yaml"]),
         .target(
-            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
+            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
@@ -65,7 +65,7 @@ let package = Package(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
         .testTarget(
-            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
+            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "SchedulerPlugin"],
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
         .testTarget(
