@@ -152,8 +152,17 @@ enum Tracefs {
     /// The tracepoint id. When neither candidate has `events` and we are root,
     /// mounts tracefs at /sys/kernel/tracing first (as perf does) and sets `mounted`.
     static func sysEnterID(mounted: inout Bool) throws(SyscallCountError) -> UInt64 {
-        var dir = candidates.first(where: hasEvents)
+        var dir: String?
+        var denied: [String] = []
+        for candidate in candidates {
+            let e = eventsDirectory(candidate)
+            if e == 0 { dir = candidate; break }
+            if e == EACCES { denied.append(candidate) }
+        }
         if dir == nil {
+            if let d = denied.first {
+                throw .tracefs("cannot look up the tracepoint id: \(d)/events: \(SyscallCountError.errnoText(EACCES)) (tracefs is root-only unless its mode is changed)")
+            }
             guard geteuid() == 0 else {
                 throw .tracefs("no tracefs with events at \(candidates.joined(separator: " or ")), and not root to mount one")
             }
@@ -162,8 +171,8 @@ enum Tracefs {
                 throw .tracefs("no tracefs with events at \(candidates.joined(separator: " or ")); mounting tracefs at \(mountPoint) failed: \(SyscallCountError.errnoText(e))")
             }
             mounted = true
-            dir = hasEvents(mountPoint) ? mountPoint : nil
-            guard dir != nil else { throw .tracefs("tracefs mounted at \(mountPoint) has no events directory") }
+            guard eventsDirectory(mountPoint) == 0 else { throw .tracefs("tracefs mounted at \(mountPoint) has no events directory") }
+            dir = mountPoint
         }
         let path = dir! + "/" + tracepoint
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -181,8 +190,10 @@ enum Tracefs {
         return id
     }
 
-    static func hasEvents(_ dir: String) -> Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: dir + "/events", isDirectory: &isDir) && isDir.boolValue
+    /// 0 when `dir`/events is a directory, else the errno of stat (ENOTDIR if not a directory).
+    static func eventsDirectory(_ dir: String) -> Int32 {
+        var st = stat()
+        guard stat(dir + "/events", &st) == 0 else { return errno }
+        return (st.st_mode & S_IFMT) == S_IFDIR ? 0 : ENOTDIR
     }
 }
