@@ -56,7 +56,7 @@ let package = Package(
             name: "ProcIOPlugin", dependencies: ["FerretPluginKit"],
             path: "Sources/Plugins/ProcIO", exclude: ["README.md", "sample.yaml"]),
         .target(
-            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
+            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
         .target(
             name: "HeapPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
@@ -72,7 +72,7 @@ let package = Package(
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),
         .testTarget(
-            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "GoTestSupport"],
+            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "GoTestSupport", "SchedulerPlugin"],
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+@testable import SchedulerPlugin
 import XCTest
 
 /// The scheduler plugin end to end: the agent, the plugin .so, a live Go
@@ -61,6 +62,229 @@ final class SchedulerPluginTests: XCTestCase {
         XCTAssertTrue((ev["body"] as? String)?.contains("stripped") == true, "\(ev)")
         _ = try agent.waitFor("OS figures of the stripped build") { $0.name == "process.cpu.time" && pid($0) == bare.processIdentifier }
         XCTAssertFalse(agent.lines().contains { $0.signal == "metric" && $0.name.hasPrefix("go.") && pid($0) == bare.processIdentifier }, "never a guessed number")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
+    // MARK: - process.syscalls
+
+    func value(_ l: [String: Any]) -> Double { (l["value"] as? NSNumber)?.doubleValue ?? -1 }
+    func pid(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
+
+    /// The demo service calling its own endpoints (an idle Go program can make
+    /// no calls at all: sysmon parks, the netpoller blocks), the syscaller
+    /// fixture, and an agent watching just these two (other demos may be
+    /// running on this machine) with the scheduler collector.
+    func syscallsSetup(_ dir: String, scheduler: String = "{}", wrapper: [String] = [])
+        throws -> (demo: Process, fixture: TestSupport.Syscaller, agent: TestSupport.AgentProcess) {
+        let micros = Int.random(in: 90_000...99_999) // the unique token: the self-load interval
+        let demo = Process()
+        demo.executableURL = URL(fileURLWithPath: try TestSupport.demoBinary())
+        demo.arguments = ["-listen", "127.0.0.1:0", "-selfload-workers", "1", "-selfload-interval", "\(micros)us"]
+        demo.standardError = FileHandle.nullDevice
+        demo.standardOutput = FileHandle.nullDevice
+        try demo.run()
+        children.append(demo)
+        let token = "\(micros)"
+        let fixture = try TestSupport.Syscaller(token: token)
+        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        let config = """
+        agent: { interval: 200ms, self_metrics_interval: 10s }
+        plugins: { paths: [plugins.d] }
+        rules:
+          - name: demo
+            match: { runtime: go, cmdline: "-selfload-interval \(micros)us$" }
+            collectors: { scheduler: \(scheduler) }
+          - name: fixture
+            match: { comm: syscaller, cmdline: "syscaller \(token)$" }
+            collectors: { scheduler: \(scheduler) }
+        pipeline:
+          sinks: [ { type: jsonl, path: \(dir)/out.jsonl } ]
+        """
+        let agent = try TestSupport.AgentProcess(config: config, dir: dir, wrapper: wrapper)
+        return (demo, fixture, agent)
+    }
+
+    func syscallPoints(_ agent: TestSupport.AgentProcess, _ p: Int32) -> [Double] {
+        agent.lines().filter { $0.name == "process.syscalls" && pid($0) == p }.map(value)
+    }
+
+    func waitForFDs(_ agent: TestSupport.AgentProcess, _ predicate: (Int) -> Bool, _ what: String) throws {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if predicate(TestSupport.perfEventFDs(of: agent.process.processIdentifier)) { return }
+            usleep(50_000)
+        }
+        XCTFail("\(what): the agent holds \(TestSupport.perfEventFDs(of: agent.process.processIdentifier)) perf event fds")
+    }
+
+    /// process.syscalls flows for a Go process and grows; on the fixture the
+    /// agent's delta equals the calls made (threads started after attach
+    /// included, counted once); the events are closed when the processes exit.
+    func testSyscallsThroughTheAgent() throws {
+        let (demo, fixture, agent) = try syscallsSetup(TestSupport.tempDir("syscalls"))
+        defer { agent.stop() }
+
+        let first = try agent.waitFor("process.syscalls of the Go demo") { $0.name == "process.syscalls" && self.pid($0) == demo.processIdentifier }
+        XCTAssertEqual(first["kind"] as? String, "counter")
+        XCTAssertEqual(first["unit"] as? String, "{syscall}")
+        XCTAssertEqual(first.resource["process.runtime.name"] as? String, "go")
+        _ = try agent.waitFor("a larger process.syscalls of the Go demo") {
+            $0.name == "process.syscalls" && self.pid($0) == demo.processIdentifier && self.value($0) > self.value(first)
+        }
+
+        // The fixture is idle (blocked in read) after startup: its count is flat until told to call.
+        _ = try agent.waitFor("process.syscalls of the fixture") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid }
+        usleep(600_000)
+        let idle = syscallPoints(agent, fixture.pid)
+        XCTAssertGreaterThanOrEqual(idle.count, 2)
+        let v0 = idle.last ?? 0
+        XCTAssertEqual(idle.suffix(2).first, v0, "an idle process makes no calls: \(idle)")
+        let n = 50_000.0
+        try fixture.send("calls \(Int(n))")
+        try fixture.send("thread \(Int(n))") // a thread started after attach
+        try fixture.send("nested \(Int(n))") // one whose creator has exited
+        _ = try agent.waitFor("the fixture's calls") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid && self.value($0) >= v0 + 3 * n }
+        usleep(600_000)
+        let d = (syscallPoints(agent, fixture.pid).last ?? 0) - v0
+        XCTAssertGreaterThanOrEqual(d, 3 * n)
+        XCTAssertLessThanOrEqual(d, 3 * n + 300, "each call counted once")
+        XCTAssertFalse(agent.lines().contains { $0.name == "process.syscalls.unavailable" }, "root and tracefs: no refusal")
+
+        // One event per thread at attach, closed when the processes exit.
+        XCTAssertGreaterThanOrEqual(TestSupport.perfEventFDs(of: agent.process.processIdentifier), 2)
+        demo.terminate()
+        fixture.process.terminate()
+        for p in [demo.processIdentifier, fixture.pid] {
+            _ = try agent.waitFor("process.exit of \(p)") { $0.name == "process.exit" && self.pid($0) == p }
+        }
+        try waitForFDs(agent, { $0 == 0 }, "after both processes exited")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
+    func testSyscallsFalseOpensNothing() throws {
+        let (demo, fixture, agent) = try syscallsSetup(TestSupport.tempDir("nosyscalls"), scheduler: "{ syscalls: false }")
+        defer { agent.stop() }
+        for p in [demo.processIdentifier, fixture.pid] {
+            _ = try agent.waitFor("process.cpu.time of \(p)") { $0.name == "process.cpu.time" && self.pid($0) == p }
+        }
+        _ = try agent.waitFor("go.goroutine.count (the other figures flow)") { $0.name == "go.goroutine.count" && self.pid($0) == demo.processIdentifier }
+        try fixture.send("calls 1000")
+        // Several collections later: still no syscall counts.
+        let deadline = Date().addingTimeInterval(15)
+        while agent.lines().filter({ $0.name == "process.run_delay" && self.pid($0) == fixture.pid }).count < 5 && Date() < deadline {
+            usleep(100_000)
+        }
+        XCTAssertFalse(agent.lines().contains { $0.name.hasPrefix("process.syscalls") }, "syscalls: false")
+        XCTAssertEqual(TestSupport.perfEventFDs(of: agent.process.processIdentifier), 0, "no perf events opened")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
+    /// A private mount namespace for the agent, so the tests can change what
+    /// it sees under /sys/kernel/tracing without touching this machine's.
+    func privateMounts(_ script: String, execAs user: [String] = []) throws -> [String] {
+        let exec = (["exec"] + user + ["\"$0\" \"$@\""]).joined(separator: " ")
+        let wrapper = ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script + "\n" + exec]
+        let probe = try TestSupport.run(wrapper[0], Array(wrapper.dropFirst()) + ["/bin/true"])
+        if probe.status != 0 { throw XCTSkip("cannot set up a private mount namespace here: \(probe.stderr)") }
+        return wrapper
+    }
+
+    /// A kernel without the tracepoint (a tmpfs with an empty events directory
+    /// stands in for tracefs): one warn event per process saying why, no
+    /// points, and the other figures keep flowing.
+    func testSyscallsUnavailableSaysWhyOnceAndTheRestFlows() throws {
+        let wrapper = try privateMounts("set -e; mount -t tmpfs none /sys/kernel/tracing; mkdir /sys/kernel/tracing/events")
+        let (demo, fixture, agent) = try syscallsSetup(TestSupport.tempDir("nosyscallstp"), wrapper: wrapper)
+        defer { agent.stop() }
+        for p in [demo.processIdentifier, fixture.pid] {
+            let ev = try agent.waitFor("process.syscalls.unavailable for \(p)") { $0.name == "process.syscalls.unavailable" && self.pid($0) == p }
+            XCTAssertEqual(ev["severity"] as? String, "warn")
+            let body = ev["body"] as? String ?? ""
+            XCTAssertTrue(body.contains("pid \(p) (") && body.contains("no tracepoint raw_syscalls:sys_enter"), body)
+            XCTAssertEqual(ev.attributes["reason"] as? String, body.components(separatedBy: "unavailable: ").last)
+        }
+        _ = try agent.waitFor("go.goroutine.count (the Go figures flow)") { $0.name == "go.goroutine.count" && self.pid($0) == demo.processIdentifier }
+        let seen = agent.lines().filter { $0.name == "process.run_delay" && self.pid($0) == fixture.pid }.count
+        let deadline = Date().addingTimeInterval(15)
+        while agent.lines().filter({ $0.name == "process.run_delay" && self.pid($0) == fixture.pid }).count < seen + 5 && Date() < deadline {
+            usleep(100_000)
+        }
+        let lines = agent.lines()
+        XCTAssertGreaterThanOrEqual(lines.filter { $0.name == "process.run_delay" && self.pid($0) == fixture.pid }.count, seen + 5, "the OS figures flow")
+        for p in [demo.processIdentifier, fixture.pid] {
+            XCTAssertEqual(lines.filter { $0.name == "process.syscalls.unavailable" && self.pid($0) == p }.count, 1, "said once")
+        }
+        XCTAssertFalse(lines.contains { $0.name == "process.syscalls" }, "never a guessed number")
+        XCTAssertEqual(TestSupport.perfEventFDs(of: agent.process.processIdentifier), 0)
+        XCTAssertTrue(demo.isRunning && fixture.process.isRunning, "the targets are never stopped")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
+    /// No tracefs mounted anywhere, agent is root: it mounts one at
+    /// /sys/kernel/tracing (in its private mount namespace here) and counts.
+    func testSyscallsMountsTracefsWhenNoneIsMounted() throws {
+        let wrapper = try privateMounts("""
+            umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null
+            [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ] || exit 97
+            """)
+        let (demo, fixture, agent) = try syscallsSetup(TestSupport.tempDir("mounttracefs"), wrapper: wrapper)
+        defer { agent.stop() }
+        for p in [demo.processIdentifier, fixture.pid] {
+            _ = try agent.waitFor("process.syscalls of \(p)") { $0.name == "process.syscalls" && self.pid($0) == p }
+        }
+        XCTAssertEqual(agent.stderr.components(separatedBy: "mounted tracefs at /sys/kernel/tracing").count - 1, 1, agent.stderr)
+        let v0 = syscallPoints(agent, fixture.pid).last ?? 0
+        try fixture.send("calls 10000")
+        _ = try agent.waitFor("the fixture's calls") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid && self.value($0) >= v0 + 10_000 }
+        XCTAssertFalse(agent.lines().contains { $0.name == "process.syscalls.unavailable" })
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
+    /// An unprivileged agent (nobody, watching a process of nobody; the
+    /// tracepoint id made readable): with kernel.perf_event_paranoid >= 2 the
+    /// kernel refuses and the event says so; with <= 1 the calls are counted.
+    func testSyscallsUnprivileged() throws {
+        let nobody = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        let canRun = try TestSupport.run(nobody[0], Array(nobody.dropFirst()) + [TestSupport.ferret, "--help"])
+        if canRun.status != 0 { throw XCTSkip("nobody cannot run \(TestSupport.ferret) here: \(canRun.stderr)") }
+        var mounted = false
+        let id = try Tracefs.sysEnterID(mounted: &mounted)
+        let paranoid = Int((try String(contentsOfFile: "/proc/sys/kernel/perf_event_paranoid", encoding: .utf8))
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 2
+        let wrapper = try privateMounts("""
+            set -e; mount -t tmpfs -o mode=755 none /sys/kernel/tracing
+            mkdir -p /sys/kernel/tracing/events/raw_syscalls/sys_enter; echo \(id) > /sys/kernel/tracing/events/raw_syscalls/sys_enter/id
+            chmod -R a+rX /sys/kernel/tracing
+            """, execAs: nobody)
+        let dir = TestSupport.tempDir("nobody")
+        chmod(dir, 0o777)
+        let token = "\(Int.random(in: 100_000...999_999))"
+        let fixture = try TestSupport.Syscaller(token: token, wrapper: nobody)
+        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        let config = """
+        agent: { interval: 200ms, self_metrics_interval: 10s }
+        plugins: { paths: [plugins.d] }
+        rules:
+          - name: fixture
+            match: { comm: syscaller, cmdline: "syscaller \(token)$" }
+            collectors: { scheduler: {} }
+        pipeline:
+          sinks: [ { type: jsonl, path: \(dir)/out.jsonl } ]
+        """
+        let agent = try TestSupport.AgentProcess(config: config, dir: dir, wrapper: wrapper)
+        defer { agent.stop() }
+        _ = try agent.waitFor("process.cpu.time of the fixture") { $0.name == "process.cpu.time" && self.pid($0) == fixture.pid }
+        if paranoid >= 2 {
+            let ev = try agent.waitFor("process.syscalls.unavailable") { $0.name == "process.syscalls.unavailable" && self.pid($0) == fixture.pid }
+            let body = ev["body"] as? String ?? ""
+            XCTAssertTrue(body.contains("pid \(fixture.pid)") && body.contains("EACCES (Permission denied)")
+                          && body.contains("kernel.perf_event_paranoid is \(paranoid)"), body)
+            XCTAssertFalse(agent.lines().contains { $0.name == "process.syscalls" })
+        } else {
+            let first = try agent.waitFor("process.syscalls of the fixture") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid }
+            try fixture.send("calls 10000")
+            _ = try agent.waitFor("the fixture's calls") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid && self.value($0) >= self.value(first) + 10_000 }
+        }
         XCTAssertEqual(agent.stop(), 0)
     }
 }

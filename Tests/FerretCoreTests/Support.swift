@@ -48,11 +48,16 @@ enum TestSupport {
 
     private static let compileLock = NSLock()
 
-    static func compile(source: String, output: String) throws -> String {
+    /// Compiles a fixture program (Tests/FerretCoreTests/Fixtures/programs/NAME.c) once per run.
+    static func program(_ name: String) throws -> String {
+        try compile(source: repoRoot + "/Tests/FerretCoreTests/Fixtures/programs/\(name).c", output: buildDir + "/\(name)", shared: false)
+    }
+
+    static func compile(source: String, output: String, shared: Bool = true) throws -> String {
         compileLock.lock()
         defer { compileLock.unlock() }
         if FileManager.default.fileExists(atPath: output) { return output }
-        let r = try run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread",
+        let r = try run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror"] + (shared ? ["-shared", "-fPIC"] : []) + ["-pthread",
                                         "-I", headerDir, "-o", output, source])
         guard r.status == 0 else { throw TestError("cc \(source) failed:\n\(r.stderr)") }
         return output
@@ -123,6 +128,55 @@ enum TestSupport {
         return (p, token)
     }
 
+    /// The syscaller fixture (Fixtures/programs/syscaller.c): makes a known
+    /// number of system calls when told to. Terminated on deinit.
+    final class Syscaller {
+        let process = Process()
+        private let input = Pipe(), output = Pipe()
+        var pid: Int32 { process.processIdentifier }
+
+        /// `token` (ignored by the program) lets a rule match this one by cmdline;
+        /// `wrapper` is a command that execs the program (e.g. setpriv).
+        init(token: String = "", wrapper: [String] = []) throws {
+            let command = wrapper + [try TestSupport.program("syscaller")] + (token.isEmpty ? [] : [token])
+            process.executableURL = URL(fileURLWithPath: command[0])
+            process.arguments = Array(command.dropFirst())
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+        }
+
+        deinit {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+        }
+
+        /// Sends one command ("calls 1000", "thread 1000", "nested 1000", "park", "wake 1000")
+        /// and returns its reply line once the fixture has done it.
+        @discardableResult
+        func send(_ command: String) throws -> String {
+            input.fileHandleForWriting.write(Data((command + "\n").utf8))
+            var line = Data()
+            while true {
+                let b = try output.fileHandleForReading.read(upToCount: 1) ?? Data()
+                if b.isEmpty { throw TestError("syscaller exited during '\(command)'") }
+                if b.first == UInt8(ascii: "\n") { break }
+                line.append(b)
+            }
+            let reply = String(decoding: line, as: UTF8.self)
+            guard reply.hasPrefix("ok") else { throw TestError("syscaller: '\(command)' -> '\(reply)'") }
+            return reply
+        }
+    }
+
+    /// How many perf event fds process `pid` holds.
+    static func perfEventFDs(of pid: Int32) -> Int {
+        let dir = "/proc/\(pid)/fd"
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + $0)) == "anon_inode:[perf_event]" }.count
+    }
+
     /// A running `ferret run` child.
     final class AgentProcess {
         let process = Process()
@@ -138,11 +192,13 @@ enum TestSupport {
         }
         private let errBuf = Buffer()
 
-        init(config: String, dir: String, args: [String] = []) throws {
+        /// `wrapper`: a command that execs its arguments (the ferret command line), e.g. unshare.
+        init(config: String, dir: String, args: [String] = [], wrapper: [String] = []) throws {
             self.dir = dir
             try config.write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
-            process.executableURL = URL(fileURLWithPath: TestSupport.ferret)
-            process.arguments = ["run", "--config", dir + "/config.yaml"] + args
+            let command = wrapper + [TestSupport.ferret, "run", "--config", dir + "/config.yaml"] + args
+            process.executableURL = URL(fileURLWithPath: command[0])
+            process.arguments = Array(command.dropFirst())
             process.standardError = stderrPipe
             process.standardOutput = stdoutPipe
             stderrPipe.fileHandleForReading.readabilityHandler = { [errBuf] h in errBuf.append(h.availableData) }

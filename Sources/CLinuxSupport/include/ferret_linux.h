@@ -1,5 +1,6 @@
-/* Small Linux helpers for FerretCore whose kernel structs are easiest to use
- * from C: the netlink process-events connector (linux/cn_proc.h). */
+/* Small Linux helpers whose kernel structs are easiest to use from C: the
+ * netlink process-events connector (linux/cn_proc.h) for FerretCore, and
+ * perf_event_open counting events (linux/perf_event.h) for the scheduler plugin. */
 #ifndef FERRET_LINUX_H
 #define FERRET_LINUX_H
 #include <stdint.h>
@@ -34,5 +35,19 @@ void ferret_cn_proc_close(int fd);
 
 /** CLOCK_MONOTONIC in ns. */
 uint64_t ferret_monotonic_ns(void);
+
+/** Open a counting perf event on tracepoint `tracepoint_id` (the number in
+ *  <tracefs>/events/<system>/<name>/id) for thread `tid` on any CPU, with
+ *  inherit + inherit_thread: threads `tid` creates later (and their threads)
+ *  count into this event, child processes do not. Close-on-exec.
+ *  Returns the fd (>= 0) or -errno. */
+int ferret_perf_tracepoint_open(int32_t tid, uint64_t tracepoint_id);
+
+/** read() the event's count (its own plus its inherited children's, live and
+ *  exited) into `value`. Returns 0 or -errno. */
+int ferret_perf_read_count(int fd, uint64_t *value);
+
+/** Close an event fd. */
+void ferret_perf_close(int fd);
 
 #endif

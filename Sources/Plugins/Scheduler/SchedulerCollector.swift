@@ -1,5 +1,6 @@
-// scheduler: CPU and scheduling figures for every process (from /proc), and
-// the Go runtime's scheduler state for Go processes, read from outside the
+// scheduler: CPU and scheduling figures for every process (from /proc), system
+// calls (perf tracepoint raw_syscalls:sys_enter, counting; see SyscallCounter),
+// and the Go runtime's scheduler state for Go processes, read from outside the
 // process through GoIntrospection (process_vm_readv; never a stop, never a write).
 import FerretPluginKit
 import Foundation
@@ -8,26 +9,32 @@ import GoIntrospection
 public final class SchedulerCollector: FerretCollector {
     public static let name = "scheduler"
     public static let version = "0.1.0"
-    public static let summary = "CPU time, threads, context switches, run delay; Go goroutines, Ms, Ps, run queue, cgo calls"
+    public static let summary = "CPU time, threads, context switches, run delay, system calls; Go goroutines, Ms, Ps, run queue, cgo calls"
 
     private struct Target {
         var comm: String
         var reader: SchedulerReader?
+        var syscalls: SyscallCounter?
     }
 
     private let emit: Emitter
     private let includeGo: Bool
+    private let includeSyscalls: Bool
     private var targets: [Int32: Target] = [:]
     private static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
     struct Settings: Decodable {
         /// Read the Go runtime's scheduler state of Go processes (default true).
         var go_runtime: Bool?
+        /// Count system calls with a perf tracepoint (default true).
+        var syscalls: Bool?
     }
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["go_runtime"])
-        includeGo = try context.decodeConfig(Settings.self).go_runtime ?? true
+        try context.requireKnownKeys(["go_runtime", "syscalls"])
+        let settings = try context.decodeConfig(Settings.self)
+        includeGo = settings.go_runtime ?? true
+        includeSyscalls = settings.syscalls ?? true
         emit = context.emit
     }
 
@@ -44,17 +51,48 @@ public final class SchedulerCollector: FerretCollector {
                                          pid: target.pid, attributes: [("reason", .string("\(error)"))])])
             }
         }
+        if includeSyscalls {
+            t.syscalls = openSyscallCounter(target)
+        }
         targets[target.pid] = t
     }
 
+    /// The process's system call counter, or nil after saying why once.
+    private func openSyscallCounter(_ target: PluginTarget) -> SyscallCounter? {
+        do {
+            var mounted = false
+            let id = try Tracefs.sysEnterID(mounted: &mounted)
+            if mounted { emit.log(.info, "mounted tracefs at \(Tracefs.mountPoint) for process.syscalls") }
+            return try SyscallCounter(pid: target.pid, tracepointID: id)
+        } catch {
+            if case .exited = error { return nil } // the host detaches it
+            unavailable(target.pid, target.comm, error)
+            return nil
+        }
+    }
+
+    /// Says once why a process gets no process.syscalls.
+    private func unavailable(_ pid: Int32, _ comm: String, _ error: SyscallCountError) {
+        emit.events([PluginEvent(name: "process.syscalls.unavailable", severity: .warn,
+                                 body: "pid \(pid) (\(comm)): system call counts unavailable: \(error)",
+                                 pid: pid, attributes: [("reason", .string("\(error)"))])])
+    }
+
     public func detach(pid: Int32) throws {
-        guard targets.removeValue(forKey: pid) != nil else { throw PluginError.failed("pid \(pid) is not attached") }
+        guard let t = targets.removeValue(forKey: pid) else { throw PluginError.failed("pid \(pid) is not attached") }
+        t.syscalls?.close()
     }
 
     public func collect(now: UInt64) throws {
         var points: [Metric] = []
         for (pid, t) in targets.sorted(by: { $0.key < $1.key }) {
-            guard let os = Self.readOS(pid: pid) else { continue } // exited: the host detaches it
+            guard let os = Self.readOS(pid: pid) else { // exited: the host detaches it; free the events now
+                if let counter = t.syscalls {
+                    counter.close()
+                    targets[pid]?.syscalls = nil
+                }
+                continue
+            }
             points.append(.counter("process.cpu.time", os.user, unit: "s", pid: pid, attributes: [("cpu.mode", .string("user"))]))
             points.append(.counter("process.cpu.time", os.system, unit: "s", pid: pid, attributes: [("cpu.mode", .string("system"))]))
             points.append(.gauge("process.thread.count", Double(os.threads), unit: "{thread}", pid: pid))
@@ -63,6 +101,15 @@ public final class SchedulerCollector: FerretCollector {
             points.append(.counter("process.context_switches", Double(os.involuntary), unit: "{context_switch}", pid: pid,
                                    attributes: [("type", .string("involuntary"))]))
             points.append(.counter("process.run_delay", os.runDelay, unit: "s", pid: pid))
+            if let counter = t.syscalls {
+                switch counter.read() {
+                case .success(let n): points.append(.counter("process.syscalls", Double(n), unit: "{syscall}", pid: pid))
+                case .failure(let e): // say why once, and stop counting rather than report a wrong number
+                    counter.close()
+                    targets[pid]?.syscalls = nil
+                    unavailable(pid, t.comm, e)
+                }
+            }
             guard let reader = t.reader else { continue }
             do {
                 let s = try reader.read()
