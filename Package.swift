@@ -64,6 +64,9 @@ let package = Package(
         .executableTarget(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
+        .executableTarget(
+            name: "GoReaderBench", dependencies: ["GoIntrospection"],
+            path: "bench/Sources/GoReaderBench"),
         .testTarget(
             name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit"],
             path: "Tests/FerretCoreTests",
