@@ -236,7 +236,10 @@ public final class PluginInstance: @unchecked Sendable {
     func checkTimeout(now: UInt64) -> String? {
         cond.lock()
         defer { cond.unlock() }
-        guard let cur = current, !timeoutReported, now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
+        // `now` is read by the caller before taking the lock, so a call that started
+        // in between has `since` > `now` (an unsigned underflow trapped here).
+        guard let cur = current, !timeoutReported, now > cur.since,
+              now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
         timeoutReported = true
         timeouts.add(1, ordering: .relaxed)
         healthy.store(false, ordering: .relaxed)
