@@ -19,8 +19,24 @@ protocol BenchReader {
 
 extension SchedulerReader: BenchReader {}
 
+/// The floor: one `process_vm_readv` of 8 bytes from the process's first
+/// writable mapping, timed the same way (what a reading costs at the least).
+struct OneWordRead: BenchReader {
+    let memory: ProcessMemory
+    let address: UInt64
+    init(pid: Int32) throws {
+        guard let m = try ProcessMaps.read(pid: pid).first(where: { $0.readable && $0.writable && $0.size >= 8 }) else {
+            throw IntrospectionError("pid \(pid): no writable mapping")
+        }
+        memory = ProcessMemory(pid: pid)
+        address = m.start
+    }
+    func read() throws -> UInt64 { try memory.read(UInt64.self, at: address) }
+}
+
 /// The readers under test: a name, and how to prepare one for a process.
 let readers: [(name: String, make: (Int32, GoBinary) throws -> any BenchReader)] = [
+    ("floor (8 bytes, 1 process_vm_readv)", { pid, _ in try OneWordRead(pid: pid) }),
     ("SchedulerReader", { try SchedulerReader(pid: $0, binary: $1) }),
 ]
 
@@ -36,6 +52,15 @@ struct Figures {
     var median: Double, p99: Double, mean: Double, min: Double, max: Double
     var syscallsPerRead: Double
     var failures: Int
+    /// This process's user and system CPU time per read (getrusage), in µs.
+    var userPerRead: Double, systemPerRead: Double
+}
+
+func cpuTimes() -> (user: Double, system: Double) {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return (Double(u.ru_utime.tv_sec) * 1e6 + Double(u.ru_utime.tv_usec),
+            Double(u.ru_stime.tv_sec) * 1e6 + Double(u.ru_stime.tv_usec))
 }
 
 /// Times `reads` calls of `r.read()` one by one (after 200 warm-up calls), in µs.
@@ -44,17 +69,20 @@ func measure<R: BenchReader>(_ r: R, reads: Int) -> Figures {
     var times = [Double](repeating: 0, count: reads)
     var failures = 0
     let calls0 = ProcessMemory.syscallCount
+    let cpu0 = cpuTimes()
     for i in 0..<reads {
         let t0 = nanos()
         do { keep(try r.read()) } catch { failures += 1 }
         times[i] = Double(nanos() - t0) / 1e3
     }
     let calls = ProcessMemory.syscallCount - calls0
+    let cpu1 = cpuTimes()
     let sorted = times.sorted()
     let p99 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
     return Figures(median: sorted[sorted.count / 2], p99: p99, mean: times.reduce(0, +) / Double(reads),
                    min: sorted[0], max: sorted[sorted.count - 1],
-                   syscallsPerRead: Double(calls) / Double(reads), failures: failures)
+                   syscallsPerRead: Double(calls) / Double(reads), failures: failures,
+                   userPerRead: (cpu1.user - cpu0.user) / Double(reads), systemPerRead: (cpu1.system - cpu0.system) / Double(reads))
 }
 
 var args = Array(CommandLine.arguments.dropFirst())
@@ -100,9 +128,9 @@ for t in targets {
         }
         prepare.sort()
         let f = measure(reader!, reads: reads)
-        print(String(format: "%@ on %@ (pid %d, %@, %@ OS threads): %d reads: median %.2f µs, p99 %.2f µs, mean %.2f µs, min %.2f µs, max %.1f µs; %.2f process_vm_readv per read; %d failed; prepare (given the parsed binary) median %.0f µs",
+        print(String(format: "%@ on %@ (pid %d, %@, %@ OS threads): %d reads: median %.2f µs, p99 %.2f µs, mean %.2f µs, min %.2f µs, max %.1f µs; %.2f process_vm_readv per read (CPU per read: user %.1f µs, system %.1f µs); %d failed; prepare (given the parsed binary) median %.0f µs",
                      r.name, t.label, t.pid, binary.goVersion ?? "?", String(threads), reads, f.median, f.p99, f.mean, f.min, f.max,
-                     f.syscallsPerRead, f.failures, prepare[2]))
+                     f.syscallsPerRead, f.userPerRead, f.systemPerRead, f.failures, prepare[2]))
         if f.failures > 0 { failed = true }
     }
 }
