@@ -153,7 +153,7 @@ try:
     # collectd: every csv line is one value list (epoch,value[,value...]).
     # Per-process series live in processes-goNN/, host-wide ones (process states,
     # fork rate) in processes/.
-    cdf = {"process": [0, 0, set()], "host": [0, 0, set()]}
+    cdf = {"process": [0, 0, set()], "host": [0, 0, set()], "rss_lists": 0}
     for path in glob.glob(f"{tmp}/csv/*/*/*"):
         kind = "process" if "-go" in path.split("/")[-2] else "host"
         typ = os.path.basename(path).rsplit("-", 3)[0]
@@ -165,6 +165,8 @@ try:
                 cdf[kind][0] += 1
                 cdf[kind][1] += len(cols) - 1
                 cdf[kind][2].add(typ)
+                if typ == "ps_rss":
+                    cdf["rss_lists"] += 1
     matched = len(glob.glob(f"{tmp}/csv/*/processes-go*"))
 
     print(f"side by side, {args.procs} Go processes (truthsrv -quiet, {os.path.basename(args.truthsrv)}), interval 1 s, "
@@ -173,14 +175,18 @@ try:
         cpu = 100 * (c1[n] - c0[n]) / elapsed
         print(f"  {n:8s} CPU {cpu:.2f}% of one core ({c1[n] - c0[n]:.2f} s), "
               f"RSS max {max(rss[n]) / 2**20:.1f} MiB, mean {sum(rss[n]) / len(rss[n]) / 2**20:.1f} MiB")
+    # Per interval = over the collection rounds that fell in the window (one
+    # process.thread.count point per process per round; one ps_rss line per match).
+    rounds = ferret_names["process.thread.count"] / max(len(pids), 1)
     print(f"  ferret   collectors: {', '.join(collectors)}{'' if heap else ' (heap plugin not built here)'}; "
-          f"{ferret_points / elapsed:.0f} metric points per interval for {len(pids)} processes "
-          f"({ferret_points / elapsed / max(len(pids), 1):.1f} per process); per name: "
-          + ", ".join(f"{k} {v / elapsed:.0f}" for k, v in sorted(ferret_names.items())))
+          f"{ferret_points / rounds:.0f} metric points per interval ({rounds:.0f} rounds in the window) for {len(pids)} processes "
+          f"({ferret_points / rounds / max(len(pids), 1):.1f} per process); per name: "
+          + ", ".join(f"{k} {v / rounds:.0f}" for k, v in sorted(ferret_names.items())))
     lists, values, types = cdf["process"]
-    print(f"  collectd processes plugin: {values / elapsed:.0f} values per interval in {lists / elapsed:.0f} value lists "
-          f"for {matched} ProcessMatch series ({values / elapsed / max(matched, 1):.1f} per process; "
-          f"types: {', '.join(sorted(types))}); plus host-wide {cdf['host'][1] / elapsed:.0f} values "
+    rounds = cdf["rss_lists"] / max(matched, 1)
+    print(f"  collectd processes plugin: {values / rounds:.0f} values per interval ({rounds:.0f} rounds) in {lists / rounds:.0f} value lists "
+          f"for {matched} ProcessMatch series ({values / rounds / max(matched, 1):.1f} per process; "
+          f"types: {', '.join(sorted(types))}); plus host-wide {cdf['host'][1] / rounds:.0f} values "
           f"({', '.join(sorted(cdf['host'][2]))})")
     print(f"  the {args.procs} watched processes used {go_cpu:.2f} s CPU in total in the window")
     print(f"  (files: {tmp})")
