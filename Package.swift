@@ -68,6 +68,9 @@ let package = Package(
         .executableTarget(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
+        .executableTarget(
+            name: "GoReaderBench", dependencies: ["GoIntrospection"],
+            path: "bench/Sources/GoReaderBench"),
         // Test support shared by the test targets: Go toolchains and cached fixture
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),

@@ -1,21 +1,48 @@
 #!/usr/bin/env bash
 # Runs every benchmark on a release build and prints the figures recorded in
-# bench/RESULTS.md. Takes about three minutes.
+# bench/RESULTS.md. Takes about seven minutes. Installs what it needs first
+# (scripts/setup.sh --go-toolchains --bench: the Go toolchains, collectd-core, wrk).
+# Arguments are passed to bench/agent_bench.py.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh --go-toolchains
+bash scripts/setup.sh --go-toolchains --bench
 bin="$(bash scripts/build.sh release)"
 swift build -c release --product PipelineBench >&2
 swift build -c release --product IntrospectionBench >&2
-echo "== pipeline throughput (3 runs)"
+swift build -c release --product GoReaderBench >&2
+gobin="$(bash bench/build-go.sh)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+load() { echo "($(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"; }
+if [ -e "$bin/libferret_heap.so" ] && [ -e plugins.d/heap.yaml ]; then
+  echo "heap plugin: present, the agent benchmarks include it"
+else
+  echo "heap plugin: not built here, the agent benchmarks use the scheduler collector only"
+fi
+echo "== pipeline throughput (3 runs) $(load)"
 for i in 1 2 3; do "$bin/PipelineBench" 5000000; done
-echo "== introspection (Go 1.22.10's 'compile', a ~19 MB Go binary; a live demo process)"
+echo "== introspection (Go 1.22.10's 'compile', a ~19 MB Go binary; a live demo process) $(load)"
 go=/opt/ferret-go/go1.22.10/bin/go
 demo="$(bash scripts/build-demo.sh)"
 "$demo" -listen 127.0.0.1:0 >/dev/null 2>&1 &
-demo_pid=$!
-trap 'kill $demo_pid 2>/dev/null || true' EXIT
+pids+=($!)
 sleep 1
-"$bin/IntrospectionBench" /opt/ferret-go/go1.22.10/pkg/tool/linux_amd64/compile "$go" "$demo_pid"
-echo "== agent"
+"$bin/IntrospectionBench" /opt/ferret-go/go1.22.10/pkg/tool/linux_amd64/compile "$go" "${pids[-1]}"
+echo "== one Go reading from outside (truthsrv, Go 1.22.10) $(load)"
+"$gobin/truthsrv" -quiet -park 100 >/dev/null &
+quiet=$!
+pids+=($quiet)
+"$gobin/truthsrv" -park 100 -churn-mib 64 >/dev/null &
+busy=$!
+pids+=($busy)
+sleep 1
+"$bin/GoReaderBench" --reads 10000 quiet=$quiet busy-gc=$busy
+kill "$quiet" "$busy"
+echo "== agent $(load)"
 python3 bench/agent_bench.py "$bin" "$@"
+echo "== agent and collectd side by side, 50 Go processes at 1 s $(load)"
+python3 bench/collectd_bench.py "$bin" "$gobin/truthsrv"
+echo "== target latency under wrk: no agent / agent without the Go readers / with them, at 100 ms $(load)"
+python3 bench/latency_bench.py "$bin" "$gobin/okserver"
+echo "== done $(load)"

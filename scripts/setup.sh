@@ -4,9 +4,11 @@
 # A fresh machine has the Swift toolchain (/opt/swift), gcc, python3 and pip.
 # This script adds the Debian packages below (only those missing) and, with
 # --go-toolchains, the pinned Go toolchains used by the multi-version tests
-# (scripts/install-go-toolchains.sh). Idempotent; fast when all is present.
+# (scripts/install-go-toolchains.sh), and with --bench the peers and load
+# generator the benchmarks use (bench/run.sh): collectd-core and wrk.
+# Idempotent; fast when all is present.
 #
-# Usage: scripts/setup.sh [--go-toolchains]
+# Usage: scripts/setup.sh [--go-toolchains] [--bench]
 set -euo pipefail
 
 # Debian packages the project needs. Add new ones here.
@@ -20,26 +22,39 @@ APT_PACKAGES=(
   procps
 )
 
+# Only for the benchmarks (--bench): collectd, the peer the agent's footprint is
+# measured against, and wrk, the HTTP load generator.
+BENCH_APT_PACKAGES=(
+  collectd-core
+  wrk
+)
+
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 usage() {
-  echo "usage: $0 [--go-toolchains]" >&2
+  echo "usage: $0 [--go-toolchains] [--bench]" >&2
 }
 
 want_go_toolchains=0
+want_bench=0
 for arg in "$@"; do
   case "$arg" in
     --go-toolchains) want_go_toolchains=1 ;;
+    --bench) want_bench=1 ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
   esac
 done
 
 # --- Debian packages -------------------------------------------------------
+wanted=("${APT_PACKAGES[@]}")
+if [ "$want_bench" -eq 1 ]; then
+  wanted+=("${BENCH_APT_PACKAGES[@]}")
+fi
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
+for pkg in "${wanted[@]}"; do
   status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
   if [ "$status" != "installed" ]; then
     missing+=("$pkg")
@@ -47,7 +62,7 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  log "apt packages present: ${APT_PACKAGES[*]}"
+  log "apt packages present: ${wanted[*]}"
 else
   SUDO=()
   if [ "$(id -u)" -ne 0 ]; then

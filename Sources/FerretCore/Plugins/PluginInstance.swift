@@ -236,7 +236,8 @@ public final class PluginInstance: @unchecked Sendable {
     func checkTimeout(now: UInt64) -> String? {
         cond.lock()
         defer { cond.unlock() }
-        // `now` may have been taken just before the current call started: not late then.
+        // `now` is read by the caller before taking the lock, so a call that started
+        // in between has `since` > `now` (an unsigned underflow trapped here).
         guard let cur = current, !timeoutReported, now > cur.since,
               now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
         timeoutReported = true

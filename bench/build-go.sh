@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build the Go programs the benchmarks watch, with Go 1.22.10 from
+# /opt/ferret-go (scripts/setup.sh --go-toolchains), offline:
+#   truthsrv  Tests/GoIntrospectionTests/Fixtures/truthsrv (the readers' truth fixture)
+#   okserver  bench/go/okserver (a tiny HTTP target for the latency benchmark)
+# Usage: bench/build-go.sh [OUT_DIR]   (default <repo>/.build/bench-go)
+# Prints OUT_DIR. Go's build cache makes a rebuild with unchanged sources cheap.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$REPO/.build/bench-go}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+GO=/opt/ferret-go/go1.22.10/bin/go
+[ -x "$GO" ] || { echo "build-go: $GO missing (run scripts/setup.sh --go-toolchains)" >&2; exit 1; }
+export GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOWORK=off
+if [ -z "${GOCACHE:-}" ] && [ -z "${HOME:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ]; then
+  export GOCACHE="$REPO/.build/go-cache"
+fi
+(cd "$REPO/Tests/GoIntrospectionTests/Fixtures/truthsrv" && "$GO" build -buildvcs=false -o "$out/truthsrv" .)
+(cd "$REPO/bench/go/okserver" && "$GO" build -buildvcs=false -o "$out/okserver" .)
+echo "$out"

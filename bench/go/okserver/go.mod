@@ -1,0 +1,3 @@
+module ferret.example/okserver
+
+go 1.19
