@@ -1,0 +1,209 @@
+import Foundation
+import Synchronization
+
+/// One frame of a symbolized address. An address inside inlined code gives
+/// several: the inlined functions, innermost first, then the function they were
+/// inlined into (what `runtime.CallersFrames` and pprof's Location.line list).
+public struct SymbolizedFrame: Sendable, Hashable {
+    public var function: String
+    /// Source file; "" when only a symbol name is known (native code without DWARF).
+    public var file: String
+    public var line: Int
+    /// The function's first line (0 when unknown).
+    public var startLine: Int
+    public var inlined: Bool
+
+    public init(function: String, file: String = "", line: Int = 0, startLine: Int = 0, inlined: Bool = false) {
+        self.function = function
+        self.file = file
+        self.line = line
+        self.startLine = startLine
+        self.inlined = inlined
+    }
+}
+
+/// The executable mapping an address fell in, as pprof's Mapping records it.
+public struct SymbolizedMapping: Sendable, Hashable {
+    public var start: UInt64
+    public var limit: UInt64
+    /// File offset of `start`.
+    public var offset: UInt64
+    public var path: String
+    public var buildID: String
+    /// Whether addresses in it were symbolized to functions.
+    public var hasFunctions: Bool
+}
+
+/// A symbolized address: never dropped. An address no symbol covers keeps its
+/// mapping (when it has one) and no frames.
+public struct SymbolizedLocation: Sendable, Hashable {
+    public var address: UInt64
+    public var mapping: SymbolizedMapping?
+    /// Innermost first; empty when unknown.
+    public var frames: [SymbolizedFrame]
+}
+
+/// The symbols of one ELF object (an executable or a shared library), for
+/// symbolizing link-time addresses: Go functions through pclntab, with inlined
+/// frames (stripped Go binaries keep pclntab), then native functions through
+/// `.symtab` and `.dynsym`, from a separate debug file found by build id under
+/// /usr/lib/debug/.build-id when the object itself has no `.symtab`.
+public final class ObjectSymbols: @unchecked Sendable {
+    public let path: String
+    public let buildID: String
+    let elf: ELFFile
+    let pcln: PclnTable?
+    /// Native function symbols, sorted by address, non-overlapping lookups by
+    /// binary search; `end` is value + size (or the next symbol for size 0).
+    private let natives: [(start: UInt64, end: UInt64, name: String)]
+    /// Where the native symbols came from ("symtab", "dynsym", "debug file /usr/lib/debug/...").
+    public let nativeSource: String
+
+    /// `openPath` is where the file is opened (e.g. through /proc/PID/root);
+    /// `path` is the name recorded in profiles.
+    public init(path: String, openPath: String? = nil, debugRoot: String = "/usr/lib/debug") throws(IntrospectionError) {
+        self.path = path
+        elf = try ELFFile(path: openPath ?? path)
+        buildID = elf.gnuBuildID ?? elf.goBuildID ?? ""
+        var symbols = elf.readSymbols()
+        // Go: pclntab, when the object has one (found by section or by magic scan).
+        if (try? GoBuildInfo.read(from: elf)) != nil {
+            pcln = try? PclnTable.load(from: elf, symbols: symbols)
+        } else {
+            pcln = nil
+        }
+        var source = elf.hasSymbolTable ? "symtab" : "dynsym"
+        if !elf.hasSymbolTable, let id = elf.gnuBuildID, id.count > 2 {
+            let debugPath = "\(debugRoot)/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
+            if let debug = try? ELFFile(path: debugPath), debug.gnuBuildID == id {
+                symbols += debug.readSymbols()
+                source = "debug file \(debugPath)"
+            }
+        }
+        nativeSource = source
+        var funcs = symbols.filter { $0.type == 2 /* STT_FUNC */ && $0.value != 0 && !$0.name.isEmpty }
+        funcs.sort { ($0.value, $1.isDynamic ? 0 : 1) < ($1.value, $0.isDynamic ? 0 : 1) }
+        var out: [(UInt64, UInt64, String)] = []
+        out.reserveCapacity(funcs.count)
+        for (i, s) in funcs.enumerated() {
+            if let last = out.last, last.0 == s.value { continue } // aliases: keep the first (symtab) name
+            let next = i + 1 < funcs.count ? funcs[i + 1].value : s.value &+ max(s.size, 1)
+            out.append((s.value, s.size > 0 ? s.value &+ s.size : max(next, s.value &+ 1), s.name))
+        }
+        natives = out
+    }
+
+    /// The link-time address of a file offset, through the PT_LOAD segment holding it.
+    public func linkAddress(fileOffset: UInt64) -> UInt64? {
+        for s in elf.segments where s.type == 1 /* PT_LOAD */ && fileOffset >= s.offset && fileOffset < s.offset &+ s.fileSize {
+            return s.vaddr &+ (fileOffset &- s.offset)
+        }
+        return nil
+    }
+
+    /// Frames for a link-time address (innermost first); empty when unknown.
+    public func frames(at address: UInt64) -> [SymbolizedFrame] {
+        if let pcln {
+            let f = pcln.frames(at: address)
+            if !f.isEmpty {
+                return f.map { SymbolizedFrame(function: $0.function, file: $0.file, line: $0.line,
+                                               startLine: $0.startLine, inlined: $0.inlined) }
+            }
+        }
+        var lo = 0, hi = natives.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if natives[mid].start <= address { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo > 0 else { return [] }
+        let n = natives[lo - 1]
+        guard address < n.end else { return [] }
+        return [SymbolizedFrame(function: n.name)]
+    }
+
+    public var isGo: Bool { pcln != nil }
+}
+
+/// ObjectSymbols shared across processes and plugins' calls, keyed by the file's
+/// identity (device, inode, size and build id), so a binary that 100 processes run
+/// is parsed once.
+public enum ObjectSymbolsCache {
+    private static let cache = Mutex([String: ObjectSymbols]())
+    private static let failures = Mutex([String: String]())
+
+    public static func symbols(for m: MemoryMapping, pid: Int32) -> ObjectSymbols? {
+        let key = "\(m.device):\(m.inode):\(m.path)"
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        if failures.withLock({ $0[key] }) != nil { return nil }
+        // Through the process's root, so programs in containers resolve their own files.
+        let open = FileManager.default.fileExists(atPath: "/proc/\(pid)/root\(m.path)") ? "/proc/\(pid)/root\(m.path)" : m.path
+        do {
+            let s = try ObjectSymbols(path: m.path, openPath: open)
+            cache.withLock { $0[key] = s }
+            return s
+        } catch {
+            failures.withLock { $0[key] = "\(error)" }
+            return nil
+        }
+    }
+
+    /// Forgets everything (tests; a host that wants the memory back).
+    public static func removeAll() {
+        cache.withLock { $0.removeAll() }
+        failures.withLock { $0.removeAll() }
+    }
+}
+
+/// Symbolizes addresses of one running process, with a per-address cache.
+/// Addresses are mapped to the object file whose executable mapping holds them
+/// (`/proc/PID/maps`), converted to link-time addresses through the mapping's
+/// file offset and the object's PT_LOAD segments (this handles PIE and ASLR),
+/// and looked up there. An address outside every known mapping makes the maps be
+/// read again once (a library loaded since), then stays unknown.
+public final class ProcessSymbolizer: @unchecked Sendable {
+    public let pid: Int32
+    private var mappings: [MemoryMapping] = []
+    private var cache: [UInt64: SymbolizedLocation] = [:]
+    private var rereadMaps = true
+    /// Cache bound: a process's distinct sampled PCs stay far below this.
+    static let maxCached = 200_000
+
+    public init(pid: Int32) throws(ProcessReadError) {
+        self.pid = pid
+        try reloadMaps()
+    }
+
+    public func reloadMaps() throws(ProcessReadError) {
+        mappings = try ProcessMaps.read(pid: pid).filter { $0.executable && $0.isFile && !$0.path.isEmpty }
+    }
+
+    /// Symbolizes `address`. A return address (any frame but a sample's leaf) is
+    /// looked up at `address − 1`, inside the call instruction, as Go's own
+    /// profiler does; the location keeps `address`.
+    public func symbolize(_ address: UInt64, isReturnAddress: Bool) -> SymbolizedLocation {
+        let key = isReturnAddress ? address : address | (1 << 63) // user addresses never set bit 63
+        if let hit = cache[key] { return hit }
+        var m = mappings.first { $0.contains(address) }
+        if m == nil && rereadMaps {
+            rereadMaps = false // once per miss streak; reset when a reread finds something
+            try? reloadMaps()
+            m = mappings.first { $0.contains(address) }
+            if m != nil { rereadMaps = true }
+        }
+        var loc = SymbolizedLocation(address: address, mapping: nil, frames: [])
+        if let m {
+            let objects = ObjectSymbolsCache.symbols(for: m, pid: pid)
+            let lookup = isReturnAddress ? address &- 1 : address
+            if let objects, let link = objects.linkAddress(fileOffset: lookup &- m.start &+ m.offset) {
+                loc.frames = objects.frames(at: link)
+            }
+            loc.mapping = SymbolizedMapping(start: m.start, limit: m.end, offset: m.offset, path: m.path,
+                                            buildID: objects?.buildID ?? "", hasFunctions: objects != nil)
+        }
+        if cache.count >= Self.maxCached { cache.removeAll(keepingCapacity: true) }
+        cache[key] = loc
+        return loc
+    }
+
+    public var cachedAddresses: Int { cache.count }
+}
