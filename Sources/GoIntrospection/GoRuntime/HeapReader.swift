@@ -80,10 +80,10 @@ public struct HeapSnapshot: Sendable, Equatable {
 /// Reads the Go heap's state of a running process from outside it:
 /// `process_vm_readv` only, never a stop, never a write.
 ///
-/// A reading takes four batched system calls plus one for the coherence check:
-/// the globals (with the Ps' stats sequence numbers at the addresses seen last
-/// time), the Ps' mcache pointers, the mcaches' span arrays, the cached spans'
-/// counts; then a re-read of the consistent stats and the sequence numbers.
+/// A reading takes three batched system calls in the steady state: the globals
+/// (with, at the addresses seen last time, the Ps' stats sequence numbers, their
+/// mcache pointers and the mcaches' span arrays), the cached spans' counts, and
+/// a re-read of the consistent stats and the sequence numbers for coherence.
 ///
 /// Coherence: the consistent heap stats are written by each P between two
 /// increments of its `statsSeq` (odd while writing), into the slot `gen` names;
@@ -164,6 +164,7 @@ public final class HeapReader: Sendable {
         var allpPtr: UInt64 = 0
         var allpLen: Int = 0
         var ps: [UInt64] = []
+        var mcaches: [UInt64] = []
     }
 
     /// Prepares reading `pid` (whose executable is `binary`). Throws a one-line reason
@@ -295,7 +296,9 @@ public final class HeapReader: Sendable {
         let p = plan
         let cached = cache.withLock { $0 }
 
-        // Round 1: the Ps' sequence numbers (before the stats), the stats, every scalar.
+        // Round 1: the Ps' sequence numbers (before the stats), the stats, every scalar,
+        // and, at the addresses seen last time, allp, the Ps' mcache pointers and the
+        // mcaches' span arrays (they move only when GOMAXPROCS changes).
         var r: [Request] = cached.ps.map { req(p.pStatsSeq, base: $0) }
         let iStats = r.count
         r.append(statsRequest())
@@ -310,6 +313,10 @@ public final class HeapReader: Sendable {
               (p.allp.address, 24)]
         let iArray = r.count
         if cached.allpLen > 0 { r.append((cached.allpPtr, cached.allpLen * 8)) }
+        let iMcache = r.count
+        r += cached.ps.map { req(p.pMcache, base: $0) }
+        let iAlloc = r.count
+        r += cached.mcaches.map { ($0 &+ UInt64(p.mcacheAlloc.offset), p.mcacheAlloc.count * 8) }
         let now = Self.monotonicNow()
         let got: [[UInt8]]
         do {
@@ -333,39 +340,48 @@ public final class HeapReader: Sendable {
             let array = allpLen > 0 ? try memory.read(allpPtr, count: allpLen * 8) : []
             ps = (0..<allpLen).compactMap { array.u64(at: $0 * 8) }.filter { $0 != 0 }
         }
-        if ps != cached.ps {
-            // The Ps changed (or first reading): their sequence numbers were not read
-            // before the stats. Remember them and read again.
-            cache.withLock { $0 = Cache(allpPtr: allpPtr, allpLen: allpLen, ps: ps) }
+        let mcaches = ps == cached.ps ? (0..<ps.count).map { uvalue(p.pMcache, got[iMcache + $0]) }.filter { $0 != 0 } : []
+        if ps != cached.ps || mcaches != cached.mcaches {
+            // The Ps or their mcaches changed (or first reading): their sequence numbers
+            // and span arrays were not read with the stats. Remember them, read again.
+            let fresh = try memory.readBatch(ps.map { req(p.pMcache, base: $0) }).map { uvalue(p.pMcache, $0) }
+            cache.withLock { $0 = Cache(allpPtr: allpPtr, allpLen: allpLen, ps: ps, mcaches: fresh.filter { $0 != 0 }) }
             return nil
         }
         if seqBefore.contains(where: { $0 & 1 == 1 }) { return nil }  // a P is writing its stats
 
-        // Round 2: each P's mcache. Round 3: their span arrays. Round 4: the spans' counts.
-        let mcaches = try memory.readBatch(ps.map { req(p.pMcache, base: $0) }).map { uvalue(p.pMcache, $0) }
-            .filter { $0 != 0 }
+        // Round 2: the cached spans' counts (allocCount and allocCountBeforeCache, one
+        // request covering both when they are close, as in every Go version so far).
         var spans: [UInt64] = []
-        if !mcaches.isEmpty {
-            let arrays = try memory.readBatch(mcaches.map { ($0 &+ UInt64(p.mcacheAlloc.offset), p.mcacheAlloc.count * 8) })
-            var seen = Set<UInt64>()
-            for a in arrays {
-                for i in 0..<p.mcacheAlloc.count {
-                    if let s = a.u64(at: i * 8), s != 0, seen.insert(s).inserted { spans.append(s) }
-                }
+        var seen = Set<UInt64>()
+        for i in 0..<mcaches.count {
+            let a = got[iAlloc + i]
+            for j in 0..<p.mcacheAlloc.count {
+                if let s = a.u64(at: j * 8), s != 0, seen.insert(s).inserted { spans.append(s) }
             }
         }
         var unpublished: Int64 = 0
         if !spans.isEmpty {
-            var sr: [Request] = []
-            for s in spans { sr += [req(p.spanAllocCount, base: s), req(p.spanAllocCountBeforeCache, base: s)] }
-            let counts = try memory.readBatch(sr)
-            for i in spans.indices {
-                let used = value(p.spanAllocCount, counts[2 * i]) - value(p.spanAllocCountBeforeCache, counts[2 * i + 1])
-                if used > 0 { unpublished += used }
+            let (f1, f2) = (p.spanAllocCount, p.spanAllocCountBeforeCache)
+            let lo = min(f1.offset, f2.offset), hi = max(f1.offset + f1.size, f2.offset + f2.size)
+            if hi - lo <= 16 {
+                let counts = try memory.readBatch(spans.map { ($0 &+ UInt64(lo), hi - lo) })
+                for c in counts {
+                    let used = (f1.value(in: c, base: -lo) ?? 0) - (f2.value(in: c, base: -lo) ?? 0)
+                    if used > 0 { unpublished += used }
+                }
+            } else {
+                var sr: [Request] = []
+                for s in spans { sr += [req(f1, base: s), req(f2, base: s)] }
+                let counts = try memory.readBatch(sr)
+                for i in spans.indices {
+                    let used = value(f1, counts[2 * i]) - value(f2, counts[2 * i + 1])
+                    if used > 0 { unpublished += used }
+                }
             }
         }
 
-        // Round 5: the stats again, then the sequence numbers.
+        // Round 3: the stats again, then the sequence numbers.
         let again = try memory.readBatch([statsRequest()] + ps.map { req(p.pStatsSeq, base: $0) })
         let seqAfter = (0..<ps.count).map { uvalue(p.pStatsSeq, again[1 + $0]) }
         guard seqAfter == seqBefore else { return nil }

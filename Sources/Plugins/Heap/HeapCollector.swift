@@ -17,12 +17,18 @@ public final class HeapCollector: FerretCollector {
         /// The previous reading, for go.gc.cpu.fraction over the interval.
         var last: HeapSnapshot?
         var pssWarned = false
+        /// Whether PSS was read once (a new process gets it at its first collection).
+        var pssRead = false
     }
 
     private let emit: Emitter
     private let includeGo: Bool
     private let includePSS: Bool
+    private let pssEvery: Int
     private var targets: [Int32: Target] = [:]
+    private var round = 0
+    /// Collect calls are serialized by the host: one buffer for every /proc read.
+    private let text = ProcText()
     private static let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
 
     struct Settings: Decodable {
@@ -30,13 +36,17 @@ public final class HeapCollector: FerretCollector {
         var go_runtime: Bool?
         /// Read PSS from /proc/PID/smaps_rollup (default true).
         var pss: Bool?
+        /// Read PSS every Nth collection (default 10): the kernel walks the page tables.
+        var pss_every: Int?
     }
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["go_runtime", "pss"])
+        try context.requireKnownKeys(["go_runtime", "pss", "pss_every"])
         let s = try context.decodeConfig(Settings.self)
         includeGo = s.go_runtime ?? true
         includePSS = s.pss ?? true
+        pssEvery = s.pss_every ?? 10
+        guard pssEvery >= 1 else { throw PluginError.invalidConfig("pss_every must be at least 1, got \(pssEvery)") }
         emit = context.emit
     }
 
@@ -62,14 +72,17 @@ public final class HeapCollector: FerretCollector {
 
     public func collect(now: UInt64) throws {
         var points: [Metric] = []
+        let pssRound = round % pssEvery == 0
+        round &+= 1
         for pid in targets.keys.sorted() {
             guard var t = targets[pid] else { continue }
             defer { targets[pid] = t }
-            guard let m = Self.readOS(pid: pid) else { continue } // exited: the host detaches it
+            guard let m = readOS(pid: pid) else { continue } // exited: the host detaches it
             points.append(.gauge("process.memory.usage", Double(m.rss), unit: "By", pid: pid))
             points.append(.gauge("process.memory.virtual", Double(m.virtual), unit: "By", pid: pid))
-            if includePSS {
-                switch Self.readPSS(pid: pid) {
+            if includePSS && (pssRound || !t.pssRead) {
+                t.pssRead = true
+                switch readPSS(pid: pid) {
                 case .success(let pss):
                     points.append(.gauge("process.memory.pss", Double(pss), unit: "By", pid: pid))
                 case .failure(let why):
@@ -113,26 +126,23 @@ public final class HeapCollector: FerretCollector {
     }
 
     /// /proc/PID/statm: size and resident, in pages.
-    static func readOS(pid: Int32) -> (rss: UInt64, virtual: UInt64)? {
-        guard let s = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return nil }
-        let f = s.split(separator: " ")
-        guard f.count >= 2, let size = UInt64(f[0]), let resident = UInt64(f[1]) else { return nil }
-        return (resident * pageSize, size * pageSize)
+    func readOS(pid: Int32) -> (rss: UInt64, virtual: UInt64)? {
+        guard text.read("/proc/\(pid)/statm"), let size = text.number(at: 0), let resident = text.number(at: 1) else {
+            return nil
+        }
+        return (resident * Self.pageSize, size * Self.pageSize)
     }
 
     struct Unavailable: Error, CustomStringConvertible { var description: String }
 
     /// The `Pss:` line of /proc/PID/smaps_rollup (kB), in bytes.
-    static func readPSS(pid: Int32) -> Result<UInt64, Unavailable> {
+    func readPSS(pid: Int32) -> Result<UInt64, Unavailable> {
         let path = "/proc/\(pid)/smaps_rollup"
-        guard let s = try? String(contentsOfFile: path, encoding: .utf8) else {
+        guard text.read(path) else {
             return .failure(Unavailable(description: "\(path) is not readable (kernel < 4.14, or no ptrace access)"))
         }
-        for line in s.split(separator: "\n") where line.hasPrefix("Pss:") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            if parts.count >= 2, let kb = UInt64(parts[1]) { return .success(kb * 1024) }
-        }
-        return .failure(Unavailable(description: "\(path) has no Pss line"))
+        guard let kb = text.value(after: "Pss:") else { return .failure(Unavailable(description: "\(path) has no Pss line")) }
+        return .success(kb * 1024)
     }
 }
 

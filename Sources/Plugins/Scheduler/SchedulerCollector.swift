@@ -5,6 +5,7 @@
 import FerretPluginKit
 import Foundation
 import GoIntrospection
+import Synchronization
 
 public final class SchedulerCollector: FerretCollector {
     public static let name = "scheduler"
@@ -138,29 +139,27 @@ public final class SchedulerCollector: FerretCollector {
     /// /proc/PID/stat (utime, stime, num_threads), status (context switches),
     /// and task/*/schedstat (time runnable but waiting for a CPU, summed over threads).
     static func readOS(pid: Int32) -> OSFigures? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let f = ProcFS.statFields(stat) else { return nil }
-        // utime is field 14, stime 15, num_threads 20 (index = field - 3).
-        guard f.count > 17, let ut = Double(f[11]), let st = Double(f[12]), let threads = Int(f[17]) else { return nil }
-        var vol = 0, invol = 0
-        if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
-            for line in status.split(separator: "\n") {
-                if line.hasPrefix("voluntary_ctxt_switches:") { vol = Int(line.split(separator: "\t").last ?? "") ?? 0 }
-                if line.hasPrefix("nonvoluntary_ctxt_switches:") { invol = Int(line.split(separator: "\t").last ?? "") ?? 0 }
+        procText.withLock { t in
+            // utime is field 14, stime 15, num_threads 20 (proc(5)).
+            guard t.read("/proc/\(pid)/stat"), let f = t.statFields([14, 15, 20]) else { return nil }
+            var vol: UInt64 = 0, invol: UInt64 = 0
+            if t.read("/proc/\(pid)/status") {
+                vol = t.value(after: "voluntary_ctxt_switches:") ?? 0
+                invol = t.value(after: "nonvoluntary_ctxt_switches:") ?? 0
             }
-        }
-        var delayNs: UInt64 = 0
-        if let tids = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
-            for tid in tids {
-                if let s = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/schedstat", encoding: .utf8) {
-                    let parts = s.split(separator: " ")
-                    if parts.count >= 2, let d = UInt64(parts[1]) { delayNs &+= d }
-                }
+            var delayNs: UInt64 = 0
+            for tid in ProcText.numericEntries("/proc/\(pid)/task") where t.read("/proc/\(pid)/task/\(tid)/schedstat") {
+                delayNs &+= t.number(at: 1) ?? 0 // time runnable but waiting, ns
             }
+            return OSFigures(user: Double(f[0]) / ticksPerSecond, system: Double(f[1]) / ticksPerSecond,
+                             threads: Int(f[2]), voluntary: Int(vol), involuntary: Int(invol),
+                             runDelay: Double(delayNs) / 1e9)
         }
-        return OSFigures(user: ut / ticksPerSecond, system: st / ticksPerSecond, threads: threads,
-                         voluntary: vol, involuntary: invol, runDelay: Double(delayNs) / 1e9)
     }
+
+    /// One reused buffer for the /proc files (collect calls are serialized; the
+    /// lock only makes that explicit).
+    private static let procText = Mutex(ProcText())
 }
 
 @_cdecl("ferret_plugin_entry") public func ferretPluginEntry(_ major: UInt32, _ minor: UInt32, _ host: UnsafePointer<ferret_host_api>?) -> UnsafeRawPointer? { FerretExport.entry(SchedulerCollector.self, major, minor, host) }
