@@ -365,9 +365,10 @@ public final class HeapReader: Sendable {
             let (f1, f2) = (p.spanAllocCount, p.spanAllocCountBeforeCache)
             let lo = min(f1.offset, f2.offset), hi = max(f1.offset + f1.size, f2.offset + f2.size)
             if hi - lo <= 16 {
-                let counts = try memory.readBatch(spans.map { ($0 &+ UInt64(lo), hi - lo) })
-                for c in counts {
-                    let used = (f1.value(in: c, base: -lo) ?? 0) - (f2.value(in: c, base: -lo) ?? 0)
+                let w = hi - lo
+                let packed = try memory.readBatchContiguous(spans.map { ($0 &+ UInt64(lo), w) })
+                for i in spans.indices {
+                    let used = (f1.value(in: packed, base: i * w - lo) ?? 0) - (f2.value(in: packed, base: i * w - lo) ?? 0)
                     if used > 0 { unpublished += used }
                 }
             } else {
