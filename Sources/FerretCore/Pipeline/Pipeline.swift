@@ -178,7 +178,19 @@ public final class Pipeline: @unchecked Sendable {
                 }
             }
             if out.isEmpty { continue }
-            for s in sinks { s.offer(out) }
+            // Sinks that stand ahead (pprof_dir) see the batch first, synchronously,
+            // and may annotate it for the others.
+            for s in sinks {
+                guard let ahead = s.sink as? any AheadSink else { continue }
+                do {
+                    try ahead.annotate(&out)
+                    s.written.add(out.count, ordering: .relaxed)
+                } catch {
+                    s.errors.add(1, ordering: .relaxed)
+                    logger.error("sink '\(s.name)' (\(s.type)): \(error)")
+                }
+            }
+            for s in sinks where !(s.sink is any AheadSink) { s.offer(out) }
         }
         done.signal()
     }

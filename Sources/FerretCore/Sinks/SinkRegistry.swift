@@ -7,10 +7,11 @@ public enum SinkRegistry {
     public static let allowedKeys: [String: [String]] = [
         "console": ConsoleSink.keys,
         "jsonl": JSONLSink.keys,
+        "pprof_dir": PprofDirSink.keys,
     ]
 
     /// Keys a sink type cannot do without.
-    public static let requiredKeys: [String: [String]] = ["jsonl": ["path"]]
+    public static let requiredKeys: [String: [String]] = ["jsonl": ["path"], "pprof_dir": ["path"]]
 
     public static let defaultBuffer = 65_536
 
@@ -47,6 +48,19 @@ public enum SinkRegistry {
                 let append = c.node["append"].flatMap { d.bool($0, "'append'", context: ctx) } ?? true
                 if d.errors.isEmpty {
                     do { sink = try JSONLSink(path: path, signals: kinds, append: append) } catch {
+                        errors.append(ConfigError(mark: pathNode.mark, "sink '\(c.name)': \(error)"))
+                    }
+                }
+            case "pprof_dir":
+                guard let pathNode = c.node["path"] else {
+                    errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (pprof_dir) needs a 'path' (a directory)"))
+                    continue
+                }
+                let path = d.string(pathNode, "'path'", context: ctx) ?? ""
+                let maxBytes = c.node["max_bytes"].flatMap { d.int($0, "'max_bytes'", context: ctx, range: 4096...Int.max) } ?? (1 << 30)
+                let maxAge = c.node["max_age"].flatMap { d.duration($0, "'max_age'", context: ctx, minimum: .seconds(1)) }
+                if d.errors.isEmpty {
+                    do { sink = try PprofDirSink(directory: path, maxBytes: Int64(maxBytes), maxAge: maxAge) } catch {
                         errors.append(ConfigError(mark: pathNode.mark, "sink '\(c.name)': \(error)"))
                     }
                 }
