@@ -90,6 +90,9 @@ let package = Package(
             name: "GoIntrospectionTests", dependencies: ["GoIntrospection", "GoTestSupport"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
         .testTarget(
+            name: "PprofTests", dependencies: ["Pprof", "GoTestSupport"],
+            path: "Tests/PprofTests"),
+        .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),
     ]
