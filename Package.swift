@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .target(name: "FerretPluginABI", path: "Sources/FerretPluginABI"),
@@ -34,6 +35,13 @@ let package = Package(
         .target(
             name: "GoIntrospection", dependencies: ["CElf"], path: "Sources/GoIntrospection",
             resources: [.embedInCode("Layouts/layouts.json")]),
+        .systemLibrary(
+            name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // pprof profiles (profile.proto, generated code committed: scripts/gen-protos.sh).
+        .target(
+            name: "Pprof",
+            dependencies: ["CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Sources/Pprof", exclude: ["proto"]),
         .target(
             name: "FerretPluginKit", dependencies: ["FerretPluginABI"],
             path: "Sources/FerretPluginKit"),
@@ -81,6 +89,9 @@ let package = Package(
         .testTarget(
             name: "GoIntrospectionTests", dependencies: ["GoIntrospection", "GoTestSupport"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
+        .testTarget(
+            name: "PprofTests", dependencies: ["Pprof", "GoTestSupport"],
+            path: "Tests/PprofTests"),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),
