@@ -55,7 +55,7 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "FerretCore", "GoIntrospection",
+                "FerretCore", "GoIntrospection", "Pprof",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -66,6 +66,8 @@ let package = Package(
         .target(
             name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
+        // CPU profiling shared by the cpu_profiler plugin and tests: samples to pprof.
+        .target(name: "CPUProfiling", dependencies: ["GoIntrospection", "Pprof"]),
         .target(
             name: "HeapPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
             path: "Sources/Plugins/Heap", exclude: ["README.md", "sample.yaml"]),

@@ -145,6 +145,26 @@ public struct Emitter: @unchecked Sendable {
         return result(fn(ctx, records.baseAddress, records.count))
     }
 
+    /// Emits one profile: `data` is a gzipped profile.proto.
+    @discardableResult
+    public func profile(pid: Int32, type: String, data: [UInt8], startUnixNano: UInt64, durationNano: UInt64,
+                        samples: Int64, attributes: [(String, AttrValue)] = []) -> EmitResult {
+        let arena = Arena()
+        var r = ferret_profile()
+        r.hdr = header(ferret_profile.self)
+        r.pid = pid
+        r.start_time_unix_nano = startUnixNano
+        r.duration_nano = durationNano
+        r.sample_count = samples
+        r.profile_type = arena.str(type)
+        (r.attrs, r.attr_count) = arena.attrs(attributes)
+        return data.withUnsafeBufferPointer { d in
+            r.data = d.baseAddress
+            r.data_len = d.count
+            return withUnsafePointer(to: &r) { profiles(UnsafeBufferPointer(start: $0, count: 1)) }
+        }
+    }
+
     private func result(_ st: Int32) -> EmitResult {
         switch st {
         case Int32(FERRET_OK.rawValue): .ok

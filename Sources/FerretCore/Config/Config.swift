@@ -44,6 +44,8 @@ public struct MatchConfig: Sendable {
     public var user: String?
     public var cgroup: String?
     public var cmdlineRegex: NSRegularExpressionBox?
+    /// Exact process ids (`ferret profile` uses it; operators rarely need it).
+    public var pids: Set<Int32>?
 }
 
 /// NSRegularExpression is immutable once built; the box makes that explicit to Swift 6.
@@ -233,7 +235,7 @@ extension AgentConfig {
     private static func decodeMatch(_ node: YAMLNode, _ d: ConfigDecoder, _ ctx: String) -> MatchConfig {
         var m = MatchConfig()
         for (k, _, v) in d.mapping(node, "'match'", context: ctx,
-                                   allowed: ["runtime", "exe", "comm", "cmdline", "user", "cgroup"]) ?? [] {
+                                   allowed: ["runtime", "exe", "comm", "cmdline", "user", "cgroup", "pid"]) ?? [] {
             switch k {
             case "runtime":
                 if let s = d.string(v, "'runtime'", context: ctx) {
@@ -245,6 +247,16 @@ extension AgentConfig {
             case "comm": m.comm = d.string(v, "'comm'", context: ctx)
             case "user": m.user = d.string(v, "'user'", context: ctx)
             case "cgroup": m.cgroup = d.string(v, "'cgroup'", context: ctx)
+            case "pid":
+                if case .scalar = v.kind {
+                    if let one = d.int(v, "'pid'", context: ctx, range: 1...Int(Int32.max)) { m.pids = [Int32(one)] }
+                } else if let list = d.stringList(v, "'pid'", context: ctx) {
+                    var set = Set<Int32>()
+                    for x in list {
+                        if let n = Int32(x), n > 0 { set.insert(n) } else { d.fail(v.mark, "'pid' must be a process id or a list of them \(ctx), got '\(x)'") }
+                    }
+                    m.pids = set
+                }
             case "cmdline":
                 if let s = d.string(v, "'cmdline'", context: ctx) {
                     m.cmdline = s

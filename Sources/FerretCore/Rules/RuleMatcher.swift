@@ -18,6 +18,7 @@ public struct RuleMatcher: Sendable {
         case .go: if !p.isGo { return false }
         case .native: if p.isGo { return false }
         }
+        if let ids = m.pids, !ids.contains(p.pid) { return false }
         if let g = m.exe, !glob(g, p.exePath) { return false }
         if let g = m.comm, !glob(g, p.comm) { return false }
         if let g = m.user, !(glob(g, p.user) || glob(g, String(p.uid))) { return false }

@@ -1,0 +1,237 @@
+// cpu_profiler: always-on CPU sampling of the attached processes (perf
+// CPU_CLOCK in frequency mode, user callchains, kernel frames optional), Go-aware
+// symbolization (pclntab with inlined frames; ELF symbols for native code), one
+// pprof profile per process per window, and a hotspot event per window.
+import CPUProfiling
+import FerretPluginKit
+import Foundation
+import GoIntrospection
+import PerfSampling
+import Synchronization
+
+public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
+    public static let name = "cpu_profiler"
+    public static let version = "0.1.0"
+    public static let summary = "always-on CPU profiles (pprof) of every attached process, Go-aware, with hotspots"
+    public static let mode = CollectionMode.push
+
+    struct Settings {
+        var frequency = 99
+        var windowNanos: UInt64 = 10_000_000_000
+        var kernelFrames = false
+        var hotspots = true
+        var top = 10
+        var ringPages = 16
+    }
+
+    private struct Target {
+        var comm: String
+        var assembler: ProfileAssembler
+        var pending: [CPUSample] = []
+        var lost: UInt64 = 0
+        var totalSamples: UInt64 = 0
+        var totalLost: UInt64 = 0
+    }
+
+    private let emit: Emitter
+    private let settings: Settings
+    private let targets = Mutex([Int32: Target]())
+    private var sampler: CPUSampler?
+    private var worker: Thread?
+    private let running = Atomic<Bool>(false)
+    private let workerDone = DispatchSemaphore(value: 0)
+    /// Serializes the worker's per-process step with detach (they share the assembler).
+    private let workLock = NSLock()
+
+    public init(context: PluginContext) throws {
+        try context.requireKnownKeys(["frequency", "window", "kernel_frames", "hotspots", "top", "ring_pages"])
+        let c = try context.configObject()
+        var s = Settings()
+        if let v = c["frequency"] {
+            guard let f = v as? Int, (1...1000).contains(f) else {
+                throw PluginError.invalidConfig("frequency must be an integer from 1 to 1000 (Hz), got \(v)", path: "/frequency")
+            }
+            s.frequency = f
+        }
+        if let v = c["window"] {
+            guard let n = Self.durationNanos(v), n >= 1_000_000_000 else {
+                throw PluginError.invalidConfig("window must be a duration of at least 1s (e.g. 10s, 1m), got \(v)", path: "/window")
+            }
+            s.windowNanos = n
+        }
+        if let v = c["kernel_frames"] {
+            guard let b = v as? Bool else { throw PluginError.invalidConfig("kernel_frames must be true or false", path: "/kernel_frames") }
+            s.kernelFrames = b
+        }
+        if let v = c["hotspots"] {
+            guard let b = v as? Bool else { throw PluginError.invalidConfig("hotspots must be true or false", path: "/hotspots") }
+            s.hotspots = b
+        }
+        if let v = c["top"] {
+            guard let n = v as? Int, (1...100).contains(n) else { throw PluginError.invalidConfig("top must be 1 to 100", path: "/top") }
+            s.top = n
+        }
+        if let v = c["ring_pages"] {
+            guard let n = v as? Int, n >= 1, n <= 1024, n & (n - 1) == 0 else {
+                throw PluginError.invalidConfig("ring_pages must be a power of two from 1 to 1024", path: "/ring_pages")
+            }
+            s.ringPages = n
+        }
+        settings = s
+        emit = context.emit
+    }
+
+    /// "10s", "500ms", "1m", "2h" or a number of seconds.
+    static func durationNanos(_ v: Any) -> UInt64? {
+        if let n = v as? Int { return n > 0 ? UInt64(n) * 1_000_000_000 : nil }
+        if let d = v as? Double { return d > 0 ? UInt64(d * 1e9) : nil }
+        guard let s = v as? String else { return nil }
+        let units: [(String, Double)] = [("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
+        for (u, mult) in units where s.hasSuffix(u) {
+            guard let n = Double(s.dropLast(u.count).trimmingCharacters(in: .whitespaces)), n > 0 else { return nil }
+            return UInt64(n * mult)
+        }
+        return nil
+    }
+
+    public func start() throws {
+        sampler = CPUSampler(
+            frequencyHz: settings.frequency, includeKernel: settings.kernelFrames, ringPages: settings.ringPages,
+            onSamples: { [weak self] batch in self?.received(batch) },
+            onLost: { [weak self] pid, n in self?.targets.withLock { $0[pid]?.lost &+= n } })
+        running.store(true, ordering: .relaxed)
+        let t = Thread { [weak self] in self?.loop() }
+        t.name = "cpu_profiler"
+        worker = t
+        t.start()
+    }
+
+    public func stop() throws {
+        running.store(false, ordering: .relaxed)
+        if worker != nil { workerDone.wait() }
+        worker = nil
+        let pids = targets.withLock { Array($0.keys) }
+        for pid in pids { try? detach(pid: pid) }
+        sampler?.shutdown()
+        sampler = nil
+    }
+
+    public func attach(_ target: PluginTarget) throws {
+        let now = Self.unixNanos()
+        let assembler: ProfileAssembler
+        do {
+            assembler = try ProfileAssembler(pid: target.pid, frequencyHz: settings.frequency,
+                                             includeKernel: settings.kernelFrames, startUnixNanos: now)
+        } catch {
+            throw PluginError.failed("pid \(target.pid) (\(target.comm)): cannot read its mappings: \(error)")
+        }
+        targets.withLock { $0[target.pid] = Target(comm: target.comm, assembler: assembler) }
+        do {
+            guard let sampler else { throw PluginError.failed("cpu_profiler is not started") }
+            try sampler.start(pid: target.pid)
+        } catch {
+            _ = targets.withLock { $0.removeValue(forKey: target.pid) }
+            throw PluginError.failed("pid \(target.pid) (\(target.comm)): cannot sample: \(error)")
+        }
+    }
+
+    /// Stops sampling `pid` and emits its partial window (a process that exited
+    /// mid-window still gets what was sampled).
+    public func detach(pid: Int32) throws {
+        sampler?.stop(pid: pid)
+        workLock.lock()
+        defer { workLock.unlock() }
+        guard var t = targets.withLock({ $0.removeValue(forKey: pid) }) else {
+            throw PluginError.failed("pid \(pid) is not attached")
+        }
+        feed(&t)
+        if t.assembler.samples > 0 { finishWindow(pid: pid, &t, now: Self.unixNanos()) }
+    }
+
+    private func received(_ batch: [CPUSample]) {
+        targets.withLock { all in
+            for s in batch { all[s.pid]?.pending.append(s) }
+        }
+    }
+
+    private func feed(_ t: inout Target) {
+        for s in t.pending { t.assembler.add(user: s.userStack, kernel: settings.kernelFrames ? s.kernelStack : []) }
+        t.totalSamples &+= UInt64(t.pending.count)
+        t.pending.removeAll(keepingCapacity: true)
+        t.assembler.lost &+= t.lost
+        t.totalLost &+= t.lost
+        t.lost = 0
+    }
+
+    /// Symbolizes what arrived and closes windows that are due, every 200 ms.
+    private func loop() {
+        while running.load(ordering: .relaxed) {
+            usleep(200_000)
+            let now = Self.unixNanos()
+            let pids = targets.withLock { Array($0.keys) }
+            for pid in pids {
+                workLock.lock()
+                defer { workLock.unlock() }
+                // Take the pending samples out under the lock; symbolize outside it.
+                guard var t = targets.withLock({ all -> Target? in
+                    guard var t = all[pid] else { return nil }
+                    let taken = t
+                    t.pending.removeAll(keepingCapacity: false)
+                    t.lost = 0
+                    all[pid] = t
+                    return taken
+                }) else { continue }
+                feed(&t)
+                let due = now >= t.assembler.windowStartUnixNanos &+ settings.windowNanos
+                if due { finishWindow(pid: pid, &t, now: now) }
+                let done = t
+                targets.withLock { all in
+                    guard all[pid] != nil else { return } // detached meanwhile
+                    // Keep what arrived while we worked.
+                    var merged = done
+                    merged.pending = all[pid]!.pending
+                    merged.lost = all[pid]!.lost
+                    all[pid] = merged
+                }
+            }
+        }
+        workerDone.signal()
+    }
+
+    private func finishWindow(pid: Int32, _ t: inout Target, now: UInt64) {
+        do {
+            let w = try t.assembler.finish(endUnixNanos: now, top: settings.top)
+            emit.profile(pid: pid, type: "cpu", data: w.pprof, startUnixNano: w.startUnixNanos,
+                         durationNano: w.durationNanos, samples: Int64(w.samples),
+                         attributes: [("profile.frequency_hz", .int(Int64(settings.frequency))),
+                                      ("profile.lost", .int(Int64(w.lost)))])
+            emit.metrics([
+                .counter("process.cpu.profile.samples", Double(t.totalSamples), unit: "{sample}", pid: pid),
+                .counter("process.cpu.profile.lost", Double(t.totalLost), unit: "{sample}", pid: pid),
+            ])
+            if settings.hotspots && w.samples > 0 {
+                func list(_ l: [(name: String, share: Double)]) -> String {
+                    l.map { "\($0.name) \(String(format: "%.1f", $0.share * 100))%" }.joined(separator: ", ")
+                }
+                emit.events([PluginEvent(
+                    name: "cpu.hotspots", severity: .info,
+                    body: "pid \(pid) (\(t.comm)): \(w.samples) samples in \(w.durationNanos / 1_000_000) ms; "
+                        + "top self: \(list(w.topSelf)); top total: \(list(w.topTotal))",
+                    pid: pid,
+                    attributes: [("profile.samples", .int(Int64(w.samples))),
+                                 ("hotspots.self", .string(list(w.topSelf))),
+                                 ("hotspots.total", .string(list(w.topTotal)))])])
+            }
+        } catch {
+            emit.log(.warn, "pid \(pid): profile window dropped: \(error)")
+        }
+    }
+
+    static func unixNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+@_cdecl("ferret_plugin_entry") public func ferretPluginEntry(_ major: UInt32, _ minor: UInt32, _ host: UnsafePointer<ferret_host_api>?) -> UnsafeRawPointer? { FerretExport.entry(CPUProfilerCollector.self, major, minor, host) }

@@ -1,0 +1,50 @@
+import Foundation
+import SwiftProtobuf
+
+/// Reading a pprof file back (for `ferret profile --format collapsed` and tests).
+public enum PprofFile {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Decodes a gzipped (or plain) profile.proto.
+    public static func decode(_ bytes: [UInt8]) throws -> Perftools_Profiles_Profile {
+        let raw = bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b ? try Gzip.decompress(bytes) : bytes
+        do {
+            return try Perftools_Profiles_Profile(serializedBytes: raw)
+        } catch {
+            throw Failure(description: "not a pprof profile: \(error)")
+        }
+    }
+
+    /// Collapsed stacks of a profile, in the same form as `PprofBuilder.collapsed()`:
+    /// `root;caller;leaf value` per distinct stack (first sample value), inlined
+    /// frames as entries of their own, sorted.
+    public static func collapsed(_ p: Perftools_Profiles_Profile) -> String {
+        func str(_ i: Int64) -> String { i >= 0 && Int(i) < p.stringTable.count ? p.stringTable[Int(i)] : "" }
+        var functions: [UInt64: String] = [:]
+        for f in p.function { functions[f.id] = str(f.name) }
+        var mappings: [UInt64: Perftools_Profiles_Mapping] = [:]
+        for m in p.mapping { mappings[m.id] = m }
+        var names: [UInt64: [String]] = [:] // location id -> frame names, innermost first
+        for l in p.location {
+            var n = l.line.map { functions[$0.functionID] ?? "?" }
+            if n.isEmpty {
+                if let m = mappings[l.mappingID], !str(m.filename).isEmpty {
+                    let base = str(m.filename).split(separator: "/").last.map(String.init) ?? str(m.filename)
+                    n = [base + "+0x" + String(l.address &- m.memoryStart &+ m.fileOffset, radix: 16)]
+                } else {
+                    n = ["0x" + String(l.address, radix: 16)]
+                }
+            }
+            names[l.id] = n.map { $0.replacingOccurrences(of: ";", with: ":") }
+        }
+        var totals: [String: Int64] = [:]
+        for s in p.sample where !s.locationID.isEmpty {
+            var stack: [String] = []
+            for id in s.locationID.reversed() { stack += (names[id] ?? ["?"]).reversed() }
+            totals[stack.joined(separator: ";"), default: 0] += s.value.first ?? 0
+        }
+        return totals.keys.sorted().map { "\($0) \(totals[$0]!)\n" }.joined()
+    }
+}

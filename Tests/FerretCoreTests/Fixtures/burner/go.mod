@@ -1,0 +1,3 @@
+module ferret.test/burner
+
+go 1.19
