@@ -1,0 +1,272 @@
+import Foundation
+import GoTestSupport
+import XCTest
+
+/// The cpu_profiler plugin end to end, through `ferret profile` (an in-process
+/// agent running the plugin) and through `ferret run`, read back with Go's own
+/// `go tool pprof`.
+final class CPUProfilerTests: XCTestCase {
+    static let burner = TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/burner"
+    var children: [Process] = []
+    override func tearDown() {
+        for c in children where c.isRunning { c.terminate(); c.waitUntilExit() }
+        children = []
+    }
+
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    /// Starts the burner and waits for "ready".
+    func startBurner(_ path: String, _ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        children.append(p)
+        let deadline = Date().addingTimeInterval(10)
+        var text = ""
+        while Date() < deadline && !text.contains("ready") {
+            let d = out.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            text += String(decoding: d, as: UTF8.self)
+        }
+        guard text.contains("ready") else { throw Failure(description: "\(path) did not start: \(text)") }
+        usleep(200_000)
+        return p
+    }
+
+    /// `ferret profile PID ...`; returns stderr.
+    @discardableResult
+    func profile(_ pid: Int32, _ args: [String]) throws -> String {
+        let r = try TestSupport.run(TestSupport.ferret, ["profile", "\(pid)"] + args)
+        guard r.status == 0 else { throw Failure(description: "ferret profile failed (\(r.status)): \(r.stderr)") }
+        return r.stderr
+    }
+
+    /// `go tool pprof ARGS` with the Go 1.22 toolchain (it ships pprof prebuilt).
+    func pprof(_ args: [String]) throws -> (stdout: String, stderr: String) {
+        let go = try GoToolchains.go(for: "go1.22.10")
+        let home = NSTemporaryDirectory() + "ferret-pprof-home"
+        try? FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let r = try TestSupport.run(go, ["tool", "pprof"] + args,
+                                    env: ["HOME": home, "GOTOOLCHAIN": "local", "PPROF_TMPDIR": home, "PATH": "/usr/bin:/bin"])
+        guard r.status == 0 else { throw Failure(description: "go tool pprof \(args) failed: \(r.stderr)") }
+        return (r.stdout, r.stderr)
+    }
+
+    /// Flat shares (percent) by function from `pprof -top`.
+    static func flatShares(_ top: String) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for line in top.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            // flat flat% sum% cum cum% name
+            guard f.count >= 6, f[1].hasSuffix("%"), let share = Double(f[1].dropLast()) else { continue }
+            out[f[5...].joined(separator: " ")] = share
+        }
+        return out
+    }
+
+    // MARK: - The 3:1 split on every toolchain, plain, static and stripped-static
+
+    func testSplitSharesOnEveryToolchainAndFlavour() throws {
+        let builds = try GoToolchains.buildAll(source: Self.burner, flavours: [.plain, .staticBuild, .strippedStatic])
+        XCTAssertGreaterThanOrEqual(builds.count, 24)
+        let dir = TestSupport.tempDir("split")
+        var lines: [String] = []
+        for b in builds {
+            let tag = "\(b.version) \(b.flavour.rawValue)"
+            do {
+                let p = try startBurner(b.path, ["-mode", "split"])
+                let out = "\(dir)/\(b.version)-\(b.flavour.rawValue).pb.gz"
+                try profile(p.processIdentifier, ["--duration", "3s", "--frequency", "1000", "--output", out])
+                p.terminate()
+                p.waitUntilExit()
+                let top = try pprof(["-top", "-nodecount=20", out])
+                XCTAssertEqual(top.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "", "\(tag): pprof warned")
+                let raw = try pprof(["-raw", out]).stdout
+                let total = raw.split(separator: "\n").drop { !$0.hasPrefix("Samples:") }.dropFirst(2)
+                    .prefix { !$0.hasPrefix("Locations") }
+                    .compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).first.flatMap { Int($0) } }
+                    .reduce(0, +)
+                XCTAssertGreaterThanOrEqual(total, 2000, "\(tag): at least 2,000 samples")
+                let shares = Self.flatShares(top.stdout)
+                let a = shares["main.hotA"] ?? 0, bb = shares["main.hotB"] ?? 0
+                XCTAssertEqual(a, 75, accuracy: 3, "\(tag): hotA flat share\n\(top.stdout)")
+                XCTAssertEqual(bb, 25, accuracy: 3, "\(tag): hotB flat share\n\(top.stdout)")
+                lines.append("\(tag): \(total) samples, hotA \(a)%, hotB \(bb)%")
+            } catch {
+                XCTFail("\(tag): \(error)")
+            }
+        }
+        print("CPUProfilerTests split:\n" + lines.joined(separator: "\n"))
+    }
+
+    // MARK: - Inlined frames, native code, cgo
+
+    func testInlinedFrameHasItsFileAndLine() throws {
+        let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .plain)
+        let p = try startBurner(path, ["-mode", "inline"])
+        let out = TestSupport.tempDir("inline") + "/p.pb.gz"
+        try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", out])
+        let source = try String(contentsOfFile: Self.burner + "/main.go", encoding: .utf8)
+        let line = try XCTUnwrap(source.split(separator: "\n", omittingEmptySubsequences: false)
+            .firstIndex { $0.contains("INLINED-HOT-LINE") }) + 1
+        let traces = try pprof(["-traces", "-lines", out]).stdout
+        XCTAssertTrue(traces.contains("main.inlinedHot") && traces.contains("main.go:\(line)"),
+                      "the inlined frame with main.go:\(line):\n\(traces.prefix(3000))")
+        XCTAssertTrue(traces.contains("(inline)"), "marked inline")
+        XCTAssertTrue(traces.contains("main.outerLoop"), "its caller follows")
+        // Collapsed stacks from the same plugin.
+        let folded = TestSupport.tempDir("inline") + "/p.folded"
+        try profile(p.processIdentifier, ["--duration", "1s", "--frequency", "500", "--output", folded, "--format", "collapsed"])
+        let text = try String(contentsOfFile: folded, encoding: .utf8)
+        XCTAssertTrue(text.split(separator: "\n").contains { $0.contains("main.outerLoop;main.inlinedHot ") },
+                      "collapsed: inlined frame after its caller\n\(text.prefix(2000))")
+    }
+
+    func testNativeCodeAndCgoThroughELFSymbols() throws {
+        // A C program with symbols.
+        let dir = TestSupport.tempDir("native")
+        let c = dir + "/chot.c"
+        try """
+        #include <stdint.h>
+        #include <stdio.h>
+        __attribute__((noinline)) uint64_t c_hot_function(uint64_t x) {
+            for (int i = 0; i < 100000; i++) { x = x * 6364136223846793005ULL + i; __asm__ volatile("" : "+r"(x)); }
+            return x;
+        }
+        int main(void) { uint64_t x = 1; puts("ready"); fflush(stdout); for (;;) x = c_hot_function(x); }
+        """.write(toFile: c, atomically: true, encoding: .utf8)
+        let cc = try TestSupport.run("/usr/bin/cc", ["-O1", "-g", "-fno-omit-frame-pointer", "-o", dir + "/chot", c])
+        XCTAssertEqual(cc.status, 0, cc.stderr)
+        let p = try startBurner(dir + "/chot", [])
+        try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", dir + "/c.pb.gz"])
+        let top = try pprof(["-top", dir + "/c.pb.gz"])
+        XCTAssertGreaterThan(Self.flatShares(top.stdout)["c_hot_function"] ?? 0, 80, top.stdout)
+
+        // cgo: the C function called from Go, named by the binary's ELF symbols.
+        let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .plain)
+        let g = try startBurner(path, ["-mode", "cgo"])
+        try profile(g.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", dir + "/cgo.pb.gz"])
+        let t = try pprof(["-top", dir + "/cgo.pb.gz"]).stdout
+        XCTAssertGreaterThan(Self.flatShares(t)["cburn"] ?? 0, 50, t)
+    }
+
+    // MARK: - Against Go's own profiler
+
+    func testAgreesWithGoPprofOnTheSameTenSeconds() throws {
+        let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .plain)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = ["-mode", "split", "-workers", "2", "-pprof", "127.0.0.1:0"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        children.append(p)
+        var text = ""
+        while !text.contains("ready") {
+            let d = out.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            text += String(decoding: d, as: UTF8.self)
+        }
+        guard let addr = text.split(separator: "\n").first(where: { $0.hasPrefix("pprof on ") })?.dropFirst("pprof on ".count) else {
+            throw Failure(description: "no pprof address: \(text)")
+        }
+        let dir = TestSupport.tempDir("vsgo")
+        let hostPort = addr.split(separator: ":")
+        let goProfile = dir + "/go.pb.gz"
+        let fetch = Thread {
+            if let r = try? TruthClient.get(host: String(hostPort[0]), port: UInt16(hostPort[1]) ?? 0,
+                                            path: "/debug/pprof/profile?seconds=10", timeout: 30) {
+                FileManager.default.createFile(atPath: goProfile, contents: r.body)
+            }
+        }
+        fetch.start()
+        try profile(p.processIdentifier, ["--duration", "10s", "--frequency", "99", "--output", dir + "/ours.pb.gz"])
+        let deadline = Date().addingTimeInterval(15)
+        while !FileManager.default.fileExists(atPath: goProfile) && Date() < deadline { usleep(100_000) }
+        let ours = Self.flatShares(try pprof(["-top", "-nodecount=5", dir + "/ours.pb.gz"]).stdout)
+        let theirs = Self.flatShares(try pprof(["-top", "-nodecount=5", goProfile]).stdout)
+        let topOurs = ours.sorted { $0.value > $1.value }.prefix(5).map(\.key)
+        let topTheirs = theirs.sorted { $0.value > $1.value }.prefix(5).map(\.key)
+        XCTAssertEqual(topOurs.prefix(2).sorted(), topTheirs.prefix(2).sorted(), "ours \(ours) vs Go's \(theirs)")
+        for f in Set(topOurs).intersection(topTheirs) {
+            XCTAssertEqual(ours[f] ?? 0, theirs[f] ?? 0, accuracy: 5, "\(f): ours \(ours) vs Go's \(theirs)")
+        }
+        print("CPUProfilerTests vs Go: ours \(ours) Go \(theirs)")
+    }
+
+    // MARK: - Through the agent: windows, hotspots, exit mid-window, no leaks
+
+    func testAgentWindowsHotspotsExitAndNoLeaks() throws {
+        let dir = TestSupport.tempDir("cpuagent")
+        TestSupport.manifest(in: dir + "/plugins.d", name: "cpu_profiler", library: TestSupport.productsDir + "/libferret_cpu_profiler.so")
+        let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .staticBuild)
+        let config = """
+        agent: { interval: 1s, self_metrics_interval: 10s }
+        plugins: { paths: [plugins.d] }
+        rules:
+          - name: burn
+            match: { comm: "burner*" }
+            collectors: { cpu_profiler: { frequency: 199, window: 2s } }
+          - name: short
+            match: { comm: "sleep" , cmdline: "^/bin/sleep 0\\\\.3" }
+            collectors: { cpu_profiler: { frequency: 99, window: 2s } }
+        pipeline:
+          sinks:
+            - { type: pprof_dir, path: \(dir)/profiles }
+            - { type: jsonl, path: \(dir)/out.jsonl }
+        """
+        let agent = try TestSupport.AgentProcess(config: config, dir: dir)
+        defer { agent.stop() }
+        let b = try startBurner(path, ["-mode", "split"])
+        let pid = b.processIdentifier
+        func pidOf(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
+        let prof = try agent.waitFor("a profile window") { $0.signal == "profile" && pidOf($0) == pid }
+        let file = try XCTUnwrap(prof["path"] as? String, "pprof_dir stood ahead: the path is on the signal \(prof)")
+        XCTAssertTrue(file.hasPrefix(dir + "/profiles/"), file)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: file))
+        let hot = try agent.waitFor("a hotspot event") { $0.name == "cpu.hotspots" && pidOf($0) == pid }
+        XCTAssertTrue((hot["body"] as? String)?.contains("main.hotA") == true, "\(hot)")
+
+        // Exit mid-window: a partial profile, then a clean detach.
+        usleep(700_000)
+        let before = agent.lines().filter { $0.signal == "profile" && pidOf($0) == pid }.count
+        b.terminate()
+        b.waitUntilExit()
+        _ = try agent.waitFor("the partial window of the exited burner") { l in
+            l.signal == "profile" && pidOf(l) == pid
+                && agent.lines().filter { $0.signal == "profile" && pidOf($0) == pid }.count > before
+        }
+
+        // 100 short processes attached and detached: no fds or rings left behind.
+        let agentPid = agent.process.processIdentifier
+        func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPid)/fd").count) ?? -1 }
+        func perfMaps() -> Int {
+            ((try? String(contentsOfFile: "/proc/\(agentPid)/maps", encoding: .utf8)) ?? "")
+                .split(separator: "\n").filter { $0.contains("perf_event") || $0.contains("anon_inode:[perf_event]") }.count
+        }
+        usleep(500_000)
+        let fd0 = fds(), maps0 = perfMaps()
+        for _ in 0..<10 {
+            var batch: [Process] = []
+            for _ in 0..<10 {
+                let s = Process()
+                s.executableURL = URL(fileURLWithPath: "/bin/sleep")
+                s.arguments = ["0.3"]
+                try s.run()
+                batch.append(s)
+            }
+            for s in batch { s.waitUntilExit() }
+        }
+        let attaches = agent.lines().filter { $0.name == "process.attach" && ($0["body"] as? String)?.contains("(sleep)") == true }.count
+        XCTAssertGreaterThanOrEqual(attaches, 50, "most of the short processes were attached")
+        let deadline = Date().addingTimeInterval(10)
+        while (fds() > fd0 || perfMaps() > maps0) && Date() < deadline { usleep(200_000) }
+        XCTAssertLessThanOrEqual(fds(), fd0, "no leaked fds")
+        XCTAssertLessThanOrEqual(perfMaps(), maps0, "no leaked ring buffers")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+}
