@@ -25,6 +25,9 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
+        // The CPU profiler's sampling engine (issue #5): perf CPU-clock samples with
+        // callchains from every thread of a process, rings drained by its own thread.
+        .target(name: "PerfSampling", dependencies: ["CLinuxSupport"], path: "Sources/PerfSampling"),
         // elfutils: libelf and libdw in one module (see its module map).
         .systemLibrary(
             name: "CElf", path: "Sources/CElf", pkgConfig: "libdw",
@@ -81,6 +84,9 @@ let package = Package(
         .testTarget(
             name: "GoIntrospectionTests", dependencies: ["GoIntrospection", "GoTestSupport"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
+        .testTarget(
+            name: "PerfSamplingTests", dependencies: ["PerfSampling", "CLinuxSupport"],
+            path: "Tests/PerfSamplingTests"),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),
