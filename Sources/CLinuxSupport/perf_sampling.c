@@ -20,6 +20,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -266,4 +267,8 @@ void ferret_eventfd_clear(int fd) {
     do {
         n = read(fd, &v, sizeof(v));
     } while (n < 0 && errno == EINTR);
+}
+
+void ferret_set_thread_name(const char *name) {
+    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }

@@ -114,7 +114,8 @@ public final class CPUSampler: @unchecked Sendable {
 
     /// Stops sampling `pid` and releases its events and rings. Samples still
     /// in its rings are delivered first (before `stop` returns; when called
-    /// from a callback, right after that callback returns). No-op if not sampled.
+    /// from a callback, right after that callback returns); it waits for a
+    /// callback running on the drain thread to return. No-op if not sampled.
     public func stop(pid: Int32) { engine.stop(pid: pid) }
 
     /// Counters for `pid`, or nil when it is not sampled (never attached,
@@ -130,6 +131,9 @@ public final class CPUSampler: @unchecked Sendable {
 
     /// Test hook: runs after each first reading of a process's thread list during attach.
     var attachHook: ((Int) -> Void)?
+
+    /// Times the drain thread has woken up (epoll events or timeouts).
+    var drainWakeups: Int { engine.wakeups }
 }
 
 /// The state shared with the drain thread (which keeps it alive, not the sampler).
@@ -159,6 +163,8 @@ final class Engine: @unchecked Sendable {
     private var pendingSamples: [CPUSample] = []
     private var pendingLost: [(Int32, UInt64)] = []
     private var pendingDetach: [(Int32, SamplerStats)] = []
+    private var _wakeups = 0
+    var wakeups: Int { lock.withLock { _wakeups } }
 
     private let epfd: Int32
     private let wakeFD: Int32
@@ -299,7 +305,7 @@ final class Engine: @unchecked Sendable {
         }
         guard start else { return }
         let t = Thread { [self] in run() }
-        t.name = "ferret-perf-drain"
+        t.name = "ferret-sampler"
         t.start()
     }
 
@@ -307,6 +313,8 @@ final class Engine: @unchecked Sendable {
 
     private func run() {
         lock.withLock { drainThread = pthread_self() }
+        // The kernel's thread name (Thread.name does not reach it here); at most 15 characters.
+        ferret_set_thread_name("ferret-sampler")
         var events = [UInt64](repeating: 0, count: 64)
         var lastFull = ferret_monotonic_ns()
         while true {
@@ -318,6 +326,7 @@ final class Engine: @unchecked Sendable {
             if full { lastFull = now }
             let quit = deliverLock.withLock { () -> Bool in
                 let quit = lock.withLock { () -> Bool in
+                    _wakeups += 1
                     if stopping { return true }
                     var exitedPids: [Int32] = []
                     for t in ready where t != 0 {

@@ -137,5 +137,7 @@ int ferret_eventfd_open(void);
 void ferret_eventfd_signal(int fd);
 /** Reset the eventfd's count. */
 void ferret_eventfd_clear(int fd);
+/** Name the calling thread (PR_SET_NAME; the kernel keeps 15 characters). */
+void ferret_set_thread_name(const char *name);
 
 #endif
