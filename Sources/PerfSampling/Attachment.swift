@@ -24,7 +24,10 @@
 //
 // Exited threads. The events of a thread that exits stay open until the
 // process is detached: closing a parent event also frees its inherited
-// children, which would stop sampling the threads it created.
+// children, which would stop sampling the threads it created. (Checked: a
+// thread T3 created by T2 after attach, T2 exited; with T2's events kept, T3
+// had 99 samples in the next second, with them closed 0.
+// testThreadsOfExitedThreadsStaySampled covers the kept case.)
 //
 // The attach race. A thread created during attach by a thread whose events
 // were not (all) open yet has no events, or only some CPUs' (a child inherits
