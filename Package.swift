@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ferret_procio", type: .dynamic, targets: ["ProcIOPlugin"]),
         .library(name: "ferret_scheduler", type: .dynamic, targets: ["SchedulerPlugin"]),
         .library(name: "ferret_heap", type: .dynamic, targets: ["HeapPlugin"]),
+        .library(name: "ferret_cpu_profiler", type: .dynamic, targets: ["CPUProfilerPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,6 +27,9 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
+        // The CPU profiler's sampling engine (issue #5): perf CPU-clock samples with
+        // callchains from every thread of a process, rings drained by its own thread.
+        .target(name: "PerfSampling", dependencies: ["CLinuxSupport"], path: "Sources/PerfSampling"),
         // elfutils: libelf and libdw in one module (see its module map).
         .systemLibrary(
             name: "CElf", path: "Sources/CElf", pkgConfig: "libdw",
@@ -69,6 +73,9 @@ let package = Package(
         // CPU profiling shared by the cpu_profiler plugin and tests: samples to pprof.
         .target(name: "CPUProfiling", dependencies: ["GoIntrospection", "Pprof"]),
         .target(
+            name: "CPUProfilerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "PerfSampling", "CPUProfiling"],
+            path: "Sources/Plugins/CPUProfiler", exclude: ["README.md", "sample.yaml"]),
+        .target(
             name: "HeapPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
             path: "Sources/Plugins/Heap", exclude: ["README.md", "sample.yaml"]),
         // Benchmarks (bench/run.sh builds them in release mode).
@@ -94,6 +101,9 @@ let package = Package(
         .testTarget(
             name: "PprofTests", dependencies: ["Pprof", "GoTestSupport"],
             path: "Tests/PprofTests"),
+        .testTarget(
+            name: "PerfSamplingTests", dependencies: ["PerfSampling", "CLinuxSupport"],
+            path: "Tests/PerfSamplingTests"),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),

@@ -8,8 +8,9 @@ import Pprof
 /// keeps unknown addresses with their mapping, and follows Go's CPU profile
 /// conventions (samples/count and cpu/nanoseconds, period 1e9/Hz).
 ///
-/// Not thread-safe: one owner feeds it and finishes windows.
-public final class ProfileAssembler {
+/// Not thread-safe: one owner at a time feeds it and finishes windows (the
+/// plugin serializes them), hence @unchecked Sendable.
+public final class ProfileAssembler: @unchecked Sendable {
     public let pid: Int32
     public let frequencyHz: Int
     public private(set) var windowStartUnixNanos: UInt64
