@@ -27,17 +27,44 @@ extension PclnTable {
             }
         }
         var lastError = IntrospectionError("\(elf.path): no Go pclntab found (not a Go 1.18+ binary?)")
+        let syms = symbols ?? elf.readSymbols()
         for c in candidates {
             do {
-                let probe = try PclnTable(data: c.data, address: c.address, textStartFallback: textFallback, inlineTree: nil)
+                // Where function offsets count from when the header does not say
+                // (Go 1.26+ no longer stores textStart; PIE files leave it 0):
+                // runtime.text, from the symbol table or from moduledata.text. An
+                // externally linked binary's .text section starts before it (C code
+                // from the C toolchain comes first), so the section is a last resort.
+                let text = syms.first(where: { $0.name == "runtime.text" && $0.value != 0 })?.value
+                    ?? moduledataText(elf: elf, pclnAddress: c.address) ?? textFallback
+                let probe = try PclnTable(data: c.data, address: c.address, textStartFallback: text, inlineTree: nil)
                 let reader = inlineTreeReader(elf: elf, table: probe, symbols: symbols)
                 if reader == nil { return probe }
-                return try PclnTable(data: c.data, address: c.address, textStartFallback: textFallback, inlineTree: reader)
+                return try PclnTable(data: c.data, address: c.address, textStartFallback: text, inlineTree: reader)
             } catch {
                 lastError = IntrospectionError("\(elf.path): \(error)")
             }
         }
         throw lastError
+    }
+
+    /// moduledata.text of the module whose pcHeader is at `pclnAddress`: the
+    /// moduledata is found by its first word (a pointer to the pcHeader) in the
+    /// writable segments, or, in PIE files, among the dynamic relocations.
+    static func moduledataText(elf: ELFFile, pclnAddress: UInt64) -> UInt64? {
+        for seg in elf.segments where seg.type == UInt32(PT_LOAD) && seg.flags & 2 != 0 && seg.fileSize > 0 {
+            guard let bytes = try? elf.read(offset: seg.offset, count: Int(min(seg.fileSize, 256 << 20))) else { continue }
+            var o = 0
+            while o + moduledataTextOffset + 8 <= bytes.count {
+                if bytes.u64(at: o) == pclnAddress, let t = bytes.u64(at: o + moduledataTextOffset), t != 0 { return t }
+                o += 8
+            }
+        }
+        let relocs = relativeRelocations(elf)
+        for (md, target) in relocs where target == pclnAddress {
+            if let t = relocs[md &+ UInt64(moduledataTextOffset)], t != 0 { return t }
+        }
+        return nil
     }
 
     /// Offsets of plausible pcHeaders (magic, zero pads, minLC 1, 8-byte pointers), 8-aligned.

@@ -52,7 +52,31 @@ public enum TruthClient {
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) else {
             throw Failure(description: "GET \(path): bad status line '\(statusLine)'")
         }
-        return (status, Data(response[sep.upperBound...]))
+        var body = Data(response[sep.upperBound...])
+        if head.lowercased().contains("transfer-encoding: chunked") { body = try dechunk(body, path: path) }
+        return (status, body)
+    }
+
+    /// Decodes an HTTP/1.1 chunked body.
+    static func dechunk(_ data: Data, path: String) throws -> Data {
+        var out = Data()
+        var i = data.startIndex
+        while true {
+            guard let lineEnd = data[i...].range(of: Data("\r\n".utf8)) else {
+                throw Failure(description: "GET \(path): truncated chunked body")
+            }
+            let sizeText = String(decoding: data[i..<lineEnd.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
+            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else {
+                throw Failure(description: "GET \(path): bad chunk size '\(sizeText)'")
+            }
+            if size == 0 { return out }
+            let start = lineEnd.upperBound
+            guard data.distance(from: start, to: data.endIndex) >= size + 2 else {
+                throw Failure(description: "GET \(path): truncated chunk")
+            }
+            out.append(data[start..<data.index(start, offsetBy: size)])
+            i = data.index(start, offsetBy: size + 2)
+        }
     }
 
     /// GETs `path` and decodes a JSON object; throws unless the status is 200.

@@ -3,8 +3,8 @@
 //
 // Modes (-mode):
 //
-//	split   hotA and hotB, two non-inlined functions doing the same work per
-//	        iteration, called 3:1: their flat shares are 75% and 25%
+//	split   hotA and hotB, two non-inlined functions spinning 60 ms and 20 ms of CPU in
+//	        turn: their flat shares are 75% and 25%
 //	inline  the work happens in inlinedHot, which the compiler inlines into
 //	        outerLoop: the profile must show the inlined frame with its file:line
 //	cgo     the work happens in C (cburn, through cgo; only cgo builds)
@@ -22,26 +22,53 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"runtime"
+	"syscall"
+	"time"
+	"unsafe"
 )
 
 var sink uint64
 
+// threadCPU is the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID); the
+// burning goroutines are locked to their threads.
+func threadCPU() time.Duration {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 3, uintptr(unsafe.Pointer(&ts)), 0)
+	return time.Duration(ts.Nano())
+}
+
+// hotA and hotB spin for a given amount of CPU time, not a given number of
+// iterations (two copies of one loop can run at different speeds, by code
+// alignment) nor of wall time (a preempted thread loses CPU, not time): the
+// split is 3:1 in CPU time. The clock (a system call) is read every 2^18
+// iterations only, about 0.3 ms of work, so it costs about 0.3%.
+//
 //go:noinline
-func hotA(n int) uint64 {
-	x := uint64(n)
-	for i := 0; i < n; i++ {
-		x = x*6364136223846793005 + uint64(i)
+func hotA(d time.Duration) uint64 {
+	x := uint64(d)
+	end := threadCPU() + d
+	for {
+		for i := 0; i < 1<<18; i++ {
+			x = x*6364136223846793005 + uint64(i)
+		}
+		if threadCPU() >= end {
+			return x
+		}
 	}
-	return x
 }
 
 //go:noinline
-func hotB(n int) uint64 {
-	x := uint64(n)
-	for i := 0; i < n; i++ {
-		x = x*6364136223846793005 + uint64(i)
+func hotB(d time.Duration) uint64 {
+	x := uint64(d)
+	end := threadCPU() + d
+	for {
+		for i := 0; i < 1<<18; i++ {
+			x = x*6364136223846793005 + uint64(i)
+		}
+		if threadCPU() >= end {
+			return x
+		}
 	}
-	return x
 }
 
 // inlinedHot is small enough for the compiler to inline into outerLoop.
@@ -59,12 +86,13 @@ func outerLoop(n int) uint64 {
 }
 
 func burn(mode string) {
+	runtime.LockOSThread()
 	const chunk = 20000
 	for {
 		switch mode {
 		case "split":
-			sink += hotA(3 * chunk)
-			sink += hotB(chunk)
+			sink += hotA(60 * time.Millisecond)
+			sink += hotB(20 * time.Millisecond)
 		case "inline":
 			sink += outerLoop(chunk)
 		case "cgo":
