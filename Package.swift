@@ -102,7 +102,7 @@ let package = Package(
             name: "PprofTests", dependencies: ["Pprof", "GoTestSupport"],
             path: "Tests/PprofTests"),
         .testTarget(
-            name: "PerfSamplingTests", dependencies: ["PerfSampling", "CLinuxSupport"],
+            name: "PerfSamplingTests", dependencies: ["PerfSampling", "CLinuxSupport", "GoTestSupport"],
             path: "Tests/PerfSamplingTests"),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],

@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 import PerfSampling
 import XCTest
 
@@ -30,19 +31,7 @@ enum Fixtures {
 
     /// Runs a program to completion; its status and combined output.
     static func run(_ exe: String, _ args: [String], cwd: String? = nil, env: [String: String]? = nil) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-        if let env { p.environment = env }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        try GoToolchains.run(exe, args, cwd: cwd, env: env)
     }
 
     /// posix_spawn `exe args`, stdin from `stdinFD` if given (else /dev/null), output to /dev/null.
