@@ -17,6 +17,8 @@ public final class ProfileAssembler: @unchecked Sendable {
     public private(set) var samples = 0
     /// Samples lost by the kernel (ring buffer full) in this window.
     public var lost: UInt64 = 0
+    /// Stacks cut at a return address outside executable memory (all windows).
+    public private(set) var truncated = 0
     private let symbolizer: ProcessSymbolizer
     private let kernel: KernelSymbols?
     private var builder: PprofBuilder
@@ -61,6 +63,12 @@ public final class ProfileAssembler: @unchecked Sendable {
             // Every user frame after the first is a return address unless the
             // sample was taken in the kernel (then the first user address is one too).
             let isReturn = i > 0 || !kstack.isEmpty
+            // A return address outside executable memory ends the stack: the frame
+            // pointer chain was broken below it (assembly using RBP for data).
+            if isReturn && i > 0 && !symbolizer.isCode(a) {
+                truncated += 1
+                break
+            }
             let loc = symbolizer.symbolize(a, isReturnAddress: isReturn)
             let mapping = loc.mapping.map {
                 PprofMappingInfo(start: $0.start, limit: $0.limit, offset: $0.offset, file: $0.path,

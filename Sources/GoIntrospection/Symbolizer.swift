@@ -159,12 +159,11 @@ public enum ObjectSymbolsCache {
 /// (`/proc/PID/maps`), converted to link-time addresses through the mapping's
 /// file offset and the object's PT_LOAD segments (this handles PIE and ASLR),
 /// and looked up there. An address outside every known mapping makes the maps be
-/// read again once (a library loaded since), then stays unknown.
+/// read again (a library loaded since), at most once a second, then stays unknown.
 public final class ProcessSymbolizer: @unchecked Sendable {
     public let pid: Int32
     private var mappings: [MemoryMapping] = []
     private var cache: [UInt64: SymbolizedLocation] = [:]
-    private var rereadMaps = true
     /// Cache bound: a process's distinct sampled PCs stay far below this.
     static let maxCached = 200_000
 
@@ -174,8 +173,32 @@ public final class ProcessSymbolizer: @unchecked Sendable {
     }
 
     public func reloadMaps() throws(ProcessReadError) {
-        mappings = try ProcessMaps.read(pid: pid).filter { $0.executable && $0.isFile && !$0.path.isEmpty }
+        let executable = try ProcessMaps.read(pid: pid).filter { $0.executable }
+        mappings = executable.filter { $0.isFile && !$0.path.isEmpty }
+        code = executable.map { ($0.start, $0.end) }
     }
+
+    /// Every executable range, file-backed or not (JIT code, the vDSO).
+    private var code: [(start: UInt64, end: UInt64)] = []
+
+    /// Whether `address` lies in executable memory of the process. A return
+    /// address that does not is not a frame: a frame-pointer chain broken by code
+    /// that uses RBP for data (hand-written assembly) reads garbage from there on.
+    public func isCode(_ address: UInt64) -> Bool {
+        if code.contains(where: { address >= $0.start && address < $0.end }) { return true }
+        return reloadIfDue() && code.contains(where: { address >= $0.start && address < $0.end })
+    }
+
+    /// Reads the maps again (a library loaded since) at most once a second.
+    private func reloadIfDue() -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        guard now &- lastReload >= 1_000_000_000 else { return false }
+        lastReload = now
+        return (try? reloadMaps()) != nil
+    }
+    private var lastReload: UInt64 = 0
 
     /// Symbolizes `address`. A return address (any frame but a sample's leaf) is
     /// looked up at `address − 1`, inside the call instruction, as Go's own
@@ -184,12 +207,7 @@ public final class ProcessSymbolizer: @unchecked Sendable {
         let key = isReturnAddress ? address : address | (1 << 63) // user addresses never set bit 63
         if let hit = cache[key] { return hit }
         var m = mappings.first { $0.contains(address) }
-        if m == nil && rereadMaps {
-            rereadMaps = false // once per miss streak; reset when a reread finds something
-            try? reloadMaps()
-            m = mappings.first { $0.contains(address) }
-            if m != nil { rereadMaps = true }
-        }
+        if m == nil && reloadIfDue() { m = mappings.first { $0.contains(address) } }
         var loc = SymbolizedLocation(address: address, mapping: nil, frames: [])
         if let m {
             let objects = ObjectSymbolsCache.symbols(for: m, pid: pid)
