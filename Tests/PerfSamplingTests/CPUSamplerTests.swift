@@ -209,7 +209,9 @@ final class CPUSamplerTests: XCTestCase {
 
         let samples = c.samples(pid: pid)
         assertRate(samples.count, cpu: cpu1 - cpu0, hz: 99, "busy loop")
-        XCTAssert((150...250).contains(samples.count), "\(samples.count) samples in 2 s at 99 Hz")
+        // The rate follows the CPU the loop got (checked above); on a quiet machine
+        // that is the whole 2 s (~198 samples), on a busy one less.
+        XCTAssertGreaterThan(samples.count, 20, "\(samples.count) samples in 2 s at 99 Hz")
         let cpus = Attachment.onlineCPUs().count
         XCTAssertEqual(stats.rings, cpus)
         XCTAssertEqual(stats.fds, cpus + 1)  // one thread × CPUs + pidfd
@@ -403,7 +405,7 @@ final class CPUSamplerTests: XCTestCase {
         XCTAssertLessThanOrEqual(abs(maps1 - maps0), 2, "mappings before/after")
         XCTAssertEqual(perfFDs, [])
         XCTAssertEqual(perfMaps, 0)
-        XCTAssertGreaterThan(c.all.count, 100, "samples were taken")
+        XCTAssertGreaterThan(c.all.count, 20, "samples were taken")
         print("leak test: \(stopped) stopped, \(leftToExit) exited on their own, \(exitedDuringAttach) exited during attach; fds \(fds0)→\(fds1), maps \(maps0)→\(maps1)")
     }
 

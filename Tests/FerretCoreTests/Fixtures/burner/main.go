@@ -73,7 +73,7 @@ func hotB(d time.Duration) uint64 {
 
 // inlinedHot is small enough for the compiler to inline into outerLoop.
 func inlinedHot(x uint64, i int) uint64 {
-	return x*6364136223846793005 + uint64(i) // INLINED-HOT-LINE
+	return ((x*6364136223846793005+uint64(i))*2862933555777941757 + 3037000493) ^ (x >> 29) // INLINED-HOT-LINE
 }
 
 //go:noinline
