@@ -56,7 +56,7 @@ enum Fixtures {
 
     /// Waits until /proc/PID/exe is `exe` (the exec happened), up to 5 s.
     static func waitForExec(_ pid: pid_t, _ exe: String) throws {
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(20) // generous: a loaded machine execs slowly
         let want = URL(fileURLWithPath: exe).resolvingSymlinksInPath().path
         while Date() < deadline {
             if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"), link == want { return }

@@ -55,6 +55,10 @@ public struct HeapSnapshot: Sendable, Equatable {
     /// integrated over GOMAXPROCS changes (`sched.totaltime + (now −
     /// sched.procresizetime) × gomaxprocs`, the runtime's /cpu/classes/total).
     public var totalCPUTimeNs: Int64
+    /// The runtime's own total at the end of the last GC cycle
+    /// (`work.cpuStats.totalTime`, Go 1.21+; nil before): the denominator
+    /// runtime/metrics reports, which advances with `gcCPUTimeNs`.
+    public var gcAccountedTotalNs: Int64?
 
     /// HeapIdle: free spans, returned to the OS or not.
     public var heapIdle: UInt64 { heapFree &+ heapReleased }
@@ -69,7 +73,19 @@ public struct HeapSnapshot: Sendable, Equatable {
 
     /// The share of the available CPU time (GOMAXPROCS × wall time) spent in GC
     /// between two readings of the same process, 0…1; nil when no time passed.
+    ///
+    /// The runtime adds GC time when a cycle ends. Where it also records the
+    /// total at that moment (Go 1.21+), the fraction is taken between the GC ends
+    /// the two readings saw, exactly as runtime/metrics' two counters give it;
+    /// when no cycle ended in between, it is 0. Before Go 1.21 the denominator is
+    /// the available CPU time between the two readings.
     public static func gcCPUFraction(from a: HeapSnapshot, to b: HeapSnapshot) -> Double? {
+        if let ta = a.gcAccountedTotalNs, let tb = b.gcAccountedTotalNs {
+            if b.gcCPUTimeNs == a.gcCPUTimeNs || tb <= ta {
+                return b.totalCPUTimeNs > a.totalCPUTimeNs ? 0 : nil
+            }
+            return min(1, max(0, Double(b.gcCPUTimeNs - a.gcCPUTimeNs) / Double(tb - ta)))
+        }
         let total = b.totalCPUTimeNs - a.totalCPUTimeNs
         guard total > 0 else { return nil }
         let gc = max(0, b.gcCPUTimeNs - a.gcCPUTimeNs)
@@ -131,6 +147,7 @@ public final class HeapReader: Sendable {
         var controller: [RuntimeField]    // see ControllerIndex
         var spanallocInuse, cacheallocInuse: RuntimeField
         var gcCPU: RuntimeField
+        var gcAccountedTotal: RuntimeField?
         var schedTotaltime, schedProcresizetime: RuntimeField
         var pStatsSeq, pMcache: RuntimeField
         var mcacheAlloc: (offset: Int, count: Int)
@@ -218,6 +235,8 @@ public final class HeapReader: Sendable {
         } else {
             gcCPU = try f.field("totaltime", in: w)                     // Go 1.19-1.20
         }
+        let accounted: RuntimeField? = f.has("cpuStats.totalTime", in: w) ? try f.field("cpuStats.totalTime", in: w)
+            : f.has("cpuStats.TotalTime", in: w) ? try f.field("cpuStats.TotalTime", in: w) : nil
         let alloc = try f.array("alloc", in: "runtime.mcache")
         guard alloc.elementSize == 8 else { throw IntrospectionError("\(version): mcache.alloc is not [N]*mspan") }
         let minor = GoVersion(version)?.minor ?? 0
@@ -245,6 +264,7 @@ public final class HeapReader: Sendable {
             spanallocInuse: try f.field("spanalloc.inuse", in: "runtime.mheap"),
             cacheallocInuse: try f.field("cachealloc.inuse", in: "runtime.mheap"),
             gcCPU: gcCPU,
+            gcAccountedTotal: accounted,
             schedTotaltime: try f.field("totaltime", in: "runtime.schedt"),
             schedProcresizetime: try f.field("procresizetime", in: "runtime.schedt"),
             pStatsSeq: try f.field("statsSeq", in: "runtime.p"),
@@ -311,6 +331,8 @@ public final class HeapReader: Sendable {
               req(p.gcCPU, base: p.work), req(p.schedTotaltime, base: p.sched),
               req(p.schedProcresizetime, base: p.sched), (p.gomaxprocs.address, p.gomaxprocs.size),
               (p.allp.address, 24)]
+        let iAccounted = r.count
+        if let f = p.gcAccountedTotal { r.append(req(f, base: p.work)) }
         let iArray = r.count
         if cached.allpLen > 0 { r.append((cached.allpPtr, cached.allpLen * 8)) }
         let iMcache = r.count
@@ -328,8 +350,10 @@ public final class HeapReader: Sendable {
         }
         let seqBefore = (0..<cached.ps.count).map { uvalue(p.pStatsSeq, got[$0]) }
         let statsBytes = got[iStats]
-        let allpPtr = got[iArray - 1].u64(at: 0) ?? 0
-        let allpLen = Int(truncatingIfNeeded: Int64(bitPattern: got[iArray - 1].u64(at: 8) ?? 0))
+        let allpHeader = got[iAccounted - 1]
+        let allpPtr = allpHeader.u64(at: 0) ?? 0
+        let allpLen = Int(truncatingIfNeeded: Int64(bitPattern: allpHeader.u64(at: 8) ?? 0))
+        let accountedTotal = p.gcAccountedTotal.map { value($0, got[iAccounted]) }
         guard allpLen >= 0, allpLen <= Self.maxProcs, allpLen == 0 || allpPtr != 0 else {
             throw IntrospectionError("pid \(pid): allp has an implausible length \(allpLen)")
         }
@@ -440,7 +464,8 @@ public final class HeapReader: Sendable {
             sys: sys, nextGC: heapGoal(c),
             numGC: UInt32(truncatingIfNeeded: m[7]), pauseTotalNs: m[6],
             gcCPUTimeNs: gcCPU,
-            totalCPUTimeNs: schedTotal &+ (Int64(bitPattern: now) &- resize) &* gomaxprocs)
+            totalCPUTimeNs: schedTotal &+ (Int64(bitPattern: now) &- resize) &* gomaxprocs,
+            gcAccountedTotalNs: accountedTotal)
     }
 
     /// `gcControllerState.heapGoal()` (runtime/mgcpacer.go), from the fields it reads.
