@@ -3,6 +3,8 @@
 # /opt/ferret-go (scripts/setup.sh --go-toolchains), offline:
 #   truthsrv  Tests/GoIntrospectionTests/Fixtures/truthsrv (the readers' truth fixture)
 #   okserver  bench/go/okserver (a tiny HTTP target for the latency benchmark)
+#   burner    Tests/FerretCoreTests/Fixtures/burner (the CPU profiler's fixture;
+#             -mode work for the profiler benchmark)
 # Usage: bench/build-go.sh [OUT_DIR]   (default <repo>/.build/bench-go)
 # Prints OUT_DIR. Go's build cache makes a rebuild with unchanged sources cheap.
 set -euo pipefail
@@ -18,4 +20,5 @@ if [ -z "${GOCACHE:-}" ] && [ -z "${HOME:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ]; 
 fi
 (cd "$REPO/Tests/GoIntrospectionTests/Fixtures/truthsrv" && "$GO" build -buildvcs=false -o "$out/truthsrv" .)
 (cd "$REPO/bench/go/okserver" && "$GO" build -buildvcs=false -o "$out/okserver" .)
+(cd "$REPO/Tests/FerretCoreTests/Fixtures/burner" && "$GO" build -buildvcs=false -o "$out/burner" .)
 echo "$out"

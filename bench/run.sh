@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark on a release build and prints the figures recorded in
-# bench/RESULTS.md. Takes about seven minutes. Installs what it needs first
-# (scripts/setup.sh --go-toolchains --bench: the Go toolchains, collectd-core, wrk).
+# bench/RESULTS.md. Takes about ten minutes. Installs what it needs first
+# (scripts/setup.sh --go-toolchains --bench: the Go toolchains, collectd-core, wrk,
+# linux-perf).
 # Arguments are passed to bench/agent_bench.py.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,4 +46,6 @@ echo "== agent and collectd side by side, 50 Go processes at 1 s $(load)"
 python3 bench/collectd_bench.py "$bin" "$gobin/truthsrv"
 echo "== target latency under wrk: no agent / agent without the Go readers / with them, at 100 ms $(load)"
 python3 bench/latency_bench.py "$bin" "$gobin/okserver"
+echo "== CPU profiler vs perf record at 99 Hz, CPU-bound Go fixture (about 3 minutes) $(load)"
+python3 bench/profiler_bench.py "$bin" "$gobin/burner"
 echo "== done $(load)"

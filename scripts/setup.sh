@@ -5,7 +5,7 @@
 # This script adds the Debian packages below (only those missing) and, with
 # --go-toolchains, the pinned Go toolchains used by the multi-version tests
 # (scripts/install-go-toolchains.sh), and with --bench the peers and load
-# generator the benchmarks use (bench/run.sh): collectd-core and wrk.
+# generator the benchmarks use (bench/run.sh): collectd-core, wrk and linux-perf.
 # Idempotent; fast when all is present.
 #
 # Usage: scripts/setup.sh [--go-toolchains] [--bench]
@@ -23,10 +23,12 @@ APT_PACKAGES=(
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is
-# measured against, and wrk, the HTTP load generator.
+# measured against; wrk, the HTTP load generator; linux-perf (`perf record`), the
+# peer the CPU profiler is measured against.
 BENCH_APT_PACKAGES=(
   collectd-core
   wrk
+  linux-perf
 )
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -8,6 +8,12 @@
 //	inline  the work happens in inlinedHot, which the compiler inlines into
 //	        outerLoop: the profile must show the inlined frame with its file:line
 //	cgo     the work happens in C (cburn, through cgo; only cgo builds)
+//	work    throughput: each worker repeats a fixed-size work unit (workUnit, 2^16
+//	        iterations of the same multiply-add loop, ~75 µs) and counts it; every
+//	        second a line "units TOTAL RATE/s" goes to stdout, or with -report FILE
+//	        the cumulative count is kept in FILE's first 8 bytes instead (a shared
+//	        mapping, native-endian uint64, updated after every unit), for a harness
+//	        to read at any instant (bench/profiler_bench.py)
 //
 // -pprof ADDR also serves net/http/pprof, to compare with Go's own profiler.
 // The first line on stdout is "ready" (and "pprof on ADDR" when serving).
@@ -22,6 +28,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -85,6 +92,50 @@ func outerLoop(n int) uint64 {
 	return x
 }
 
+// workUnit is one unit of -mode work: a fixed number of iterations, so the
+// units completed per second measure the CPU the program actually got.
+//
+//go:noinline
+func workUnit(x uint64) uint64 {
+	for i := 0; i < 1<<16; i++ {
+		x = x*6364136223846793005 + uint64(i)
+	}
+	return x
+}
+
+// units counts completed work units (-mode work); with -report it points into
+// the shared mapping of the report file.
+var units = new(uint64)
+
+// openReport maps the first 8 bytes of path (created or truncated to 8 bytes,
+// zeroed) shared, and makes the units counter live there.
+func openReport(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(8); err != nil {
+		return err
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, 8, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	units = (*uint64)(unsafe.Pointer(&b[0]))
+	return nil
+}
+
+// printUnits writes "units TOTAL RATE/s" once a second.
+func printUnits() {
+	last, t := atomic.LoadUint64(units), time.Now()
+	for range time.Tick(time.Second) {
+		n, now := atomic.LoadUint64(units), time.Now()
+		fmt.Printf("units %d %.0f/s\n", n, float64(n-last)/now.Sub(t).Seconds())
+		last, t = n, now
+	}
+}
+
 func burn(mode string) {
 	runtime.LockOSThread()
 	const chunk = 20000
@@ -97,14 +148,21 @@ func burn(mode string) {
 			sink += outerLoop(chunk)
 		case "cgo":
 			sink += cgoBurn(chunk)
+		case "work":
+			x := workUnit(sink)
+			atomic.AddUint64(units, 1)
+			if x == 0 { // never: keeps the result live
+				sink++
+			}
 		}
 	}
 }
 
 func main() {
-	mode := flag.String("mode", "split", "split, inline or cgo")
+	mode := flag.String("mode", "split", "split, inline, cgo or work")
 	workers := flag.Int("workers", 1, "burning goroutines")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address")
+	report := flag.String("report", "", "-mode work: keep the unit count in this file (8 bytes, shared mapping) instead of printing it")
 	flag.Parse()
 	if *mode == "cgo" && !cgoAvailable {
 		fmt.Fprintln(os.Stderr, "cgo mode needs a cgo build")
@@ -119,10 +177,19 @@ func main() {
 		go http.Serve(ln, nil)
 		fmt.Printf("pprof on %s\n", ln.Addr())
 	}
+	if *mode == "work" && *report != "" {
+		if err := openReport(*report); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	for i := 0; i < *workers; i++ {
 		go burn(*mode)
 	}
 	fmt.Println("ready")
+	if *mode == "work" && *report == "" {
+		printUnits()
+	}
 	select {}
 }
