@@ -128,7 +128,11 @@ public final class KernelSymbols: @unchecked Sendable {
 
     init(path: String = "/proc/kallsyms") {
         var out: [(UInt64, String)] = []
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+        // Read to EOF: /proc files report size 0, and a one-shot read of one gets
+        // only its first page (kallsyms is megabytes).
+        if let h = FileHandle(forReadingAtPath: path), let data = try? h.readToEnd() {
+            try? h.close()
+            let text = String(decoding: data, as: UTF8.self)
             for line in text.split(separator: "\n") {
                 let f = line.split(separator: " ", maxSplits: 3)
                 guard f.count >= 3, let a = UInt64(f[0], radix: 16), a != 0,

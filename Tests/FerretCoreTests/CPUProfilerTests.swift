@@ -159,6 +159,25 @@ final class CPUProfilerTests: XCTestCase {
         XCTAssertGreaterThan(Self.flatShares(t)["cburn"] ?? 0, 50, t)
     }
 
+    /// Kernel frames (optional): a read(/dev/zero) loop spends its time in the
+    /// kernel, named from /proc/kallsyms (read to its end: it is megabytes).
+    func testKernelFramesAreNamed() throws {
+        let dir = TestSupport.tempDir("kernel")
+        try """
+        #include <fcntl.h>
+        #include <stdio.h>
+        #include <unistd.h>
+        int main(void) { char b[4096]; int fd = open("/dev/zero", O_RDONLY); puts("ready"); fflush(stdout); for (;;) read(fd, b, sizeof b); }
+        """.write(toFile: dir + "/readloop.c", atomically: true, encoding: .utf8)
+        let cc = try TestSupport.run("/usr/bin/cc", ["-O1", "-o", dir + "/readloop", dir + "/readloop.c"])
+        XCTAssertEqual(cc.status, 0, cc.stderr)
+        let p = try startBurner(dir + "/readloop", [])
+        try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "199", "--kernel-frames", "--output", dir + "/k.pb.gz"])
+        let top = try pprof(["-top", "-nodecount=30", dir + "/k.pb.gz"]).stdout
+        XCTAssertTrue(top.contains("vfs_read") || top.contains("ksys_read"), "kernel read path named:\n\(top)")
+        XCTAssertFalse(top.contains("__pfx_"), "no padding symbols (a truncated kallsyms):\n\(top)")
+    }
+
     // MARK: - Against Go's own profiler
 
     func testAgreesWithGoPprofOnTheSameTenSeconds() throws {
