@@ -24,24 +24,32 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         var ringPages = 16
     }
 
-    private struct Target {
-        var comm: String
-        var assembler: ProfileAssembler
-        var pending: [CPUSample] = []
-        var lost: UInt64 = 0
+    private final class Target {
+        let comm: String
+        let assembler: ProfileAssembler
         var totalSamples: UInt64 = 0
         var totalLost: UInt64 = 0
+        init(comm: String, assembler: ProfileAssembler) { self.comm = comm; self.assembler = assembler }
+    }
+
+    /// What the sampler's thread delivered and the worker has not taken yet.
+    private struct Pending: Sendable {
+        var samples: [CPUSample] = []
+        var lost: UInt64 = 0
     }
 
     private let emit: Emitter
     private let settings: Settings
-    private let targets = Mutex([Int32: Target]())
+    /// Filled by the sampler's callbacks; emptied by the worker and detach.
+    private let pending = Mutex([Int32: Pending]())
+    /// The attached processes; guarded by `workLock`, which also serializes the
+    /// worker's per-process step with attach, detach and stop.
+    private var targets: [Int32: Target] = [:]
+    private let workLock = NSLock()
     private var sampler: CPUSampler?
     private var worker: Thread?
     private let running = Atomic<Bool>(false)
     private let workerDone = DispatchSemaphore(value: 0)
-    /// Serializes the worker's per-process step with detach (they share the assembler).
-    private let workLock = NSLock()
 
     public init(context: PluginContext) throws {
         try context.requireKnownKeys(["frequency", "window", "kernel_frames", "hotspots", "top", "ring_pages"])
@@ -98,7 +106,7 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         sampler = CPUSampler(
             frequencyHz: settings.frequency, includeKernel: settings.kernelFrames, ringPages: settings.ringPages,
             onSamples: { [weak self] batch in self?.received(batch) },
-            onLost: { [weak self] pid, n in self?.targets.withLock { $0[pid]?.lost &+= n } })
+            onLost: { [weak self] pid, n in self?.pending.withLock { $0[pid]?.lost &+= n } })
         running.store(true, ordering: .relaxed)
         let t = Thread { [weak self] in self?.loop() }
         t.name = "cpu_profiler"
@@ -110,7 +118,7 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         running.store(false, ordering: .relaxed)
         if worker != nil { workerDone.wait() }
         worker = nil
-        let pids = targets.withLock { Array($0.keys) }
+        let pids = workLock.withLock { Array(targets.keys) }
         for pid in pids { try? detach(pid: pid) }
         sampler?.shutdown()
         sampler = nil
@@ -125,12 +133,14 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         } catch {
             throw PluginError.failed("pid \(target.pid) (\(target.comm)): cannot read its mappings: \(error)")
         }
-        targets.withLock { $0[target.pid] = Target(comm: target.comm, assembler: assembler) }
+        workLock.withLock { targets[target.pid] = Target(comm: target.comm, assembler: assembler) }
+        pending.withLock { $0[target.pid] = Pending() }
         do {
             guard let sampler else { throw PluginError.failed("cpu_profiler is not started") }
             try sampler.start(pid: target.pid)
         } catch {
-            _ = targets.withLock { $0.removeValue(forKey: target.pid) }
+            _ = workLock.withLock { targets.removeValue(forKey: target.pid) }
+            _ = pending.withLock { $0.removeValue(forKey: target.pid) }
             throw PluginError.failed("pid \(target.pid) (\(target.comm)): cannot sample: \(error)")
         }
     }
@@ -141,26 +151,34 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         sampler?.stop(pid: pid)
         workLock.lock()
         defer { workLock.unlock() }
-        guard var t = targets.withLock({ $0.removeValue(forKey: pid) }) else {
+        guard let t = targets.removeValue(forKey: pid) else {
             throw PluginError.failed("pid \(pid) is not attached")
         }
-        feed(&t)
-        if t.assembler.samples > 0 { finishWindow(pid: pid, &t, now: Self.unixNanos()) }
+        feed(t, pending.withLock { $0.removeValue(forKey: pid) } ?? Pending())
+        if t.assembler.samples > 0 { finishWindow(pid: pid, t, now: Self.unixNanos()) }
     }
 
     private func received(_ batch: [CPUSample]) {
-        targets.withLock { all in
-            for s in batch { all[s.pid]?.pending.append(s) }
+        pending.withLock { all in
+            for s in batch { all[s.pid]?.samples.append(s) }
         }
     }
 
-    private func feed(_ t: inout Target) {
-        for s in t.pending { t.assembler.add(user: s.userStack, kernel: settings.kernelFrames ? s.kernelStack : []) }
-        t.totalSamples &+= UInt64(t.pending.count)
-        t.pending.removeAll(keepingCapacity: true)
-        t.assembler.lost &+= t.lost
-        t.totalLost &+= t.lost
-        t.lost = 0
+    /// Takes what the sampler delivered for `pid` so far.
+    private func take(_ pid: Int32) -> Pending {
+        pending.withLock { all in
+            guard let p = all[pid] else { return Pending() }
+            all[pid] = Pending()
+            return p
+        }
+    }
+
+    /// Symbolizes taken samples into the window (outside the pending lock).
+    private func feed(_ t: Target, _ p: Pending) {
+        for s in p.samples { t.assembler.add(user: s.userStack, kernel: settings.kernelFrames ? s.kernelStack : []) }
+        t.totalSamples &+= UInt64(p.samples.count)
+        t.assembler.lost &+= p.lost
+        t.totalLost &+= p.lost
     }
 
     /// Symbolizes what arrived and closes windows that are due, every 200 ms.
@@ -168,37 +186,19 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         while running.load(ordering: .relaxed) {
             usleep(200_000)
             let now = Self.unixNanos()
-            let pids = targets.withLock { Array($0.keys) }
+            let pids = workLock.withLock { Array(targets.keys) }
             for pid in pids {
                 workLock.lock()
                 defer { workLock.unlock() }
-                // Take the pending samples out under the lock; symbolize outside it.
-                guard var t = targets.withLock({ all -> Target? in
-                    guard var t = all[pid] else { return nil }
-                    let taken = t
-                    t.pending.removeAll(keepingCapacity: false)
-                    t.lost = 0
-                    all[pid] = t
-                    return taken
-                }) else { continue }
-                feed(&t)
-                let due = now >= t.assembler.windowStartUnixNanos &+ settings.windowNanos
-                if due { finishWindow(pid: pid, &t, now: now) }
-                let done = t
-                targets.withLock { all in
-                    guard all[pid] != nil else { return } // detached meanwhile
-                    // Keep what arrived while we worked.
-                    var merged = done
-                    merged.pending = all[pid]!.pending
-                    merged.lost = all[pid]!.lost
-                    all[pid] = merged
-                }
+                guard let t = targets[pid] else { continue } // detached meanwhile
+                feed(t, take(pid))
+                if now >= t.assembler.windowStartUnixNanos &+ settings.windowNanos { finishWindow(pid: pid, t, now: now) }
             }
         }
         workerDone.signal()
     }
 
-    private func finishWindow(pid: Int32, _ t: inout Target, now: UInt64) {
+    private func finishWindow(pid: Int32, _ t: Target, now: UInt64) {
         do {
             let w = try t.assembler.finish(endUnixNanos: now, top: settings.top)
             emit.profile(pid: pid, type: "cpu", data: w.pprof, startUnixNano: w.startUnixNanos,
