@@ -63,13 +63,14 @@ public final class ProfileAssembler: @unchecked Sendable {
             // Every user frame after the first is a return address unless the
             // sample was taken in the kernel (then the first user address is one too).
             let isReturn = i > 0 || !kstack.isEmpty
+            let loc = symbolizer.symbolize(a, isReturnAddress: isReturn) // cached per address
             // A return address outside executable memory ends the stack: the frame
-            // pointer chain was broken below it (assembly using RBP for data).
-            if isReturn && i > 0 && !symbolizer.isCode(a) {
+            // pointer chain was broken below it (assembly using RBP for data). An
+            // address in a file mapping is code; only the others need the check.
+            if isReturn && i > 0 && loc.mapping == nil && !symbolizer.isCode(a) {
                 truncated += 1
                 break
             }
-            let loc = symbolizer.symbolize(a, isReturnAddress: isReturn)
             let mapping = loc.mapping.map {
                 PprofMappingInfo(start: $0.start, limit: $0.limit, offset: $0.offset, file: $0.path,
                                  buildID: $0.buildID, hasFunctions: $0.hasFunctions)
