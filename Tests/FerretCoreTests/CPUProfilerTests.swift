@@ -204,7 +204,7 @@ final class CPUProfilerTests: XCTestCase {
         let fetch = Thread {
             if let r = try? TruthClient.get(host: String(hostPort[0]), port: UInt16(hostPort[1]) ?? 0,
                                             path: "/debug/pprof/profile?seconds=10", timeout: 30) {
-                FileManager.default.createFile(atPath: goProfile, contents: r.body)
+                _ = FileManager.default.createFile(atPath: goProfile, contents: r.body)
             }
         }
         fetch.start()

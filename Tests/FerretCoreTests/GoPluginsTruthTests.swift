@@ -97,14 +97,13 @@ final class GoPluginsTruthTests: XCTestCase {
         var last = ""
         for _ in 0..<8 {
             let t1 = try srv.truth()
-            let after = UInt64(t1.raw["time_unix_nano"] as? NSNumber ?? 0)
+            let after = (t1.raw["time_unix_nano"] as? NSNumber)?.uint64Value ?? 0
             let base = agent.lines().count
             // Every metric of one interval that started after t1.
             let names = Self.exact.map(\.metric) + Self.close.map(\.metric)
-            let first = try agent.waitFor("\(tag): an interval after the truth", timeout: 10) {
+            _ = try agent.waitFor("\(tag): an interval after the truth", timeout: 10) {
                 $0.name == "go.memory.heap.used" && Self.pid($0) == srv.pid && Self.time($0) > after
             }
-            _ = first
             // Each metric's first point after the truth: both plugins collect once per
             // interval, so these come from the next round of each.
             var points: [String: Double] = [:]
