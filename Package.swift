@@ -20,6 +20,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        // Sinks: the Prometheus (and later dashboard) HTTP server, the HTTP client
+        // of the network sinks' delivery core, and the window aggregator's percentiles.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(name: "FerretPluginABI", path: "Sources/FerretPluginABI"),
@@ -46,14 +51,22 @@ let package = Package(
             name: "Pprof",
             dependencies: ["CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             path: "Sources/Pprof", exclude: ["proto"]),
+        // OpenTelemetry's OTLP messages (generated code committed: scripts/gen-protos.sh).
+        .target(
+            name: "OTLP",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Sources/OTLP", exclude: ["proto"]),
         .target(
             name: "FerretPluginKit", dependencies: ["FerretPluginABI"],
             path: "Sources/FerretPluginKit"),
         .target(
             name: "FerretCore",
             dependencies: [
-                "FerretPluginABI", "CYAML", "CLinuxSupport", "GoIntrospection",
+                "FerretPluginABI", "CYAML", "CLinuxSupport", "GoIntrospection", "OTLP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Sources/FerretCore"),
         .executableTarget(

@@ -20,6 +20,11 @@ APT_PACKAGES=(
   golang-go
   pkg-config
   procps
+  # Real servers the sink tests deliver to (started by the tests on loopback,
+  # never as system services): Prometheus 2.42 scrapes the prometheus sink,
+  # InfluxDB 1.6 takes the influxdb sink's line protocol.
+  prometheus
+  influxdb
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is

@@ -13,6 +13,8 @@ public final class Agent: @unchecked Sendable {
     let registry: PluginRegistry
     public private(set) var config: AgentConfig
     var pipeline: Pipeline!
+    /// The configured aggregator chain (kept across reloads when an entry is unchanged).
+    var aggregators: [AggregatorEntry] = []
     var matcher: RuleMatcher
     var records: [PluginRecord] = []
     var instances: [String: PluginInstance] = [:]        // key: "rule/plugin"
@@ -53,8 +55,10 @@ public final class Agent: @unchecked Sendable {
     public func start() {
         var errors: [ConfigError] = []
         let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: logger, errors: &errors)
+        aggregators = AggregatorRegistry.make(config.pipeline.aggregators, logger: logger, errors: &errors)
         for e in errors { logger.error("\(e)") }
-        pipeline = Pipeline(queueSize: config.pipeline.queueSize, sinks: runners, logger: logger)
+        pipeline = Pipeline(queueSize: config.pipeline.queueSize, aggregators: aggregators.map(\.aggregator),
+                            sinks: runners, logger: logger)
         pipeline.start()
         control.sync {
             loadPlugins()
@@ -120,7 +124,9 @@ public final class Agent: @unchecked Sendable {
             matcher = RuleMatcher(rules: newConfig.rules)
             var errors: [ConfigError] = []
             let runners = SinkRegistry.makeRunners(newConfig.pipeline.sinks, logger: logger, reuse: pipeline.sinks, errors: &errors)
+            aggregators = AggregatorRegistry.make(newConfig.pipeline.aggregators, logger: logger, reuse: aggregators, errors: &errors)
             for e in errors { logger.error("\(e)") }
+            pipeline.replaceAggregators(aggregators.map(\.aggregator))
             pipeline.replaceSinks(runners)
             loadPlugins()
             applyInstances()

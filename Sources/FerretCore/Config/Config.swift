@@ -91,7 +91,7 @@ extension AgentConfig {
     /// - Parameter sinkKeys: allowed keys per sink type (nil = skip sink checks).
     public static func load(path: String, knownPlugins: ((AgentConfig.Partial) -> Set<String>)? = nil,
                             sinkTypes: [String: [String]] = SinkRegistry.allowedKeys,
-                            aggregatorTypes: [String: [String]] = [:],
+                            aggregatorTypes: [String: [String]] = AggregatorRegistry.allowedKeys,
                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConfig {
         let text: String
         do {
@@ -111,7 +111,7 @@ extension AgentConfig {
 
     public static func parse(text: String, file: String, knownPlugins: ((Partial) -> Set<String>)? = nil,
                              sinkTypes: [String: [String]] = SinkRegistry.allowedKeys,
-                             aggregatorTypes: [String: [String]] = [:],
+                             aggregatorTypes: [String: [String]] = AggregatorRegistry.allowedKeys,
                              environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConfig {
         let root: YAMLNode
         do {
@@ -341,7 +341,8 @@ extension AgentConfig {
             for (k, km, _) in pairs where !(["type", "name"] + allowed).contains(k) {
                 d.fail(km, "unknown key '\(k)' \(ctx)" + Spelling.hint(for: k, among: allowed))
             }
-            for required in SinkRegistry.requiredKeys[type] ?? [] where what == "sink" && !pairs.contains(where: { $0.key == required }) {
+            let requiredKeys = what == "sink" ? SinkRegistry.requiredKeys : AggregatorRegistry.requiredKeys
+            for required in requiredKeys[type] ?? [] where !pairs.contains(where: { $0.key == required }) {
                 d.fail(item.mark, "\(what) '\(type)' needs '\(required)'")
             }
             var name = type

@@ -125,3 +125,17 @@ public final class ConsoleSink: Sink, @unchecked Sendable {
         return String(format: "%02d:%02d:%02d", tm.tm_hour, tm.tm_min, tm.tm_sec)
     }
 }
+
+extension ConsoleSink {
+    static let sinkType = SinkType(keys: keys) { c, d, ctx, _ in
+        let every = c.node["every"].flatMap { d.duration($0, "'every'", context: ctx, minimum: .milliseconds(100)) } ?? .seconds(5)
+        var stream = "stdout"
+        if let s = c.node["stream"], let v = d.string(s, "'stream'", context: ctx) {
+            if v == "stdout" || v == "stderr" { stream = v } else { d.fail(s.mark, "'stream' must be stdout or stderr \(ctx), got '\(v)'") }
+        }
+        let events = c.node["events"].flatMap { d.bool($0, "'events'", context: ctx) } ?? true
+        let maxMetrics = c.node["max_metrics"].flatMap { d.int($0, "'max_metrics'", context: ctx, range: 1...10_000) } ?? 12
+        guard d.errors.isEmpty else { return nil }
+        return ConsoleSink(every: every, stream: stream, events: events, maxMetrics: maxMetrics)
+    }
+}

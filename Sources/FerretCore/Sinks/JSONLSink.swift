@@ -62,3 +62,23 @@ public struct SinkError: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }
 }
+
+extension JSONLSink {
+    static let sinkType = SinkType(keys: keys, required: ["path"]) { c, d, ctx, _ in
+        guard let pathNode = c.node["path"], let path = d.string(pathNode, "'path'", context: ctx) else { return nil }
+        var kinds = Set<String>()
+        if let s = c.node["signals"] {
+            for k in d.stringList(s, "'signals'", context: ctx) ?? [] {
+                if ["metric", "span", "profile", "event"].contains(k) { kinds.insert(k) } else {
+                    d.fail(s.mark, "unknown signal kind '\(k)' \(ctx); use metric, span, profile or event")
+                }
+            }
+        }
+        let append = c.node["append"].flatMap { d.bool($0, "'append'", context: ctx) } ?? true
+        guard d.errors.isEmpty else { return nil }
+        do { return try JSONLSink(path: path, signals: kinds, append: append) } catch {
+            d.fail(pathNode.mark, "sink '\(c.name)': \(error)")
+            return nil
+        }
+    }
+}

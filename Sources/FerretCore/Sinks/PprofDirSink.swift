@@ -111,3 +111,16 @@ public final class PprofDirSink: AheadSink, @unchecked Sendable {
     /// Bytes and files currently kept (tests, self-metrics).
     public var usage: (bytes: Int64, files: Int) { lock.withLock { (total, files.count) } }
 }
+
+extension PprofDirSink {
+    static let sinkType = SinkType(keys: keys, required: ["path"]) { c, d, ctx, _ in
+        guard let pathNode = c.node["path"], let path = d.string(pathNode, "'path'", context: ctx) else { return nil }
+        let maxBytes = c.node["max_bytes"].flatMap { d.int($0, "'max_bytes'", context: ctx, range: 4096...Int.max) } ?? (1 << 30)
+        let maxAge = c.node["max_age"].flatMap { d.duration($0, "'max_age'", context: ctx, minimum: .seconds(1)) }
+        guard d.errors.isEmpty else { return nil }
+        do { return try PprofDirSink(directory: path, maxBytes: Int64(maxBytes), maxAge: maxAge) } catch {
+            d.fail(pathNode.mark, "sink '\(c.name)': \(error)")
+            return nil
+        }
+    }
+}

@@ -1,17 +1,38 @@
 import Foundation
 import Logging
 
+/// How to build one type of sink from its configuration entry.
+public struct SinkType: Sendable {
+    /// Keys the entry may carry besides `type` and `name`.
+    public let keys: [String]
+    /// Keys it cannot do without.
+    public let required: [String]
+    /// Builds the sink. Bad values are reported through the decoder (with their
+    /// position) and make it return nil; a thrown error is reported at the entry.
+    public let make: @Sendable (_ entry: ComponentConfig, _ d: ConfigDecoder, _ context: String, _ logger: Logger) throws -> (any Sink)?
+
+    public init(keys: [String], required: [String] = [],
+                make: @escaping @Sendable (ComponentConfig, ConfigDecoder, String, Logger) throws -> (any Sink)?) {
+        self.keys = keys
+        self.required = required
+        self.make = make
+    }
+}
+
 /// Builds sinks from their configuration entries.
 public enum SinkRegistry {
-    /// Allowed keys per sink type (besides `type` and `name`).
-    public static let allowedKeys: [String: [String]] = [
-        "console": ConsoleSink.keys,
-        "jsonl": JSONLSink.keys,
-        "pprof_dir": PprofDirSink.keys,
+    /// Every sink type, by the name configs use.
+    public static let types: [String: SinkType] = [
+        "console": ConsoleSink.sinkType,
+        "jsonl": JSONLSink.sinkType,
+        "pprof_dir": PprofDirSink.sinkType,
     ]
 
+    /// Allowed keys per sink type (besides `type` and `name`); `buffer` is the runner's.
+    public static let allowedKeys: [String: [String]] = types.mapValues { Array(Set($0.keys + ["buffer"])).sorted() }
+
     /// Keys a sink type cannot do without.
-    public static let requiredKeys: [String: [String]] = ["jsonl": ["path"], "pprof_dir": ["path"]]
+    public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
 
     public static let defaultBuffer = 65_536
 
@@ -25,60 +46,29 @@ public enum SinkRegistry {
                 out.append(same)
                 continue
             }
+            guard let type = types[c.type] else {
+                errors.append(ConfigError(mark: c.mark, "unknown sink type '\(c.type)'"))
+                continue
+            }
+            if let missing = type.required.first(where: { c.node[$0] == nil }) {
+                errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (\(c.type)) needs '\(missing)'"))
+                continue
+            }
             let d = ConfigDecoder()
             let ctx = "in sink '\(c.name)'"
             var buffer = defaultBuffer
             if let b = c.node["buffer"] { buffer = d.int(b, "'buffer'", context: ctx, range: 16...16_777_216) ?? buffer }
             var sink: (any Sink)?
-            switch c.type {
-            case "jsonl":
-                guard let pathNode = c.node["path"] else {
-                    errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (jsonl) needs a 'path' (a file, or - for stdout)"))
-                    continue
-                }
-                let path = d.string(pathNode, "'path'", context: ctx) ?? ""
-                var kinds = Set<String>()
-                if let s = c.node["signals"] {
-                    for k in d.stringList(s, "'signals'", context: ctx) ?? [] {
-                        if ["metric", "span", "profile", "event"].contains(k) { kinds.insert(k) } else {
-                            d.fail(s.mark, "unknown signal kind '\(k)' \(ctx); use metric, span, profile or event")
-                        }
-                    }
-                }
-                let append = c.node["append"].flatMap { d.bool($0, "'append'", context: ctx) } ?? true
-                if d.errors.isEmpty {
-                    do { sink = try JSONLSink(path: path, signals: kinds, append: append) } catch {
-                        errors.append(ConfigError(mark: pathNode.mark, "sink '\(c.name)': \(error)"))
-                    }
-                }
-            case "pprof_dir":
-                guard let pathNode = c.node["path"] else {
-                    errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (pprof_dir) needs a 'path' (a directory)"))
-                    continue
-                }
-                let path = d.string(pathNode, "'path'", context: ctx) ?? ""
-                let maxBytes = c.node["max_bytes"].flatMap { d.int($0, "'max_bytes'", context: ctx, range: 4096...Int.max) } ?? (1 << 30)
-                let maxAge = c.node["max_age"].flatMap { d.duration($0, "'max_age'", context: ctx, minimum: .seconds(1)) }
-                if d.errors.isEmpty {
-                    do { sink = try PprofDirSink(directory: path, maxBytes: Int64(maxBytes), maxAge: maxAge) } catch {
-                        errors.append(ConfigError(mark: pathNode.mark, "sink '\(c.name)': \(error)"))
-                    }
-                }
-            case "console":
-                let every = c.node["every"].flatMap { d.duration($0, "'every'", context: ctx, minimum: .milliseconds(100)) } ?? .seconds(5)
-                var stream = "stdout"
-                if let s = c.node["stream"], let v = d.string(s, "'stream'", context: ctx) {
-                    if v == "stdout" || v == "stderr" { stream = v } else { d.fail(s.mark, "'stream' must be stdout or stderr \(ctx), got '\(v)'") }
-                }
-                let events = c.node["events"].flatMap { d.bool($0, "'events'", context: ctx) } ?? true
-                let maxMetrics = c.node["max_metrics"].flatMap { d.int($0, "'max_metrics'", context: ctx, range: 1...10_000) } ?? 12
-                if d.errors.isEmpty { sink = ConsoleSink(every: every, stream: stream, events: events, maxMetrics: maxMetrics) }
-            default:
-                errors.append(ConfigError(mark: c.mark, "unknown sink type '\(c.type)'"))
+            do {
+                sink = try type.make(c, d, ctx, logger)
+            } catch {
+                errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (\(c.type)): \(error)"))
             }
             errors.append(contentsOf: d.errors)
-            if let sink {
+            if d.errors.isEmpty, let sink {
                 out.append(SinkRunner(name: c.name, type: c.type, identity: c.identity, sink: sink, buffer: buffer, logger: logger))
+            } else if let sink {
+                sink.close()
             }
         }
         return out
