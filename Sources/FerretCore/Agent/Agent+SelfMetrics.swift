@@ -20,6 +20,19 @@ extension Agent {
             metric("ferret.sink.dropped", .counter, "{signal}", Double(s.dropped.load(ordering: .relaxed)), a)
             metric("ferret.sink.errors", .counter, "{error}", Double(s.errors.load(ordering: .relaxed)), a)
             metric("ferret.sink.queue.length", .gauge, "{signal}", Double(s.queued), a)
+            // Network sinks: their delivery core's buffer, counters and health.
+            for h in (s.sink as? any DeliveringSink)?.deliveries.map(\.health) ?? [] {
+                metric("ferret.sink.delivery.accepted", .counter, "{signal}", Double(h.accepted), a)
+                metric("ferret.sink.delivery.delivered", .counter, "{signal}", Double(h.delivered), a)
+                metric("ferret.sink.delivery.dropped", .counter, "{signal}", Double(h.dropped), a)
+                metric("ferret.sink.delivery.rejected", .counter, "{signal}", Double(h.rejected), a)
+                metric("ferret.sink.delivery.buffered", .gauge, "{signal}", Double(h.bufferedPoints), a)
+                metric("ferret.sink.delivery.buffered.bytes", .gauge, "By", Double(h.bufferedBytes), a)
+                metric("ferret.sink.delivery.requests", .counter, "{request}", Double(h.requests), a)
+                metric("ferret.sink.delivery.failures", .counter, "{request}", Double(h.failures), a)
+                metric("ferret.sink.healthy", .gauge, "1", h.state == .healthy ? 1 : 0,
+                       a + [Attribute("ferret.sink.state", .string(h.state.rawValue))])
+            }
         }
         let (list, trackedCount, matched) = control.sync {
             (Array(instances.values), tracked.count, tracked.values.filter { $0.rule != nil }.count)
