@@ -26,6 +26,8 @@ public enum SinkRegistry {
         "console": ConsoleSink.sinkType,
         "jsonl": JSONLSink.sinkType,
         "pprof_dir": PprofDirSink.sinkType,
+        "influxdb": InfluxDBSink.sinkType,
+        "webhook": WebhookSink.sinkType,
     ]
 
     /// Allowed keys per sink type (besides `type` and `name`); `buffer` is the runner's.
