@@ -45,7 +45,9 @@ public struct HTTPPoster: Sendable {
     }
 
     /// One request and its answer (transport errors as failures).
-    public func exchange(_ body: [UInt8], url target: String? = nil, extraHeaders: [(String, String)] = []) -> Result<Answer, any Error> {
+    /// `maxBody`: how much of the answer's body to keep (as text).
+    public func exchange(_ body: [UInt8], url target: String? = nil, extraHeaders: [(String, String)] = [],
+                         maxBody: Int = 512) -> Result<Answer, any Error> {
         do {
             var h = HTTPHeaders(headers)
             for (k, v) in extraHeaders { h.replaceOrAdd(name: k, value: v) }
@@ -54,7 +56,7 @@ public struct HTTPPoster: Sendable {
             let deadline = NIODeadline.now() + .nanoseconds(timeout.nanoseconds)
             let response = try HTTPClient.shared.execute(request: request, deadline: deadline).wait()
             var text = ""
-            if var b = response.body, let s = b.readString(length: min(b.readableBytes, 512)) {
+            if var b = response.body, let s = b.readString(length: min(b.readableBytes, maxBody)) {
                 text = s.trimmingCharacters(in: .whitespacesAndNewlines)
             }
             return .success(Answer(status: Int(response.status.code), body: text))

@@ -47,12 +47,12 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
         let db = database
         delivery = Delivery(name: name, options: options, logger: logger) { _, body in
             let outcome = write.post(body)
-            // A missing database is made once asked to (1.x); the batch is then retried.
+            // A missing database is made when asked to (1.x); the batch then goes again.
             if createDatabase, case .reject(let why) = outcome, why.contains("database not found") {
                 switch create.post([]) {
                 case .delivered:
                     logger.info("sink '\(name)': created database '\(db)'")
-                    return .retry("database '\(db)' was missing; created it")
+                    return write.post(body)
                 case .retry(let w), .reject(let w):
                     return .retry("database '\(db)' is missing and could not be created: \(w)")
                 }
