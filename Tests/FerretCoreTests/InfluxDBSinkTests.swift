@@ -177,6 +177,39 @@ final class InfluxDBSinkTests: XCTestCase {
         XCTAssertTrue(try server.series("SHOW MEASUREMENTS", db: "roundtrip").first?.values.contains { ($0.first as? String) == "not.finite" } == false)
     }
 
+    /// `ferret validate` checks a network sink's values (without starting it)
+    /// and names the line and column of each bad one.
+    func testValidateNamesBadSinkValues() throws {
+        let dir = TestSupport.tempDir("validate-sinks")
+        let config = """
+            rules: []
+            pipeline:
+              sinks:
+                - type: influxdb
+                  url: "ftp://nowhere"
+                  buffer_bytes: lots
+                - type: webhook
+                  url: http://127.0.0.1:1/hook
+                  min_severity: loud
+                  retry_initial: 10s
+                  retry_max: 1s
+            """
+        try config.write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let r = try TestSupport.run(TestSupport.ferret, ["validate", "--config", dir + "/config.yaml"])
+        XCTAssertEqual(r.status, 1, r.stdout + r.stderr)
+        XCTAssertTrue(r.stderr.contains("config.yaml:6:21"), r.stderr)      // buffer_bytes
+        XCTAssertTrue(r.stderr.contains("config.yaml:9:21"), r.stderr)      // min_severity
+        XCTAssertTrue(r.stderr.contains("'retry_max'"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("config.yaml:5:12") && r.stderr.contains("ftp://nowhere"), r.stderr)
+        // Fixed values: the URL is the last problem left.
+        let fixed = config.replacingOccurrences(of: "lots", with: "1048576").replacingOccurrences(of: "loud", with: "warn")
+            .replacingOccurrences(of: "retry_max: 1s", with: "retry_max: 30s")
+        try fixed.write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let r2 = try TestSupport.run(TestSupport.ferret, ["validate", "--config", dir + "/config.yaml"])
+        XCTAssertEqual(r2.status, 1)
+        XCTAssertTrue(r2.stderr.contains("config.yaml:5:12") && r2.stderr.contains("ftp://nowhere"), r2.stderr)
+    }
+
     /// A receiver that refuses a batch for good (a field type conflict) gets
     /// it counted as rejected, not retried forever; later batches still go.
     func testRefusedBatchIsCountedAsRejected() throws {

@@ -13,13 +13,19 @@ public struct HTTPPoster: Sendable {
     public let timeout: Duration
 
     public init(url: String, method: HTTPMethod = .POST, headers: [(String, String)], timeout: Duration) throws {
-        guard let u = URL(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme.lowercased()), u.host != nil else {
-            throw HTTPPosterError(description: "'\(url)' is not an http:// or https:// URL")
-        }
+        if let problem = Self.problem(url: url) { throw HTTPPosterError(description: problem) }
         self.url = url
         self.method = method
         self.headers = headers
         self.timeout = timeout
+    }
+
+    /// Why `url` cannot be posted to, or nil when it can.
+    public static func problem(url: String) -> String? {
+        guard let u = URL(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme.lowercased()), u.host != nil else {
+            return "'\(url)' is not an http:// or https:// URL"
+        }
+        return nil
     }
 
     /// The answer to one request: its status and the start of its body.

@@ -184,7 +184,8 @@ extension InfluxDBSink {
             }
         }
         let options = DeliveryOptions.decode(c, d, context: ctx)
-        guard d.errors.isEmpty else { return nil }
+        if let problem = HTTPPoster.problem(url: url) { d.fail(n["url"]?.mark ?? c.mark, "\(problem) \(ctx)") }
+        guard d.errors.isEmpty, !d.checkOnly else { return nil }
         do {
             return try InfluxDBSink(url: url, database: database, retentionPolicy: rp, username: user, password: password,
                                     token: token, createDatabase: create, resourceTags: tags, signals: kinds,

@@ -63,7 +63,8 @@ extension WebhookSink {
         var defaults = DeliveryOptions()
         defaults.bufferBytes = 4 << 20
         let options = DeliveryOptions.decode(c, d, context: ctx, defaults: defaults)
-        guard d.errors.isEmpty else { return nil }
+        if let problem = HTTPPoster.problem(url: url) { d.fail(urlNode.mark, "\(problem) \(ctx)") }
+        guard d.errors.isEmpty, !d.checkOnly else { return nil }
         do {
             return try WebhookSink(url: url, headers: headers, events: events, minSeverity: minSeverity,
                                    options: options, name: c.name, logger: logger)
