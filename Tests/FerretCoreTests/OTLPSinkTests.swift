@@ -245,6 +245,9 @@ final class OTLPSinkTests: XCTestCase {
             let config = try AgentConfig.parse(text: "pipeline:\n  sinks:\n" + entry, file: "config.yaml", knownPlugins: { _ in [] }, environment: [:])
             var errors: [ConfigError] = []
             let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: logger, errors: &errors)
+            // `ferret validate` finds the same problems without starting a sink.
+            XCTAssertEqual(SinkRegistry.check(config.pipeline.sinks, logger: logger).map(\.description).sorted(),
+                           errors.map(\.description).sorted())
             return (runners, errors.map(\.description))
         }
         let (ok, none) = try build("""
@@ -273,7 +276,7 @@ final class OTLPSinkTests: XCTestCase {
               headers: {Content-Type: text/plain}
         """)
         XCTAssertTrue(bad.isEmpty)
-        XCTAssertTrue(errors.contains { $0.hasPrefix("config.yaml:4:17: sink 'otlp': 'localhost:4318' is not an http") }, "\(errors)")
+        XCTAssertTrue(errors.contains { $0.hasPrefix("config.yaml:4:17: 'localhost:4318' is not an http:// or https:// URL in sink 'otlp'") }, "\(errors)")
         XCTAssertTrue(errors.contains { $0.hasPrefix("config.yaml:7:16: profiles are not sent over OTLP") }, "\(errors)")
         XCTAssertTrue(errors.contains { $0.hasPrefix("config.yaml:8:17: header 'Content-Type'") }, "\(errors)")
     }

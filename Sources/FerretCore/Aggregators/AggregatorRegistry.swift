@@ -35,6 +35,21 @@ public enum AggregatorRegistry {
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
     public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
 
+    /// Checks every aggregator entry's values without building the chain (`ferret validate`).
+    public static func check(_ configs: [ComponentConfig], logger: Logger) -> [ConfigError] {
+        var errors: [ConfigError] = []
+        for c in configs {
+            guard let type = types[c.type] else { continue }   // reported by the parser
+            let d = ConfigDecoder()
+            d.checkOnly = true
+            do { _ = try type.make(c, d, "in aggregator '\(c.name)'", logger) } catch {
+                errors.append(ConfigError(mark: c.mark, "aggregator '\(c.name)' (\(c.type)): \(error)"))
+            }
+            errors.append(contentsOf: d.errors)
+        }
+        return errors
+    }
+
     /// Builds each entry in order. An entry whose config is unchanged keeps its
     /// aggregator (and its state) from `reuse`. Failing entries are reported
     /// through `errors` and left out; the others work.

@@ -135,7 +135,7 @@ extension ConsoleSink {
         }
         let events = c.node["events"].flatMap { d.bool($0, "'events'", context: ctx) } ?? true
         let maxMetrics = c.node["max_metrics"].flatMap { d.int($0, "'max_metrics'", context: ctx, range: 1...10_000) } ?? 12
-        guard d.errors.isEmpty else { return nil }
+        guard d.errors.isEmpty, !d.checkOnly else { return nil }
         return ConsoleSink(every: every, stream: stream, events: events, maxMetrics: maxMetrics)
     }
 }

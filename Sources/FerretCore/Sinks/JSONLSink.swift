@@ -75,7 +75,7 @@ extension JSONLSink {
             }
         }
         let append = c.node["append"].flatMap { d.bool($0, "'append'", context: ctx) } ?? true
-        guard d.errors.isEmpty else { return nil }
+        guard d.errors.isEmpty, !d.checkOnly else { return nil }
         do { return try JSONLSink(path: path, signals: kinds, append: append) } catch {
             d.fail(pathNode.mark, "sink '\(c.name)': \(error)")
             return nil

@@ -117,7 +117,7 @@ extension PprofDirSink {
         guard let pathNode = c.node["path"], let path = d.string(pathNode, "'path'", context: ctx) else { return nil }
         let maxBytes = c.node["max_bytes"].flatMap { d.int($0, "'max_bytes'", context: ctx, range: 4096...Int.max) } ?? (1 << 30)
         let maxAge = c.node["max_age"].flatMap { d.duration($0, "'max_age'", context: ctx, minimum: .seconds(1)) }
-        guard d.errors.isEmpty else { return nil }
+        guard d.errors.isEmpty, !d.checkOnly else { return nil }
         do { return try PprofDirSink(directory: path, maxBytes: Int64(maxBytes), maxAge: maxAge) } catch {
             d.fail(pathNode.mark, "sink '\(c.name)': \(error)")
             return nil

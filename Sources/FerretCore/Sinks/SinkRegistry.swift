@@ -26,6 +26,8 @@ public enum SinkRegistry {
         "console": ConsoleSink.sinkType,
         "jsonl": JSONLSink.sinkType,
         "pprof_dir": PprofDirSink.sinkType,
+        "influxdb": InfluxDBSink.sinkType,
+        "webhook": WebhookSink.sinkType,
         "otlp": OTLPSink.sinkType,
     ]
 
@@ -36,6 +38,22 @@ public enum SinkRegistry {
     public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
 
     public static let defaultBuffer = 65_536
+
+    /// Checks every sink entry's values without starting anything (`ferret validate`).
+    public static func check(_ configs: [ComponentConfig], logger: Logger) -> [ConfigError] {
+        var errors: [ConfigError] = []
+        for c in configs {
+            guard let type = types[c.type] else { continue }   // reported by the parser
+            let d = ConfigDecoder()
+            d.checkOnly = true
+            if let b = c.node["buffer"] { _ = d.int(b, "'buffer'", context: "in sink '\(c.name)'", range: 16...16_777_216) }
+            do { _ = try type.make(c, d, "in sink '\(c.name)'", logger) } catch {
+                errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (\(c.type)): \(error)"))
+            }
+            errors.append(contentsOf: d.errors)
+        }
+        return errors
+    }
 
     /// Creates a runner for each sink entry. Entries that fail are reported
     /// through `errors` (with their position) and skipped; the others work.

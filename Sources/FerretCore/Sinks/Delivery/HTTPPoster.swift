@@ -13,13 +13,19 @@ public struct HTTPPoster: Sendable {
     public let timeout: Duration
 
     public init(url: String, method: HTTPMethod = .POST, headers: [(String, String)], timeout: Duration) throws {
-        guard let u = URL(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme.lowercased()), u.host != nil else {
-            throw HTTPPosterError(description: "'\(url)' is not an http:// or https:// URL")
-        }
+        if let problem = Self.problem(url: url) { throw HTTPPosterError(description: problem) }
         self.url = url
         self.method = method
         self.headers = headers
         self.timeout = timeout
+    }
+
+    /// Why `url` cannot be posted to, or nil when it can.
+    public static func problem(url: String) -> String? {
+        guard let u = URL(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme.lowercased()), u.host != nil else {
+            return "'\(url)' is not an http:// or https:// URL"
+        }
+        return nil
     }
 
     /// The answer to one request: its status and the start of its body.
@@ -45,7 +51,9 @@ public struct HTTPPoster: Sendable {
     }
 
     /// One request and its answer (transport errors as failures).
-    public func exchange(_ body: [UInt8], url target: String? = nil, extraHeaders: [(String, String)] = []) -> Result<Answer, any Error> {
+    /// `maxBody`: how much of the answer's body to keep (as text).
+    public func exchange(_ body: [UInt8], url target: String? = nil, extraHeaders: [(String, String)] = [],
+                         maxBody: Int = 512) -> Result<Answer, any Error> {
         do {
             var h = HTTPHeaders(headers)
             for (k, v) in extraHeaders { h.replaceOrAdd(name: k, value: v) }
@@ -54,7 +62,7 @@ public struct HTTPPoster: Sendable {
             let deadline = NIODeadline.now() + .nanoseconds(timeout.nanoseconds)
             let response = try HTTPClient.shared.execute(request: request, deadline: deadline).wait()
             var text = ""
-            if var b = response.body, let s = b.readString(length: min(b.readableBytes, 512)) {
+            if var b = response.body, let s = b.readString(length: min(b.readableBytes, maxBody)) {
                 text = s.trimmingCharacters(in: .whitespacesAndNewlines)
             }
             return .success(Answer(status: Int(response.status.code), body: text))

@@ -38,9 +38,7 @@ public final class OTLPSink: DeliveringSink, @unchecked Sendable {
         self.signals = signals
         self.encoder = OTLPEncoder(startUnixNano: Clock.unixNanos())
         self.batchBytes = options.batchBytes
-        guard let u = URL(string: endpoint), ["http", "https"].contains(u.scheme?.lowercased() ?? ""), u.host != nil else {
-            throw SinkError("'\(endpoint)' is not an http:// or https:// URL")
-        }
+        if let problem = HTTPPoster.problem(url: endpoint) { throw SinkError(problem) }
         let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
         let posters = try Dictionary(uniqueKeysWithValues: Route.allCases.map {
             ($0.rawValue, try HTTPPoster(url: base + $0.path, headers: headers, timeout: options.timeout))
@@ -145,7 +143,8 @@ extension OTLPSink {
             }
         }
         let options = DeliveryOptions.decode(c, d, context: ctx)
-        guard d.errors.isEmpty else { return nil }
+        if let problem = HTTPPoster.problem(url: endpoint) { d.fail(n["endpoint"]?.mark ?? c.mark, "\(problem) \(ctx)") }
+        guard d.errors.isEmpty, !d.checkOnly else { return nil }
         do {
             return try OTLPSink(endpoint: endpoint, headers: headers, signals: kinds, options: options, name: c.name, logger: logger)
         } catch {
