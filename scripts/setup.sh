@@ -2,7 +2,8 @@
 # Install what a fresh machine lacks to build and test Ferret.
 #
 # A fresh machine has the Swift toolchain (/opt/swift), gcc, python3 and pip.
-# This script adds the Debian packages below (only those missing) and, with
+# This script adds the Debian packages below (only those missing), a Python
+# venv with the OTLP test receiver's opentelemetry-proto and, with
 # --go-toolchains, the pinned Go toolchains used by the multi-version tests
 # (scripts/install-go-toolchains.sh), and with --bench the peers and load
 # generator the benchmarks use (bench/run.sh): collectd-core, wrk and linux-perf.
@@ -80,6 +81,30 @@ else
   log "apt-get install ${missing[*]}"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- Python venv for the OTLP sink's test receiver --------------------------
+# The otlp sink's acceptance test decodes what the agent sends with PyPI's
+# opentelemetry-proto (the reference Python bindings; protobuf comes with it),
+# in a venv of its own (Tests/FerretCoreTests/Fixtures/otlp_receiver.py runs
+# under it). The tests find it at ${FERRET_PY_VENV:-/opt/ferret-py}.
+OTLP_PROTO_VERSION=1.45.2
+PY_VENV="${FERRET_PY_VENV:-/opt/ferret-py}"
+if "$PY_VENV/bin/python" - "$OTLP_PROTO_VERSION" >/dev/null 2>&1 <<'PY'
+import sys, importlib.metadata as m
+import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2
+sys.exit(m.version("opentelemetry-proto") != sys.argv[1])
+PY
+then
+  log "python venv present: $PY_VENV (opentelemetry-proto $OTLP_PROTO_VERSION)"
+else
+  if ! "$PY_VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
+    log "creating python venv at $PY_VENV"
+    python3 -m venv "$PY_VENV"
+  fi
+  log "pip install opentelemetry-proto==$OTLP_PROTO_VERSION into $PY_VENV"
+  "$PY_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+    "opentelemetry-proto==$OTLP_PROTO_VERSION" >&2
 fi
 
 # --- Optional: pinned Go toolchains ----------------------------------------

@@ -14,7 +14,7 @@ struct Ferret: ParsableCommand {
 }
 
 enum FerretVersion {
-    static let string = "0.1.0 (plugin ABI \(FerretCore.abiVersion))"
+    static let string = "\(FerretCore.ferretVersion) (plugin ABI \(FerretCore.abiVersion))"
 }
 
 /// Options shared by the subcommands that read a configuration.

@@ -28,6 +28,7 @@ public enum SinkRegistry {
         "pprof_dir": PprofDirSink.sinkType,
         "influxdb": InfluxDBSink.sinkType,
         "webhook": WebhookSink.sinkType,
+        "otlp": OTLPSink.sinkType,
     ]
 
     /// Allowed keys per sink type (besides `type` and `name`); `buffer` is the runner's.
