@@ -26,6 +26,7 @@ public enum SinkRegistry {
         "console": ConsoleSink.sinkType,
         "jsonl": JSONLSink.sinkType,
         "pprof_dir": PprofDirSink.sinkType,
+        "prometheus": PrometheusSink.sinkType,
     ]
 
     /// Allowed keys per sink type (besides `type` and `name`); `buffer` is the runner's.
