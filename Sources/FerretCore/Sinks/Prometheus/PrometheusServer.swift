@@ -42,12 +42,13 @@ final class PrometheusServer: Sendable {
     func start(timeout: Double) throws -> Int {
         let outcome = Mutex<Result<Int, any Error>?>(nil)
         let decided = DispatchSemaphore(value: 0)
-        let (path, store, address) = (self.path, self.store, self.address)
+        let (path, store, address, logger, finished) = (self.path, self.store, self.address, self.logger, self.finished)
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
             Self.respond(request, path: path, store: store)
         }
-        var hbLogger = logger
-        hbLogger.logLevel = .warning  // Hummingbird's own "started" lines; the sink logs its address itself
+        // Hummingbird's warnings and errors only (the sink logs its address itself).
+        // Not `logger.logLevel = …`: the agent's handler keeps one level for all.
+        let hbLogger = Logger(label: "ferret.prometheus.http") { _ in LibraryLogHandler(base: logger, prefix: "prometheus server on \(address): ") }
         let app = Application(
             responder: responder,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
@@ -57,8 +58,6 @@ final class PrometheusServer: Sendable {
             },
             eventLoopGroupProvider: .singleton,
             logger: hbLogger)
-        let finished = self.finished
-        let logger = self.logger
         let group = ServiceGroup(configuration: .init(services: [app], logger: hbLogger))
         let t = Task {
             do {
@@ -119,5 +118,24 @@ final class PrometheusServer: Sendable {
             return Response(status: .ok, headers: headers)
         }
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// Hands a library's warnings and errors to the agent's logger with a prefix;
+/// the level is this handler's own.
+struct LibraryLogHandler: LogHandler {
+    var base: Logger
+    var prefix: String
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .warning
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        base.log(level: event.level, "\(prefix)\(event.message)", metadata: event.metadata,
+                 source: event.source, file: event.file, function: event.function, line: event.line)
     }
 }
