@@ -29,6 +29,7 @@ public enum SinkRegistry {
         "influxdb": InfluxDBSink.sinkType,
         "webhook": WebhookSink.sinkType,
         "otlp": OTLPSink.sinkType,
+        "prometheus": PrometheusSink.sinkType,
     ]
 
     /// Allowed keys per sink type (besides `type` and `name`); `buffer` is the runner's.

@@ -1,0 +1,141 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// The prometheus sink's HTTP server: a Hummingbird application on its own
+/// task (in a ServiceGroup of its own), answering GET (and HEAD) on one path
+/// with the store's exposition. `start` blocks until the socket is bound (or
+/// binding failed); `stop` shuts the group down gracefully (a scrape in flight
+/// completes) and waits until the socket is closed.
+final class PrometheusServer: Sendable {
+    struct AddressInUse: Error, CustomStringConvertible {
+        var address: String
+        var description: String { "cannot listen on \(address): address already in use" }
+    }
+
+    struct StartFailure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    let host: String
+    let port: Int
+    let path: String
+    let store: PrometheusStore
+    let logger: Logger
+    private let running = Mutex<(task: Task<Void, Never>, group: ServiceGroup)?>(nil)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(host: String, port: Int, path: String, store: PrometheusStore, logger: Logger) {
+        self.host = host
+        self.port = port
+        self.path = path
+        self.store = store
+        self.logger = logger
+    }
+
+    var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Binds and starts serving; returns the bound port.
+    func start(timeout: Double) throws -> Int {
+        let outcome = Mutex<Result<Int, any Error>?>(nil)
+        let decided = DispatchSemaphore(value: 0)
+        let (path, store, address, logger, finished) = (self.path, self.store, self.address, self.logger, self.finished)
+        let responder = CallbackResponder<BasicRequestContext> { request, _ in
+            Self.respond(request, path: path, store: store)
+        }
+        // Hummingbird's warnings and errors only (the sink logs its address itself).
+        // Not `logger.logLevel = …`: the agent's handler keeps one level for all.
+        let hbLogger = Logger(label: "ferret.prometheus.http") { _ in LibraryLogHandler(base: logger, prefix: "prometheus server on \(address): ") }
+        let app = Application(
+            responder: responder,
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in
+                outcome.withLock { $0 = .success(channel.localAddress?.port ?? 0) }
+                decided.signal()
+            },
+            eventLoopGroupProvider: .singleton,
+            logger: hbLogger)
+        let group = ServiceGroup(configuration: .init(services: [app], logger: hbLogger))
+        let t = Task {
+            do {
+                try await group.run()
+            } catch {
+                let first = outcome.withLock { o -> Bool in
+                    guard o == nil else { return false }
+                    o = .failure(Self.describe(error, address: address))
+                    return true
+                }
+                if first { decided.signal() } else if !Task.isCancelled {
+                    logger.error("prometheus server on \(address) stopped: \(error)")
+                }
+            }
+            finished.signal()
+        }
+        running.withLock { $0 = (t, group) }
+        if decided.wait(timeout: .now() + timeout) == .timedOut {
+            stop()
+            throw StartFailure(description: "cannot listen on \(address): the server did not start within \(Int(timeout)) s")
+        }
+        return try outcome.withLock { $0! }.get()
+    }
+
+    static func describe(_ error: any Error, address: String) -> any Error {
+        if let io = error as? IOError, io.errnoCode == EADDRINUSE { return AddressInUse(address: address) }
+        return StartFailure(description: "cannot listen on \(address): \(error)")
+    }
+
+    /// Shuts the server down gracefully and waits for the socket to close;
+    /// cancels it after 5 s.
+    func stop() {
+        guard let (task, group) = running.withLock({ r in defer { r = nil }; return r }) else { return }
+        Task { await group.triggerGracefulShutdown() }
+        if finished.wait(timeout: .now() + 5) == .timedOut {
+            task.cancel()
+            if finished.wait(timeout: .now() + 2) == .timedOut {
+                logger.warning("prometheus server on \(address) did not stop within 7 s")
+            }
+        }
+    }
+
+    private static func respond(_ request: Request, path: String, store: PrometheusStore) -> Response {
+        guard request.uri.path == path else {
+            return Response(status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: "not found; metrics are at \(path)\n")))
+        }
+        guard request.method == .get || request.method == .head else {
+            return Response(status: .methodNotAllowed, headers: [.allow: "GET, HEAD"])
+        }
+        let accept = request.headers[values: .accept].joined(separator: ",")
+        let format = PrometheusFormat.negotiate(accept: accept)
+        let bytes = store.render(format)
+        var headers = HTTPFields()
+        headers[.contentType] = format.contentType
+        if request.method == .head {
+            headers[.contentLength] = String(bytes.count)
+            return Response(status: .ok, headers: headers)
+        }
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// Hands a library's warnings and errors to the agent's logger with a prefix;
+/// the level is this handler's own.
+struct LibraryLogHandler: LogHandler {
+    var base: Logger
+    var prefix: String
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .warning
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        base.log(level: event.level, "\(prefix)\(event.message)", metadata: event.metadata,
+                 source: event.source, file: event.file, function: event.function, line: event.line)
+    }
+}
