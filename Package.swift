@@ -105,6 +105,9 @@ let package = Package(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
         .executableTarget(
+            name: "PrometheusBench", dependencies: ["FerretCore", .product(name: "Logging", package: "swift-log")],
+            path: "bench/Sources/PrometheusBench"),
+        .executableTarget(
             name: "GoReaderBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/GoReaderBench"),
         // Test support shared by the test targets: Go toolchains and cached fixture

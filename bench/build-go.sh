@@ -5,6 +5,9 @@
 #   okserver  bench/go/okserver (a tiny HTTP target for the latency benchmark)
 #   burner    Tests/FerretCoreTests/Fixtures/burner (the CPU profiler's fixture;
 #             -mode work for the profiler benchmark)
+#   promexporter  bench/go/promexporter (PrometheusBench's peer: Prometheus' Go
+#             client library, built in GOPATH mode against Debian's
+#             golang-github-prometheus-client-golang-dev; skipped when missing)
 # Usage: bench/build-go.sh [OUT_DIR]   (default <repo>/.build/bench-go)
 # Prints OUT_DIR. Go's build cache makes a rebuild with unchanged sources cheap.
 set -euo pipefail
@@ -21,4 +24,7 @@ fi
 (cd "$REPO/Tests/GoIntrospectionTests/Fixtures/truthsrv" && "$GO" build -buildvcs=false -o "$out/truthsrv" .)
 (cd "$REPO/bench/go/okserver" && "$GO" build -buildvcs=false -o "$out/okserver" .)
 (cd "$REPO/Tests/FerretCoreTests/Fixtures/burner" && "$GO" build -buildvcs=false -o "$out/burner" .)
+if [ -d /usr/share/gocode/src/github.com/prometheus/client_golang ]; then
+  (cd "$REPO/bench/go/promexporter" && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= "$GO" build -o "$out/promexporter" .)
+fi
 echo "$out"

@@ -11,6 +11,7 @@ bin="$(bash scripts/build.sh release)"
 swift build -c release --product PipelineBench >&2
 swift build -c release --product IntrospectionBench >&2
 swift build -c release --product GoReaderBench >&2
+swift build -c release --product PrometheusBench >&2
 gobin="$(bash bench/build-go.sh)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -48,4 +49,17 @@ echo "== target latency under wrk: no agent / agent without the Go readers / wit
 python3 bench/latency_bench.py "$bin" "$gobin/okserver"
 echo "== CPU profiler vs perf record at 99 Hz, CPU-bound Go fixture (about 3 minutes) $(load)"
 python3 bench/profiler_bench.py "$bin" "$gobin/burner"
+echo "== prometheus sink: scrapes of 100,000 series; the peer is Prometheus' Go client with the same series $(load)"
+peerargs=()
+if [ -x "$gobin/promexporter" ]; then
+  peerout="$(mktemp)"
+  "$gobin/promexporter" -series 100000 >"$peerout" 2>&1 &
+  peer=$!
+  pids+=($peer)
+  for _ in $(seq 300); do grep -q '^listening on' "$peerout" && break; sleep 0.2; done
+  grep '^peer ingest' "$peerout" || true
+  peerargs=(--peer "$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$peerout")" "$peer")
+fi
+"$bin/PrometheusBench" 100000 50 "${peerargs[@]}"
+if [ "${#peerargs[@]}" -gt 0 ]; then kill "$peer"; rm -f "$peerout"; fi
 echo "== done $(load)"

@@ -6,7 +6,8 @@
 # venv with the OTLP test receiver's opentelemetry-proto and, with
 # --go-toolchains, the pinned Go toolchains used by the multi-version tests
 # (scripts/install-go-toolchains.sh), and with --bench the peers and load
-# generator the benchmarks use (bench/run.sh): collectd-core, wrk and linux-perf.
+# generator the benchmarks use (bench/run.sh): collectd-core, wrk, linux-perf and
+# golang-github-prometheus-client-golang-dev.
 # Idempotent; fast when all is present.
 #
 # Usage: scripts/setup.sh [--go-toolchains] [--bench]
@@ -30,11 +31,13 @@ APT_PACKAGES=(
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is
 # measured against; wrk, the HTTP load generator; linux-perf (`perf record`), the
-# peer the CPU profiler is measured against.
+# peer the CPU profiler is measured against; Prometheus' Go client library, the
+# peer the prometheus sink's scrapes are measured against (bench/go/promexporter).
 BENCH_APT_PACKAGES=(
   collectd-core
   wrk
   linux-perf
+  golang-github-prometheus-client-golang-dev
 )
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

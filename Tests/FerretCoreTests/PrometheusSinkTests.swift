@@ -268,6 +268,35 @@ final class PrometheusSinkTests: XCTestCase {
         XCTAssertEqual(Self.text(store, now: t0 + 30_000_000_000), "", "empty families are dropped too")
     }
 
+    /// A scrape reads the exposition in chunks, each under the lock: the chunks
+    /// add up to the whole, and a family compacted in the middle of a scrape
+    /// (most of its processes exited) loses no surviving series and repeats none.
+    func testChunkedScrapesAddUpAndSurviveCompaction() {
+        let store = PrometheusStore()
+        let t0: UInt64 = 1_000_000_000_000
+        let procs = (0..<300).map { Self.process(Int64($0)) }
+        store.apply(procs.flatMap { [Self.gauge("a", 1, $0), Self.counter("b", 2, unit: "s", $0)] }, now: t0)
+        let whole = store.render(.openMetrics, now: t0)
+        let cursor = store.cursor(.openMetrics, now: t0)
+        var chunks: [[UInt8]] = []
+        while let c = cursor.next(targetBytes: 1000) { chunks.append(c) }
+        XCTAssertGreaterThan(chunks.count, 50)
+        XCTAssertEqual(Array(chunks.joined()), whole)
+        XCTAssertNil(cursor.next())
+
+        let scrape = store.cursor(.text, now: t0)
+        var got = scrape.next(targetBytes: 2000)!
+        store.apply(procs[0..<200].map { Self.exit($0) }, now: t0)
+        while let c = scrape.next(targetBytes: 2000) { got += c }
+        let samples = String(decoding: got, as: UTF8.self).split(separator: "\n").filter { !$0.hasPrefix("#") }
+        XCTAssertEqual(Set(samples).count, samples.count, "no series twice")
+        for pid in 200..<300 {
+            XCTAssertTrue(samples.contains { $0.hasPrefix("a{") && $0.contains("process_pid=\"\(pid)\"") }, "a of \(pid) is missing")
+            XCTAssertTrue(samples.contains { $0.hasPrefix("b_seconds_total{") && $0.contains("process_pid=\"\(pid)\"") }, "b of \(pid) is missing")
+        }
+        XCTAssertFalse(samples.contains { $0.hasPrefix("b_seconds_total{") && $0.contains("process_pid=\"5\"") }, "family b was not reached before the exits")
+    }
+
     // MARK: - HTTP
 
     func testServesBothFormatsOverHTTP() throws {

@@ -110,14 +110,16 @@ final class PrometheusServer: Sendable {
         }
         let accept = request.headers[values: .accept].joined(separator: ",")
         let format = PrometheusFormat.negotiate(accept: accept)
-        let bytes = store.render(format)
         var headers = HTTPFields()
         headers[.contentType] = format.contentType
-        if request.method == .head {
-            headers[.contentLength] = String(bytes.count)
-            return Response(status: .ok, headers: headers)
-        }
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+        if request.method == .head { return Response(status: .ok, headers: headers) }
+        // Streamed in chunks (chunked transfer encoding): a scrape of any size
+        // holds about one chunk, and the store's lock one chunk at a time.
+        let cursor = store.cursor(format)
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            while let chunk = cursor.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+            try await writer.finish(nil)
+        })
     }
 }
 

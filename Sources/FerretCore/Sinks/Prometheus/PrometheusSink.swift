@@ -82,8 +82,8 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
 
     private func bindIfWaiting() throws {
         guard server == nil, !closed, Clock.monotonicNanos() - lastBindAttempt >= 500_000_000 else { return }
-        do { try bind() } catch let e as PrometheusServer.AddressInUse where Self.held(addressKey, excludingOne: true) {
-            _ = e  // the old sink has not closed yet
+        do { try bind() } catch is PrometheusServer.AddressInUse where Self.held(addressKey, excludingOne: true) {
+            // The old sink has not closed yet.
         }
     }
 
@@ -121,7 +121,7 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
 
 extension PrometheusSink {
     static let sinkType = SinkType(keys: keys) { c, d, ctx, logger in
-        var host = "127.0.0.1", port = 9464
+        var (host, port) = parseListen(defaultListen)!
         if let n = c.node["listen"], let s = d.string(n, "'listen'", context: ctx) {
             if let hp = parseListen(s) { (host, port) = hp } else {
                 d.fail(n.mark, "invalid 'listen' address '\(s)' \(ctx); use HOST:PORT, [IPv6]:PORT or :PORT")

@@ -38,6 +38,10 @@ public final class PrometheusStore: @unchecked Sendable {
         /// and compacted away.
         var order: [Series] = []
         var removedInOrder = 0
+        /// Counts compactions of `order`, so a scrape in progress can find its place again.
+        var generation = 0
+        /// The next series' `seq`: `order` is always sorted by it.
+        var nextSeq = 0
 
         init(name: String, kind: MetricKind, otelName: String, otelUnit: String, unitWord: String) {
             self.name = name
@@ -59,14 +63,17 @@ public final class PrometheusStore: @unchecked Sendable {
         let labels: String
         /// The resource's part of the labels (what a process exit matches).
         let resourceLabels: String
+        /// Creation order within the family.
+        let seq: Int
         var value: Double = 0
         var histogram: HistogramData?
         var updated: UInt64 = 0
         var removed = false
 
-        init(labels: String, resourceLabels: String) {
+        init(labels: String, resourceLabels: String, seq: Int) {
             self.labels = labels
             self.resourceLabels = resourceLabels
+            self.seq = seq
         }
     }
 
@@ -88,7 +95,8 @@ public final class PrometheusStore: @unchecked Sendable {
     }
 
     public let options: Options
-    private let lock = NSLock()
+    /// Guards everything below (and the families' and series' fields).
+    let lock = NSLock()
     private var families: [FamilyKey: Family] = [:]
     private var byName: [String: Family] = [:]
     private var sorted: [Family]?
@@ -98,7 +106,6 @@ public final class PrometheusStore: @unchecked Sendable {
     private var tombstones: [ObjectIdentifier: (resource: Resource, until: UInt64)] = [:]
     private var seriesCount = 0
     private var lastSweep: UInt64 = 0
-    private var lastRenderSize = 1 << 16
     private var conflictsLogged: Set<String> = []
     private var conflicts = 0
     /// Called (outside the lock) with a message the first time a name conflicts.
@@ -145,6 +152,17 @@ public final class PrometheusStore: @unchecked Sendable {
         for c in newConflicts { onConflict?(c) }
     }
 
+    /// The families in name order. Call with the lock held.
+    func sortedFamilies() -> [Family] {
+        if let sorted { return sorted }
+        let s = byName.values.sorted { $0.name < $1.name }
+        sorted = s
+        return s
+    }
+
+    /// The oldest update time a series may have to be exposed at `now`.
+    func cutoff(now: UInt64) -> UInt64 { now > options.expireAfterNanos ? now - options.expireAfterNanos : 0 }
+
     /// Removes what has expired, when a sweep is due (also without new points).
     public func maintain(now: UInt64 = Clock.monotonicNanos()) {
         lock.withLock {
@@ -184,7 +202,8 @@ public final class PrometheusStore: @unchecked Sendable {
         if let s = family.series[key] {
             series = s
         } else {
-            series = Series(labels: key, resourceLabels: r.inner)
+            series = Series(labels: key, resourceLabels: r.inner, seq: family.nextSeq)
+            family.nextSeq += 1
             family.series[key] = series
             family.order.append(series)
             seriesCount += 1
@@ -284,6 +303,7 @@ public final class PrometheusStore: @unchecked Sendable {
             if family.removedInOrder * 2 > family.order.count {
                 family.order.removeAll { $0.removed }
                 family.removedInOrder = 0
+                family.generation += 1
             }
         }
     }
@@ -304,68 +324,6 @@ public final class PrometheusStore: @unchecked Sendable {
             families = families.filter { !$0.value.series.isEmpty }
             sorted = nil
         }
-    }
-
-    // MARK: - rendering
-
-    /// The exposition of every live series, in family name order.
-    public func render(_ format: PrometheusFormat, now: UInt64 = Clock.monotonicNanos()) -> [UInt8] {
-        lock.withLock {
-            let cutoff = now > options.expireAfterNanos ? now - options.expireAfterNanos : 0
-            var w = ExpositionWriter(capacity: lastRenderSize + lastRenderSize / 8)
-            if sorted == nil { sorted = byName.values.sorted { $0.name < $1.name } }
-            for family in sorted! where !family.series.isEmpty {
-                w.append(format == .openMetrics ? family.headerOpenMetrics : family.headerText)
-                for s in family.order where !s.removed && s.updated >= cutoff {
-                    if family.kind == .histogram {
-                        Self.appendHistogram(s, family, &w)
-                    } else {
-                        w.append(family.sampleName)
-                        w.append(s.labels)
-                        w.append(byte: 0x20)
-                        w.append(value: s.value)
-                        w.append(byte: 0x0A)
-                    }
-                }
-            }
-            if format == .openMetrics { w.append("# EOF\n") }
-            lastRenderSize = w.bytes.count
-            return w.bytes
-        }
-    }
-
-    /// `_bucket{…,le="b"}` (cumulative), `_sum`, `_count`.
-    private static func appendHistogram(_ s: Series, _ family: Family, _ w: inout ExpositionWriter) {
-        let h = s.histogram ?? HistogramData(count: 0, sum: 0, bounds: [], bucketCounts: [0])
-        var cumulative: UInt64 = 0
-        for i in 0...h.bounds.count {
-            cumulative &+= i < h.bucketCounts.count ? h.bucketCounts[i] : 0
-            w.append(family.sampleName)
-            w.append("_bucket{")
-            if !s.labels.isEmpty {
-                // The labels without their closing brace, then le.
-                var l = s.labels
-                l.withUTF8 { w.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: $0.dropFirst().dropLast())) }
-                w.append(byte: 0x2C)
-            }
-            w.append("le=\"")
-            if i < h.bounds.count { w.append(bound: h.bounds[i]) } else { w.append("+Inf") }
-            w.append("\"} ")
-            w.append(unsigned: i == h.bounds.count ? max(cumulative, h.count) : cumulative)
-            w.append(byte: 0x0A)
-        }
-        w.append(family.sampleName)
-        w.append("_sum")
-        w.append(s.labels)
-        w.append(byte: 0x20)
-        w.append(value: h.sum)
-        w.append(byte: 0x0A)
-        w.append(family.sampleName)
-        w.append("_count")
-        w.append(s.labels)
-        w.append(byte: 0x20)
-        w.append(unsigned: max(cumulative, h.count))
-        w.append(byte: 0x0A)
     }
 }
 
