@@ -35,6 +35,20 @@ public enum AggregatorRegistry {
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
     public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
 
+    /// Builds each entry once, reporting bad values through `d` (configuration
+    /// loading calls this, so `ferret validate` and reloads catch them).
+    static func validate(_ configs: [ComponentConfig], _ d: ConfigDecoder) {
+        let logger = Logger(label: "ferret.validate")
+        for c in configs {
+            guard let type = types[c.type], !type.required.contains(where: { c.node[$0] == nil }) else { continue }
+            do {
+                _ = try type.make(c, d, "in aggregator '\(c.name)'", logger)
+            } catch {
+                d.fail(c.mark, "aggregator '\(c.name)' (\(c.type)): \(error)")
+            }
+        }
+    }
+
     /// Builds each entry in order. An entry whose config is unchanged keeps its
     /// aggregator (and its state) from `reuse`. Failing entries are reported
     /// through `errors` and left out; the others work.

@@ -313,7 +313,11 @@ extension AgentConfig {
         for (k, _, v) in d.mapping(node, "'pipeline'", context: "in 'pipeline'", allowed: ["queue_size", "aggregators", "sinks"]) ?? [] {
             switch k {
             case "queue_size": p.queueSize = d.int(v, "'queue_size'", context: "in 'pipeline'", range: 16...16_777_216) ?? p.queueSize
-            case "aggregators": p.aggregators = decodeComponents(v, d, "aggregator", aggregatorTypes)
+            case "aggregators":
+                p.aggregators = decodeComponents(v, d, "aggregator", aggregatorTypes)
+                // Building an aggregator has no side effects: do it now so that bad
+                // values (a rule's syntax, a range) fail validation and reloads.
+                AggregatorRegistry.validate(p.aggregators, d)
             case "sinks": p.sinks = decodeComponents(v, d, "sink", sinkTypes)
             default: break
             }
