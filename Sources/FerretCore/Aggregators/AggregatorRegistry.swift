@@ -30,7 +30,9 @@ public struct AggregatorEntry: Sendable {
 /// Builds the aggregator chain (`pipeline.aggregators`, applied in order).
 public enum AggregatorRegistry {
     /// Every aggregator type, by the name configs use.
-    public static let types: [String: AggregatorType] = [:]
+    public static let types: [String: AggregatorType] = [
+        "window": WindowAggregator.aggregatorType,
+    ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
     public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
