@@ -32,6 +32,7 @@ public enum AggregatorRegistry {
     /// Every aggregator type, by the name configs use.
     public static let types: [String: AggregatorType] = [
         "window": WindowAggregator.aggregatorType,
+        "rate": RateAggregator.aggregatorType,
     ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
