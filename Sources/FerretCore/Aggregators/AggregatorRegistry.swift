@@ -33,6 +33,7 @@ public enum AggregatorRegistry {
     public static let types: [String: AggregatorType] = [
         "window": WindowAggregator.aggregatorType,
         "rate": RateAggregator.aggregatorType,
+        "group": GroupAggregator.aggregatorType,
     ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
