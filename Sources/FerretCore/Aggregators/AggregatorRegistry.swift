@@ -34,6 +34,7 @@ public enum AggregatorRegistry {
         "window": WindowAggregator.aggregatorType,
         "rate": RateAggregator.aggregatorType,
         "group": GroupAggregator.aggregatorType,
+        "goroutine_leak": GoroutineLeakDetector.aggregatorType,
     ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
