@@ -35,6 +35,7 @@ public enum AggregatorRegistry {
         "rate": RateAggregator.aggregatorType,
         "group": GroupAggregator.aggregatorType,
         "goroutine_leak": GoroutineLeakDetector.aggregatorType,
+        "threshold": ThresholdAggregator.aggregatorType,
     ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
