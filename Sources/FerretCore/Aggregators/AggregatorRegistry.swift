@@ -36,6 +36,7 @@ public enum AggregatorRegistry {
         "group": GroupAggregator.aggregatorType,
         "goroutine_leak": GoroutineLeakDetector.aggregatorType,
         "threshold": ThresholdAggregator.aggregatorType,
+        "anomaly": AnomalyDetector.aggregatorType,
     ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
