@@ -242,12 +242,16 @@ final class OTLPSinkTests: XCTestCase {
     /// Config: defaults, keys and errors that name the line.
     func testConfigKeysAndErrors() throws {
         func build(_ entry: String) throws -> ([SinkRunner], [String]) {
-            let config = try AgentConfig.parse(text: "pipeline:\n  sinks:\n" + entry, file: "config.yaml", knownPlugins: { _ in [] }, environment: [:])
+            // Loading checks the sinks' values without starting them (what `ferret validate` runs).
+            let config: AgentConfig
+            do {
+                config = try AgentConfig.parse(text: "pipeline:\n  sinks:\n" + entry, file: "config.yaml", knownPlugins: { _ in [] }, environment: [:])
+            } catch let e as ConfigErrors {
+                return ([], e.errors.map(\.description))
+            }
             var errors: [ConfigError] = []
             let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: logger, errors: &errors)
-            // `ferret validate` finds the same problems without starting a sink.
-            XCTAssertEqual(SinkRegistry.check(config.pipeline.sinks, logger: logger).map(\.description).sorted(),
-                           errors.map(\.description).sorted())
+            XCTAssertEqual(errors.map(\.description), [], "what loads builds")
             return (runners, errors.map(\.description))
         }
         let (ok, none) = try build("""

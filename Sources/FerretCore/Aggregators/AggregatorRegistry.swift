@@ -1,24 +1,6 @@
 import Foundation
 import Logging
 
-/// How to build one type of aggregator from its configuration entry.
-public struct AggregatorType: Sendable {
-    /// Keys the entry may carry besides `type` and `name`.
-    public let keys: [String]
-    /// Keys it cannot do without.
-    public let required: [String]
-    /// Builds the aggregator. Bad values are reported through the decoder (with
-    /// their position) and make it return nil.
-    public let make: @Sendable (_ entry: ComponentConfig, _ d: ConfigDecoder, _ context: String, _ logger: Logger) throws -> (any Aggregator)?
-
-    public init(keys: [String], required: [String] = [],
-                make: @escaping @Sendable (ComponentConfig, ConfigDecoder, String, Logger) throws -> (any Aggregator)?) {
-        self.keys = keys
-        self.required = required
-        self.make = make
-    }
-}
-
 /// One configured aggregator, with what identifies its entry across reloads.
 public struct AggregatorEntry: Sendable {
     public let name: String
@@ -30,25 +12,17 @@ public struct AggregatorEntry: Sendable {
 /// Builds the aggregator chain (`pipeline.aggregators`, applied in order).
 public enum AggregatorRegistry {
     /// Every aggregator type, by the name configs use.
-    public static let types: [String: AggregatorType] = [:]
+    public static let types: [String: AggregatorType] = [
+        "window": WindowAggregator.aggregatorType,
+        "rate": RateAggregator.aggregatorType,
+        "group": GroupAggregator.aggregatorType,
+        "goroutine_leak": GoroutineLeakDetector.aggregatorType,
+        "threshold": ThresholdAggregator.aggregatorType,
+        "anomaly": AnomalyDetector.aggregatorType,
+    ]
 
     public static let allowedKeys: [String: [String]] = types.mapValues(\.keys)
     public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
-
-    /// Checks every aggregator entry's values without building the chain (`ferret validate`).
-    public static func check(_ configs: [ComponentConfig], logger: Logger) -> [ConfigError] {
-        var errors: [ConfigError] = []
-        for c in configs {
-            guard let type = types[c.type] else { continue }   // reported by the parser
-            let d = ConfigDecoder()
-            d.checkOnly = true
-            do { _ = try type.make(c, d, "in aggregator '\(c.name)'", logger) } catch {
-                errors.append(ConfigError(mark: c.mark, "aggregator '\(c.name)' (\(c.type)): \(error)"))
-            }
-            errors.append(contentsOf: d.errors)
-        }
-        return errors
-    }
 
     /// Builds each entry in order. An entry whose config is unchanged keeps its
     /// aggregator (and its state) from `reuse`. Failing entries are reported

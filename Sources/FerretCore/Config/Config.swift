@@ -313,8 +313,18 @@ extension AgentConfig {
         for (k, _, v) in d.mapping(node, "'pipeline'", context: "in 'pipeline'", allowed: ["queue_size", "aggregators", "sinks"]) ?? [] {
             switch k {
             case "queue_size": p.queueSize = d.int(v, "'queue_size'", context: "in 'pipeline'", range: 16...16_777_216) ?? p.queueSize
-            case "aggregators": p.aggregators = decodeComponents(v, d, "aggregator", aggregatorTypes)
-            case "sinks": p.sinks = decodeComponents(v, d, "sink", sinkTypes)
+            case "aggregators":
+                p.aggregators = decodeComponents(v, d, "aggregator", aggregatorTypes)
+                // Building an aggregator has no side effects: do it now so that bad
+                // values (a rule's syntax, a range) fail validation and reloads.
+                ComponentCheck.validate(p.aggregators, AggregatorRegistry.types, what: "aggregator", d)
+            case "sinks":
+                p.sinks = decodeComponents(v, d, "sink", sinkTypes)
+                // Sinks check their values without starting (no port is bound here).
+                ComponentCheck.validate(p.sinks, SinkRegistry.types, what: "sink", d)
+                for s in p.sinks {
+                    if let b = s.node["buffer"] { _ = d.int(b, "'buffer'", context: "in sink '\(s.name)'", range: 16...16_777_216) }
+                }
             default: break
             }
         }

@@ -1,24 +1,6 @@
 import Foundation
 import Logging
 
-/// How to build one type of sink from its configuration entry.
-public struct SinkType: Sendable {
-    /// Keys the entry may carry besides `type` and `name`.
-    public let keys: [String]
-    /// Keys it cannot do without.
-    public let required: [String]
-    /// Builds the sink. Bad values are reported through the decoder (with their
-    /// position) and make it return nil; a thrown error is reported at the entry.
-    public let make: @Sendable (_ entry: ComponentConfig, _ d: ConfigDecoder, _ context: String, _ logger: Logger) throws -> (any Sink)?
-
-    public init(keys: [String], required: [String] = [],
-                make: @escaping @Sendable (ComponentConfig, ConfigDecoder, String, Logger) throws -> (any Sink)?) {
-        self.keys = keys
-        self.required = required
-        self.make = make
-    }
-}
-
 /// Builds sinks from their configuration entries.
 public enum SinkRegistry {
     /// Every sink type, by the name configs use.
@@ -39,22 +21,6 @@ public enum SinkRegistry {
     public static let requiredKeys: [String: [String]] = types.mapValues(\.required).filter { !$0.value.isEmpty }
 
     public static let defaultBuffer = 65_536
-
-    /// Checks every sink entry's values without starting anything (`ferret validate`).
-    public static func check(_ configs: [ComponentConfig], logger: Logger) -> [ConfigError] {
-        var errors: [ConfigError] = []
-        for c in configs {
-            guard let type = types[c.type] else { continue }   // reported by the parser
-            let d = ConfigDecoder()
-            d.checkOnly = true
-            if let b = c.node["buffer"] { _ = d.int(b, "'buffer'", context: "in sink '\(c.name)'", range: 16...16_777_216) }
-            do { _ = try type.make(c, d, "in sink '\(c.name)'", logger) } catch {
-                errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (\(c.type)): \(error)"))
-            }
-            errors.append(contentsOf: d.errors)
-        }
-        return errors
-    }
 
     /// Creates a runner for each sink entry. Entries that fail are reported
     /// through `errors` (with their position) and skipped; the others work.
