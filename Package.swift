@@ -102,6 +102,9 @@ let package = Package(
             name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PipelineBench"),
         .executableTarget(
+            name: "AggregatorBench", dependencies: ["FerretCore"],
+            path: "bench/Sources/AggregatorBench"),
+        .executableTarget(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
         .executableTarget(

@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --go-toolchains --bench
 bin="$(bash scripts/build.sh release)"
 swift build -c release --product PipelineBench >&2
+swift build -c release --product AggregatorBench >&2
 swift build -c release --product IntrospectionBench >&2
 swift build -c release --product GoReaderBench >&2
 swift build -c release --product PrometheusBench >&2
@@ -24,6 +25,8 @@ else
 fi
 echo "== pipeline throughput (3 runs) $(load)"
 for i in 1 2 3; do "$bin/PipelineBench" 5000000; done
+echo "== window aggregation with p99 (20,000,000 points, 3 runs) $(load)"
+for i in 1 2 3; do "$bin/AggregatorBench" 20000000; done
 echo "== introspection (Go 1.22.10's 'compile', a ~19 MB Go binary; a live demo process) $(load)"
 go=/opt/ferret-go/go1.22.10/bin/go
 demo="$(bash scripts/build-demo.sh)"

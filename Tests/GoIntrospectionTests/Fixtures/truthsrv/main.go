@@ -27,6 +27,8 @@
 //	GET /leak?n=N       leak N HTTP clients first, the way a proxy with a new
 //	                    http.Transport per request does (each keeps an idle
 //	                    connection and its goroutines)
+//	GET /fanout?n=N&ms=M  start N goroutines that each sleep M ms and exit (work
+//	                    handed off by a request: goroutines that come and go, no leak)
 //	GET /alloc?mib=N    allocate N MiB of garbage first
 //	GET /churn?ms=N     allocate short-lived pointer-rich objects on every P for
 //	                    N ms first (a GC-heavy interval)
@@ -115,6 +117,13 @@ func churn(ms int) {
 	}
 	wg.Wait()
 	churnSink.Store(nil)
+}
+
+// fanout starts n goroutines that each sleep ms milliseconds and exit.
+func fanout(n, ms int) {
+	for i := 0; i < n; i++ {
+		go func() { time.Sleep(time.Duration(ms) * time.Millisecond) }()
+	}
 }
 
 func allocGarbage(mib int) {
@@ -283,6 +292,18 @@ func serve(c net.Conn) {
 			fail(500, err)
 			return
 		}
+	case "/fanout":
+		n, err := intParam(r, "n")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		ms, err := intParam(r, "ms")
+		if err != nil {
+			fail(400, err)
+			return
+		}
+		fanout(n, ms)
 	case "/churn":
 		n, err := intParam(r, "ms")
 		if err != nil {
