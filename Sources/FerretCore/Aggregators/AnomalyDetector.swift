@@ -24,11 +24,12 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
         public init() {}
     }
 
-    private struct State {
+    private struct State: DetectorState {
         var n = 0
         var mean = 0.0
         var variance = 0.0
         var firingSince: UInt64?
+        var isFiring: Bool { firingSince != nil }
         var lastFired: UInt64?
         var value = 0.0
         var z = 0.0
@@ -61,9 +62,8 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
                 states[key] = st
             case .event(let e) where e.name == "process.exit":
                 let rid = resources.id(e.resource)
-                for (key, st) in states where key.resource == rid {
-                    if st.firingSince != nil { out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited"))) }
-                    states[key] = nil
+                for (key, st) in states.forget(where: { $0.resource == rid }) {
+                    out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))
                 }
             default:
                 break
@@ -75,10 +75,8 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
     public func tick(nowUnixNano now: UInt64) -> [Signal] {
         guard now >= lastStaleCheck + 1_000_000_000 else { return [] }
         lastStaleCheck = now
-        var out: [Signal] = []
-        for (key, st) in states where now > st.seen && now - st.seen > options.stale {
-            if st.firingSince != nil { out.append(.event(resolved(key, st, at: now, reason: "no data"))) }
-            states[key] = nil
+        let out: [Signal] = states.forgetStale(now: now, after: options.stale).map {
+            .event(resolved($0.key, $0.state, at: now, reason: "no data"))
         }
         if resources.count > states.count { resources.retain(only: Set(states.keys.map(\.resource))) }
         return out

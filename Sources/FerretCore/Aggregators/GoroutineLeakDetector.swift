@@ -30,13 +30,14 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
         public init() {}
     }
 
-    private final class Series {
+    private final class Series: DetectorState {
         var times: [UInt64] = []
         var values: [Double] = []
         var resource: Resource
         var seen: UInt64
         var lastEvaluation: UInt64 = 0
         var leakSince: UInt64?
+        var isFiring: Bool { leakSince != nil }
         var peak = 0.0
         init(resource: Resource, seen: UInt64) {
             self.resource = resource
@@ -84,9 +85,8 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
                 }
             case .event(let e) where e.name == "process.exit":
                 let rid = resources.id(e.resource)
-                for (key, st) in series where key.resource == rid {
-                    if st.leakSince != nil { out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited"))) }
-                    series[key] = nil
+                for (key, st) in series.forget(where: { $0.resource == rid }) {
+                    out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))
                 }
             default:
                 break
@@ -98,10 +98,8 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
     public func tick(nowUnixNano now: UInt64) -> [Signal] {
         guard now >= lastStaleCheck + 1_000_000_000 else { return [] }
         lastStaleCheck = now
-        var out: [Signal] = []
-        for (key, st) in series where now > st.seen && now - st.seen > options.stale {
-            if st.leakSince != nil { out.append(.event(resolved(key, st, at: now, reason: "no data"))) }
-            series[key] = nil
+        let out: [Signal] = series.forgetStale(now: now, after: options.stale).map {
+            .event(resolved($0.key, $0.state, at: now, reason: "no data"))
         }
         if resources.count > series.count { resources.retain(only: Set(series.keys.map(\.resource))) }
         return out

@@ -9,9 +9,10 @@ import Logging
 /// resolved too. Events carry `rule`, `state`, `value`, `threshold`, `metric`
 /// and the point's attributes, with the point's resource. Everything passes through.
 public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
-    private struct State {
+    private struct State: DetectorState {
         var pendingSince: UInt64?
         var firingSince: UInt64?
+        var isFiring: Bool { firingSince != nil }
         var value = 0.0
         var seen: UInt64 = 0
         var resource: Resource
@@ -52,9 +53,8 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
                 }
             case .event(let e) where e.name == "process.exit":
                 let rid = resources.id(e.resource)
-                for (key, st) in states where key.series.resource == rid {
-                    if st.firingSince != nil { out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited"))) }
-                    states[key] = nil
+                for (key, st) in states.forget(where: { $0.series.resource == rid }) {
+                    out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))
                 }
             default:
                 break
@@ -66,10 +66,8 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
     public func tick(nowUnixNano now: UInt64) -> [Signal] {
         guard now >= lastStaleCheck + 1_000_000_000 else { return [] }
         lastStaleCheck = now
-        var out: [Signal] = []
-        for (key, st) in states where now > st.seen && now - st.seen > stale {
-            if st.firingSince != nil { out.append(.event(resolved(key, st, at: now, reason: "no data"))) }
-            states[key] = nil
+        let out: [Signal] = states.forgetStale(now: now, after: stale).map {
+            .event(resolved($0.key, $0.state, at: now, reason: "no data"))
         }
         if resources.count > states.count { resources.retain(only: Set(states.keys.map(\.series.resource))) }
         return out
