@@ -153,6 +153,11 @@ public final class KernelSymbols: @unchecked Sendable {
             let mid = (lo + hi) / 2
             if symbols[mid].address <= address { lo = mid + 1 } else { hi = mid }
         }
-        return lo > 0 ? symbols[lo - 1].name : nil
+        guard lo > 0 else { return nil }
+        // `__pfx_f` is the padding the kernel puts before `f` (function
+        // padding for call thunks); an address there, such as an interrupted
+        // IP at f's first instruction less one, belongs to the function it pads.
+        if symbols[lo - 1].name.hasPrefix("__pfx_"), lo < symbols.count { return symbols[lo].name }
+        return symbols[lo - 1].name
     }
 }

@@ -98,8 +98,10 @@ final class CPUProfilerTests: XCTestCase {
                 XCTAssertGreaterThanOrEqual(total, 2000, "\(tag): at least 2,000 samples")
                 let shares = Self.flatShares(top.stdout)
                 let a = shares["main.hotA"] ?? 0, bb = shares["main.hotB"] ?? 0
-                XCTAssertEqual(a, 75, accuracy: 3, "\(tag): hotA flat share\n\(top.stdout)")
-                XCTAssertEqual(bb, 25, accuracy: 3, "\(tag): hotB flat share\n\(top.stdout)")
+                // The program splits its own CPU time 3:1 between hotA and hotB; the
+                // runtime's background work (sysmon, GC) is outside that split.
+                XCTAssertGreaterThanOrEqual(a + bb, 88, "\(tag): hotA and hotB hold the profile\n\(top.stdout)")
+                XCTAssertEqual(100 * a / max(a + bb, 1), 75, accuracy: 3, "\(tag): hotA's part of hotA + hotB\n\(top.stdout)")
                 lines.append("\(tag): \(total) samples, hotA \(a)%, hotB \(bb)%")
             } catch {
                 XCTFail("\(tag): \(error)")
