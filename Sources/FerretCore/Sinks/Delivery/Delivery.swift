@@ -123,6 +123,17 @@ public final class Delivery: @unchecked Sendable {
         var finished = false
 
         var count: Int { queue.count - head }
+
+        /// Drops the oldest queued payloads while `over` holds, counting their points.
+        mutating func dropOldest(while over: (State) -> Bool) {
+            while count > 0 && over(self) {
+                let old = popFirst()
+                queuedBytes -= old.bytes.count
+                queuedPoints -= old.points
+                dropped += old.points
+            }
+        }
+
         mutating func popFirst() -> Payload {
             let p = queue[head]
             head += 1
@@ -169,12 +180,8 @@ public final class Delivery: @unchecked Sendable {
         st.queuedBytes += bytes.count
         st.queuedPoints += points
         // Drop oldest until within budget (in-flight bytes count but are not dropped).
-        while st.queuedBytes + st.inFlightBytes > options.bufferBytes && st.count > 0 {
-            let old = st.popFirst()
-            st.queuedBytes -= old.bytes.count
-            st.queuedPoints -= old.points
-            st.dropped += old.points
-        }
+        let budget = options.bufferBytes
+        st.dropOldest { $0.queuedBytes + $0.inFlightBytes > budget }
         cond.signal()
         cond.unlock()
     }
@@ -225,12 +232,7 @@ public final class Delivery: @unchecked Sendable {
             }
             if batch.isEmpty {
                 // Closing: whatever is left could not be sent in time.
-                while st.count > 0 {
-                    let p = st.popFirst()
-                    st.queuedBytes -= p.bytes.count
-                    st.queuedPoints -= p.points
-                    st.dropped += p.points
-                }
+                st.dropOldest { _ in true }
                 st.finished = true
                 cond.broadcast()
                 cond.unlock()
@@ -282,12 +284,8 @@ public final class Delivery: @unchecked Sendable {
                 st.queue.replaceSubrange(st.head..<st.head, with: batch)
                 st.queuedBytes += bytes
                 st.queuedPoints += points
-                while st.queuedBytes > options.bufferBytes && st.count > 0 {
-                    let old = st.popFirst()
-                    st.queuedBytes -= old.bytes.count
-                    st.queuedPoints -= old.points
-                    st.dropped += old.points
-                }
+                let budget = options.bufferBytes
+                st.dropOldest { $0.queuedBytes > budget }
                 attempt += 1
                 let base = min(UInt64(options.retryInitial.nanoseconds) << UInt64(min(attempt - 1, 30)),
                                UInt64(options.retryMax.nanoseconds))
