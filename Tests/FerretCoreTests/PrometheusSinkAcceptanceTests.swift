@@ -108,7 +108,7 @@ final class PrometheusServerProcess {
     init(dir: String, target: String) throws {
         self.dir = dir
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        port = try Self.freePort()
+        port = try TestSupport.freePort()
         log = dir + "/prometheus.log"
         try """
         global:
@@ -199,19 +199,5 @@ final class PrometheusServerProcess {
         guard let obj = try? HTTP.json(port: port, path: "/api/v1/targets"),
               let active = (obj["data"] as? [String: Any])?["activeTargets"] as? [[String: Any]] else { return "?" }
         return active.map { "\($0["scrapeUrl"] ?? "?") \($0["health"] ?? "?") \($0["lastError"] ?? "")" }.joined(separator: "; ")
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw TestSupport.TestError("no free port: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
