@@ -1,0 +1,260 @@
+// http_tracer: zero-code tracing of Go net/http servers with eBPF uprobes
+// (issue #6). Plain uprobes on the entry and every RET of
+// net/http.serverHandler.ServeHTTP (never uretprobes), field offsets from the
+// binary's DWARF or the per-version layout table, events through a BPF ring
+// buffer; spans per request and the RED histogram http.server.request.duration.
+import FerretPluginKit
+import Foundation
+import GoIntrospection
+import HTTPTracing
+import Synchronization
+
+public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
+    public static let name = "http_tracer"
+    public static let version = "0.1.0"
+    public static let summary = "spans and RED metrics of Go net/http servers, from eBPF uprobes (no code change)"
+    public static let mode = CollectionMode.push
+
+    struct Settings {
+        var objectPath: String?
+        var metricsIntervalNanos: UInt64 = 10_000_000_000
+        var spans = true
+    }
+
+    private let emit: Emitter
+    private let settings: Settings
+    private var tracer: TracerBPF?
+    private var clock = ClockConverter()
+    /// Spans waiting for the flusher (filled on the ring thread).
+    private let pendingSpans = Mutex([PluginSpan]())
+    private let red = Mutex(REDHistograms())
+    private var plans: [Int32: ProbePlan] = [:]
+    private let running = Atomic<Bool>(false)
+    private let flusherDone = DispatchSemaphore(value: 0)
+    private var flusher: Thread?
+    private let droppedSpans = Atomic<UInt64>(0)
+
+    public init(context: PluginContext) throws {
+        try context.requireKnownKeys(["bpf_object", "metrics_interval", "spans"])
+        let c = try context.configObject()
+        var s = Settings()
+        if let v = c["bpf_object"] {
+            guard let p = v as? String, !p.isEmpty else {
+                throw PluginError.invalidConfig("bpf_object must be the path of http_tracer.bpf.o", path: "/bpf_object")
+            }
+            s.objectPath = p
+        }
+        if let v = c["metrics_interval"] {
+            guard let n = Self.durationNanos(v), n >= 1_000_000_000 else {
+                throw PluginError.invalidConfig("metrics_interval must be a duration of at least 1s (e.g. 10s), got \(v)", path: "/metrics_interval")
+            }
+            s.metricsIntervalNanos = n
+        }
+        if let v = c["spans"] {
+            guard let b = v as? Bool else { throw PluginError.invalidConfig("spans must be true or false", path: "/spans") }
+            s.spans = b
+        }
+        settings = s
+        emit = context.emit
+    }
+
+    /// The BPF object: configured, else http_tracer.bpf.o in the folder this
+    /// library was loaded from (found in /proc/self/maps; Glibc's dladdr is not
+    /// visible to Swift).
+    static func defaultObjectPath() -> String? {
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        for line in maps.split(separator: "\n") {
+            guard let slash = line.firstIndex(of: "/") else { continue }
+            let path = line[slash...]
+            if path.hasSuffix("/libferret_http_tracer.so") {
+                return URL(fileURLWithPath: String(path)).deletingLastPathComponent().appendingPathComponent("http_tracer.bpf.o").path
+            }
+        }
+        return nil
+    }
+
+    public func start() throws {
+        guard let path = settings.objectPath ?? Self.defaultObjectPath() else {
+            throw PluginError.failed("cannot locate http_tracer.bpf.o; set bpf_object")
+        }
+        clock = ClockConverter()
+        let clock = self.clock
+        do {
+            tracer = try TracerBPF(objectPath: path) { [weak self] e in self?.received(e, clock: clock) }
+        } catch {
+            throw PluginError.failed("\(error)")
+        }
+        running.store(true, ordering: .relaxed)
+        let t = Thread { [weak self] in self?.loop() }
+        t.name = "http_tracer"
+        flusher = t
+        t.start()
+    }
+
+    public func stop() throws {
+        running.store(false, ordering: .relaxed)
+        if flusher != nil { flusherDone.wait() }
+        flusher = nil
+        tracer?.close()
+        flushSpans()
+        flushMetrics(now: Self.unixNanos())
+        tracer = nil
+        plans.removeAll()
+    }
+
+    public func attach(_ target: PluginTarget) throws {
+        guard let tracer else { throw PluginError.failed("http_tracer is not started") }
+        guard target.isGo else { throw PluginError.unsupported("pid \(target.pid) (\(target.comm)) is not a Go program") }
+        let plan: ProbePlan
+        do {
+            let binary = try GoBinaryCache.binary(path: "/proc/\(target.pid)/exe")
+            plan = try ProbePlan.make(for: binary)
+        } catch {
+            // One clear event per refused process: no probes were attached.
+            emit.events([PluginEvent(
+                name: "http_tracer.unsupported", severity: .warn,
+                body: "pid \(target.pid) (\(target.comm)): not traced: \(error)", pid: target.pid,
+                attributes: [("reason", .string("\(error)"))])])
+            throw PluginError.unsupported("pid \(target.pid) (\(target.comm)): \(error)")
+        }
+        do {
+            try tracer.attach(pid: target.pid, plan: plan)
+        } catch {
+            throw PluginError.failed("\(error)")
+        }
+        plans[target.pid] = plan
+        emit.log(.info, "pid \(target.pid) (\(target.comm), \(plan.goVersion)): \(1 + plan.server.returnFileOffsets.count) uprobes on \(ProbePlan.serverFunction); layouts from \(plan.layoutSource)")
+    }
+
+    public func detach(pid: Int32) throws {
+        guard plans.removeValue(forKey: pid) != nil else { throw PluginError.failed("pid \(pid) is not attached") }
+        tracer?.detach(pid: pid)
+        flushSpans()
+        let now = Self.unixNanos()
+        flushMetrics(now: now, only: pid)
+        red.withLock { $0.remove(pid: pid) }
+    }
+
+    // MARK: - events → spans and histograms
+
+    private func received(_ e: HTTPEvent, clock: ClockConverter) {
+        let seconds = Double(e.endMonotonicNanos &- e.startMonotonicNanos) / 1e9
+        let status = e.effectiveStatus
+        red.withLock {
+            $0.record(.init(pid: e.pid, kind: e.kind, method: e.method, status: status, route: ""), seconds: seconds)
+        }
+        guard settings.spans else { return }
+        let span = Self.span(e, clock: clock)
+        let n = pendingSpans.withLock { p -> Int in
+            if p.count >= 65_536 { return -1 }
+            p.append(span)
+            return p.count
+        }
+        if n < 0 { droppedSpans.add(1, ordering: .relaxed) }
+    }
+
+    /// The OTel span of one event.
+    static func span(_ e: HTTPEvent, clock: ClockConverter) -> PluginSpan {
+        let status = e.effectiveStatus
+        var attrs: [(String, AttrValue)] = [
+            ("http.request.method", .string(e.method)),
+            ("url.path", .string(e.path)),
+            ("http.response.status_code", .int(status)),
+        ]
+        if !e.host.isEmpty { attrs.append(("server.address", .string(Self.hostOnly(e.host)))) }
+        if let port = Self.port(e.host) { attrs.append(("server.port", .int(port))) }
+        return PluginSpan(
+            pid: e.pid, kind: e.kind == .server ? .server : .client,
+            traceID: e.traceID, spanID: e.spanID, parentSpanID: e.parentSpanID,
+            name: e.path.isEmpty ? e.method : "\(e.method) \(e.path)",
+            startUnixNano: clock.unixNanos(monotonic: e.startMonotonicNanos),
+            endUnixNano: clock.unixNanos(monotonic: e.endMonotonicNanos),
+            status: status >= 500 ? .error : .unset, attributes: attrs)
+    }
+
+    /// "example.com:8080" → "example.com"; "[::1]:80" → "::1".
+    static func hostOnly(_ host: String) -> String {
+        if host.hasPrefix("["), let end = host.firstIndex(of: "]") { return String(host[host.index(after: host.startIndex)..<end]) }
+        if let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon { return String(host[..<colon]) }
+        return host
+    }
+
+    static func port(_ host: String) -> Int64? {
+        guard let colon = host.lastIndex(of: ":"), !host.hasSuffix("]") else { return nil }
+        if !host.hasPrefix("["), host.firstIndex(of: ":") != colon { return nil }
+        return Int64(host[host.index(after: colon)...])
+    }
+
+    private func flushSpans() {
+        let batch = pendingSpans.withLock { p -> [PluginSpan] in
+            defer { p.removeAll(keepingCapacity: true) }
+            return p
+        }
+        var i = 0
+        while i < batch.count {
+            let chunk = Array(batch[i..<min(i + 512, batch.count)])
+            if emit.spans(chunk) == .dropped { droppedSpans.add(UInt64(chunk.count), ordering: .relaxed) }
+            i += chunk.count
+        }
+    }
+
+    private func flushMetrics(now: UInt64, only pid: Int32? = nil) {
+        let series = red.withLock { $0.series }
+        var points: [Metric] = []
+        for (k, s) in series where pid == nil || k.pid == pid {
+            var attrs: [(String, AttrValue)] = [
+                ("http.request.method", .string(k.method)), ("http.response.status_code", .int(k.status)),
+            ]
+            if !k.route.isEmpty { attrs.append(("http.route", .string(k.route))) }
+            if k.status >= 500 { attrs.append(("error.type", .string(String(k.status)))) }
+            points.append(.histogram(REDHistograms.name(k.kind), bounds: REDHistograms.bounds, bucketCounts: s.counts,
+                                     sum: s.sum, unit: "s", pid: k.pid, attributes: attrs, time: now))
+        }
+        if pid == nil, let c = tracer?.counters() {
+            points += [
+                .counter("http_tracer.inflight.overflow", Double(c.inflightFull), unit: "{request}", pid: 0),
+                .counter("http_tracer.events.lost", Double(c.ringbufFull), unit: "{event}", pid: 0),
+                .counter("http_tracer.returns.unmatched", Double(c.unmatchedReturn), unit: "{probe}", pid: 0),
+                .counter("http_tracer.read.errors", Double(c.readErrors), unit: "{read}", pid: 0),
+                .counter("http_tracer.spans.dropped", Double(droppedSpans.load(ordering: .relaxed)), unit: "{span}", pid: 0),
+            ]
+        }
+        emit.metrics(points)
+    }
+
+    /// Emits spans every 100 ms and metrics every metrics_interval.
+    private func loop() {
+        var nextMetrics = Self.unixNanos() + settings.metricsIntervalNanos
+        while running.load(ordering: .relaxed) {
+            usleep(100_000)
+            flushSpans()
+            let now = Self.unixNanos()
+            if now >= nextMetrics {
+                flushMetrics(now: now)
+                nextMetrics = now + settings.metricsIntervalNanos
+            }
+        }
+        flusherDone.signal()
+    }
+
+    /// "10s", "500ms", "1m" or a number of seconds.
+    static func durationNanos(_ v: Any) -> UInt64? {
+        if let n = v as? Int { return n > 0 ? UInt64(n) * 1_000_000_000 : nil }
+        if let d = v as? Double { return d > 0 ? UInt64(d * 1e9) : nil }
+        guard let s = v as? String else { return nil }
+        let units: [(String, Double)] = [("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
+        for (u, mult) in units where s.hasSuffix(u) {
+            guard let n = Double(s.dropLast(u.count).trimmingCharacters(in: .whitespaces)), n > 0 else { return nil }
+            return UInt64(n * mult)
+        }
+        return nil
+    }
+
+    static func unixNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+@_cdecl("ferret_plugin_entry") public func ferretPluginEntry(_ major: UInt32, _ minor: UInt32, _ host: UnsafePointer<ferret_host_api>?) -> UnsafeRawPointer? { FerretExport.entry(HTTPTracerCollector.self, major, minor, host) }
