@@ -119,8 +119,10 @@ struct {
 static __always_inline void count(__u32 which)
 {
     __u64 *c = bpf_map_lookup_elem(&counters, &which);
+    // Atomic: two probe runs can interleave on one CPU (preemption), and a
+    // plain += would then lose counts.
     if (c)
-        *c += 1;
+        __sync_fetch_and_add(c, 1);
 }
 
 // Reads the Go string whose header {ptr, len} is at `at` into dst (max bytes);
