@@ -5,24 +5,25 @@
 #
 # Usage: bench/http_tracer_quick.sh SERVER_BINARY [PATH] [SECONDS]
 #   PATH defaults to /ok/bench (a no-op handler); /slow/x?ms=1 sleeps 1 ms.
+#   SPANS=false keeps only the RED metrics (no span export).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 server="$1"; path="${2:-/ok/bench}"; secs="${3:-10}"
 bin="$(swift build -c debug --show-bin-path)"
 work="$(mktemp -d)"
-trap 'kill "$srv" "$agent" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$srv" "$agent" 2>/dev/null || true; [ -s "$work/agent.log" ] && tail -3 "$work/agent.log" >&2; rm -rf "$work"' EXIT
 agent=""
 "$server" > "$work/srv.out" &
 srv=$!
 sleep 0.5
 addr="$(awk '/^listening/ {print $2}' "$work/srv.out")"
 cat > "$work/config.yaml" <<YAML
-agent: { interval: 1s, rescan: 2s, self_metrics_interval: 10s, log_level: warn }
+agent: { interval: 1s, rescan: 2s, self_metrics_interval: 10s, log_level: warning }
 plugins: { paths: [$PWD/plugins.d] }
 rules:
   - name: bench
     match: { pid: $srv }
-    collectors: { http_tracer: { metrics_interval: 5s } }
+    collectors: { http_tracer: { metrics_interval: 5s, spans: ${SPANS:-true} } }
 pipeline:
   queue_size: 65536
   aggregators: []
