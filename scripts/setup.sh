@@ -6,7 +6,7 @@
 # venv with the OTLP test receiver's opentelemetry-proto and, with
 # --go-toolchains, the pinned Go toolchains used by the multi-version tests
 # (scripts/install-go-toolchains.sh), and with --bench the peers and load
-# generator the benchmarks use (bench/run.sh): collectd-core, wrk, linux-perf and
+# generator the benchmarks use (bench/run.sh): collectd-core, linux-perf,
 # golang-github-prometheus-client-golang-dev and bpftrace.
 # Idempotent; fast when all is present.
 #
@@ -35,15 +35,16 @@ APT_PACKAGES=(
   libcapstone-dev
   bpftool
   binutils
+  # wrk drives the http_tracer's acceptance load (20,000 requests per build).
+  wrk
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is
-# measured against; wrk, the HTTP load generator; linux-perf (`perf record`), the
+# measured against; linux-perf (`perf record`), the
 # peer the CPU profiler is measured against; Prometheus' Go client library, the
 # peer the prometheus sink's scrapes are measured against (bench/go/promexporter).
 BENCH_APT_PACKAGES=(
   collectd-core
-  wrk
   linux-perf
   golang-github-prometheus-client-golang-dev
   # The floor of the http_tracer benchmark: an empty uprobe on the same function.

@@ -1,11 +1,29 @@
 import Foundation
 
 /// One finished request as the BPF program reports it (`struct http_event` in
-/// bpf/http_tracer.bpf.c, 304 bytes; offsets below follow that layout).
+/// bpf/http_tracer.bpf.c, 384 bytes; offsets below follow that layout).
 public struct HTTPEvent: Sendable, Equatable {
     public enum Kind: UInt32, Sendable { case server = 1, client = 2 }
 
-    public static let size = 304
+    /// `F_*` in the BPF C.
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt16
+        public init(rawValue: UInt16) { self.rawValue = rawValue }
+        /// An incoming traceparent set the trace id and the parent span.
+        public static let traceparentFound = Flags(rawValue: 1)
+        /// A traceparent header was there but malformed (a new trace was started).
+        public static let traceparentInvalid = Flags(rawValue: 2)
+        /// The header map could not be searched (too large or growing).
+        public static let headerMiss = Flags(rawValue: 4)
+        /// The status could not be read.
+        public static let statusUnknown = Flags(rawValue: 8)
+        /// A client span whose parent is a server span of the same process.
+        public static let localParent = Flags(rawValue: 16)
+        /// The client call returned an error (no response).
+        public static let clientError = Flags(rawValue: 32)
+    }
+
+    public static let size = 384
 
     public var kind: Kind
     public var pid: Int32
@@ -13,18 +31,26 @@ public struct HTTPEvent: Sendable, Equatable {
     /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
     public var startMonotonicNanos: UInt64
     public var endMonotonicNanos: UInt64
-    /// The response status the handler set; 0 when it set none (net/http then
-    /// sends 200) or when it could not be read.
+    /// Server: the status the handler set, 0 when it set none (net/http then
+    /// sends 200). Client: the response's StatusCode, 0 on an error.
     public var status: Int64
+    public var flags: Flags
+    /// The ServeMux pattern that matched (Go 1.23+), "" when unknown.
+    public var route: String
     public var traceID: [UInt8]
     public var spanID: [UInt8]
     public var parentSpanID: [UInt8]
     public var method: String
     public var path: String
+    /// Server: the Host header; client: the URL's host.
     public var host: String
 
-    /// The status as sent: an unset status means net/http's implicit 200.
-    public var effectiveStatus: Int64 { status == 0 ? 200 : status }
+    /// The status as sent: an unset server status means net/http's implicit
+    /// 200; nil when it is not known (unreadable, or a client error).
+    public var effectiveStatus: Int64? {
+        if flags.contains(.statusUnknown) || flags.contains(.clientError) { return nil }
+        return kind == .server && status == 0 ? 200 : status
+    }
 
     /// Decodes one ring-buffer record; nil when it is too short or of an
     /// unknown kind.
@@ -44,27 +70,31 @@ public struct HTTPEvent: Sendable, Equatable {
         startMonotonicNanos = u64(16)
         endMonotonicNanos = u64(24)
         status = raw.loadUnaligned(fromByteOffset: 32, as: Int64.self)
-        // struct inflight at 40: start_ns, resp, trace_id[16], span_id[8],
-        // parent_span_id[8], method_len, path_len, host_len, flags,
-        // method[16], path[128], host[64].
-        let r = 40
-        traceID = bytes(r + 16, 16)
-        spanID = bytes(r + 32, 8)
-        parentSpanID = bytes(r + 40, 8)
-        method = string(r + 56, u16(r + 48), max: 16)
-        path = string(r + 72, u16(r + 50), max: 128)
-        host = string(r + 200, u16(r + 52), max: 64)
+        route = string(48, u16(40), max: 64)
+        // struct inflight at 112: start_ns, resp, req, trace_id[16],
+        // span_id[8], parent_span_id[8], method_len, path_len, host_len,
+        // flags, method[16], path[128], host[64].
+        let r = 112
+        traceID = bytes(r + 24, 16)
+        spanID = bytes(r + 40, 8)
+        parentSpanID = bytes(r + 48, 8)
+        flags = Flags(rawValue: raw.loadUnaligned(fromByteOffset: r + 62, as: UInt16.self))
+        method = string(r + 64, u16(r + 56), max: 16)
+        path = string(r + 80, u16(r + 58), max: 128)
+        host = string(r + 208, u16(r + 60), max: 64)
     }
 
     public init(kind: Kind, pid: Int32, goroutine: UInt64, startMonotonicNanos: UInt64, endMonotonicNanos: UInt64,
-                status: Int64, traceID: [UInt8], spanID: [UInt8], parentSpanID: [UInt8],
-                method: String, path: String, host: String) {
+                status: Int64, flags: Flags = [], route: String = "", traceID: [UInt8], spanID: [UInt8],
+                parentSpanID: [UInt8], method: String, path: String, host: String) {
         self.kind = kind
         self.pid = pid
         self.goroutine = goroutine
         self.startMonotonicNanos = startMonotonicNanos
         self.endMonotonicNanos = endMonotonicNanos
         self.status = status
+        self.flags = flags
+        self.route = route
         self.traceID = traceID
         self.spanID = spanID
         self.parentSpanID = parentSpanID

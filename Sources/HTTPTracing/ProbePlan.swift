@@ -2,38 +2,69 @@ import Foundation
 import GoIntrospection
 
 /// Field offsets the BPF programs read, for one Go binary. Mirrors
-/// `struct proc_info` in bpf/http_tracer.bpf.c (five u64, in this order).
+/// `struct proc_info` in bpf/http_tracer.bpf.c (u64 fields, in this order).
 public struct ProcOffsets: Sendable, Equatable {
-    public var requestMethod: UInt64
-    public var requestURL: UInt64
-    public var requestHost: UInt64
-    public var urlPath: UInt64
-    public var responseStatus: UInt64
+    /// How the binary's maps are laid out (`MAP_HMAP`, `MAP_SWISS` in the BPF C).
+    public enum MapKind: UInt64, Sendable { case hmap = 1, swiss = 2 }
 
-    public init(requestMethod: UInt64, requestURL: UInt64, requestHost: UInt64, urlPath: UInt64, responseStatus: UInt64) {
-        self.requestMethod = requestMethod
-        self.requestURL = requestURL
-        self.requestHost = requestHost
-        self.urlPath = urlPath
-        self.responseStatus = responseStatus
-    }
+    public var requestMethod: UInt64 = 0
+    public var requestURL: UInt64 = 0
+    public var requestHost: UInt64 = 0
+    public var urlPath: UInt64 = 0
+    public var responseStatus: UInt64 = 0
+    /// net/http.response.req: the server RET checks that rw is an *http.response.
+    public var responseRequest: UInt64 = 0
+    public var requestHeader: UInt64 = 0
+    /// net/http.Request.Pattern (Go 1.23+); 0 when the version has none.
+    public var requestPattern: UInt64 = 0
+    public var urlHost: UInt64 = 0
+    /// net/http.Response.StatusCode (client side).
+    public var responseStatusCode: UInt64 = 0
+    public var mapKind: MapKind = .hmap
+    public var hmapB: UInt64 = 0
+    public var hmapBuckets: UInt64 = 0
+    public var hmapOldBuckets: UInt64 = 0
+    public var swissUsed: UInt64 = 0
+    public var swissDirPtr: UInt64 = 0
+    public var swissDirLen: UInt64 = 0
+    public var tableGroups: UInt64 = 0
+    public var tableMask: UInt64 = 0
+
+    public init() {}
 
     /// The bytes of `struct proc_info`.
     public var bytes: [UInt8] {
+        let fields: [UInt64] = [
+            requestMethod, requestURL, requestHost, urlPath, responseStatus, responseRequest, requestHeader,
+            requestPattern, urlHost, responseStatusCode, mapKind.rawValue, hmapB, hmapBuckets, hmapOldBuckets,
+            swissUsed, swissDirPtr, swissDirLen, tableGroups, tableMask,
+        ]
         var out: [UInt8] = []
-        for v in [requestMethod, requestURL, requestHost, urlPath, responseStatus] {
+        out.reserveCapacity(fields.count * 8)
+        for v in fields {
             withUnsafeBytes(of: v.littleEndian) { out += $0 }
         }
         return out
     }
+
+    /// sizeof(struct proc_info).
+    public static let size = 19 * 8
 }
 
 /// Everything needed to trace one Go binary: where to probe and what to read.
 public struct ProbePlan: Sendable {
     public static let serverFunction = "net/http.serverHandler.ServeHTTP"
+    public static let clientFunction = "net/http.(*Transport).roundTrip"
+    public static let spawnFunction = "runtime.newproc1"
 
     public var goVersion: String
-    public var server: FunctionProbes
+    /// Probes on the server function; nil when the binary has no net/http server.
+    public var server: FunctionProbes?
+    /// Probes on the client function; nil when the binary makes no HTTP calls.
+    public var client: FunctionProbes?
+    /// Probes on runtime.newproc1 (with client probes only: they carry a
+    /// handler's span to the goroutines it starts).
+    public var spawn: FunctionProbes?
     public var offsets: ProcOffsets
     /// Where the offsets came from: "dwarf", "table" or "table (nearest patch …)".
     public var layoutSource: String
@@ -43,9 +74,15 @@ public struct ProbePlan: Sendable {
         init(_ d: String) { description = d }
     }
 
+    /// Number of uprobes the plan attaches.
+    public var probeCount: Int {
+        [server, client, spawn].compactMap { $0 }.reduce(0) { $0 + 1 + $1.returnFileOffsets.count }
+    }
+
     /// Plans the probes for `binary`. Throws `Unsupported` with a reason a
-    /// user can act on: not Go, Go older than 1.17 (stack ABI), no net/http
-    /// server linked in, or a version whose layouts are unknown.
+    /// user can act on: not Go, Go older than 1.17 (stack ABI), neither a
+    /// net/http server nor client linked in, or a version whose layouts are
+    /// unknown.
     public static func make(for binary: GoBinary) throws -> ProbePlan {
         guard let version = binary.goVersion else { throw Unsupported("\(binary.path) is not a Go program") }
         guard let v = Self.minor(of: version) else { throw Unsupported("\(binary.path): unparsable Go version \(version)") }
@@ -54,10 +91,17 @@ public struct ProbePlan: Sendable {
         }
         let table: PclnTable
         do { table = try binary.pclnTable() } catch { throw Unsupported("\(binary.path): no usable pclntab: \(error)") }
-        guard let f = table.function(named: serverFunction) else {
-            throw Unsupported("\(binary.path): \(serverFunction) is not linked in (no net/http server)")
+        let serverFunc = table.function(named: serverFunction)
+        let clientFunc = table.function(named: clientFunction)
+        guard serverFunc != nil || clientFunc != nil else {
+            throw Unsupported("\(binary.path): neither \(serverFunction) nor \(clientFunction) is linked in (no net/http)")
         }
-        let server = try RetFinder.probes(for: f, elf: binary.elf)
+        let server = try serverFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
+        let client = try clientFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
+        var spawn: FunctionProbes?
+        if client != nil, server != nil, let f = table.function(named: spawnFunction) {
+            spawn = try RetFinder.probes(for: f, elf: binary.elf)
+        }
         let dwarf = binary.dwarf
         var sources: Set<String> = []
         func layout(_ type: String) throws -> TypeLayout {
@@ -75,12 +119,42 @@ public struct ProbePlan: Sendable {
         }
         let req = try layout("net/http.Request")
         let url = try layout("net/url.URL")
-        let resp = try layout("net/http.response")
-        let offsets = ProcOffsets(
-            requestMethod: try offset(req, "Method"), requestURL: try offset(req, "URL"),
-            requestHost: try offset(req, "Host"), urlPath: try offset(url, "Path"),
-            responseStatus: try offset(resp, "status"))
-        return ProbePlan(goVersion: version, server: server, offsets: offsets,
+        var o = ProcOffsets()
+        o.requestMethod = try offset(req, "Method")
+        o.requestURL = try offset(req, "URL")
+        o.requestHost = try offset(req, "Host")
+        o.requestHeader = try offset(req, "Header")
+        o.requestPattern = req.member("Pattern").map { UInt64($0.offset) } ?? 0
+        o.urlPath = try offset(url, "Path")
+        o.urlHost = try offset(url, "Host")
+        if server != nil {
+            let resp = try layout("net/http.response")
+            o.responseStatus = try offset(resp, "status")
+            o.responseRequest = try offset(resp, "req")
+        }
+        if client != nil {
+            o.responseStatusCode = try offset(try layout("net/http.Response"), "StatusCode")
+        }
+        // Swiss tables from Go 1.24, unless built with GOEXPERIMENT=noswissmap
+        // (whose runtime keeps the old map code, hashGrow among it).
+        if v >= 24, table.function(named: "runtime.hashGrow") == nil {
+            let m = try layout("internal/runtime/maps.Map")
+            let t = try layout("internal/runtime/maps.table")
+            let g = try layout("internal/runtime/maps.groupsReference")
+            o.mapKind = .swiss
+            o.swissUsed = try offset(m, "used")
+            o.swissDirPtr = try offset(m, "dirPtr")
+            o.swissDirLen = try offset(m, "dirLen")
+            o.tableGroups = try offset(t, "groups") + offset(g, "data")
+            o.tableMask = try offset(t, "groups") + offset(g, "lengthMask")
+        } else {
+            let h = try layout("runtime.hmap")
+            o.mapKind = .hmap
+            o.hmapB = try offset(h, "B")
+            o.hmapBuckets = try offset(h, "buckets")
+            o.hmapOldBuckets = try offset(h, "oldbuckets")
+        }
+        return ProbePlan(goVersion: version, server: server, client: client, spawn: spawn, offsets: o,
                          layoutSource: sources.sorted().joined(separator: ", "))
     }
 

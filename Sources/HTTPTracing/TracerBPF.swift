@@ -26,13 +26,21 @@ public final class TracerBPF: @unchecked Sendable {
         public var readErrors: UInt64 = 0
         public var entries: UInt64 = 0
         public var events: UInt64 = 0
+        /// Entries run twice for one call (runtime.morestack re-runs the function).
+        public var reentries: UInt64 = 0
+        /// Header maps that could not be searched for traceparent.
+        public var headerMisses: UInt64 = 0
+        /// Server responses whose writer was not an *http.response (no status).
+        public var statusUnknown: UInt64 = 0
+        /// Goroutines that inherited a span context from the one that started them.
+        public var goroutineContexts: UInt64 = 0
     }
 
     private let object: OpaquePointer
-    private let serverEntry: OpaquePointer
-    private let serverReturn: OpaquePointer
+    private let programs: [String: OpaquePointer]
     private let procsFD: Int32
-    private let inflightFD: Int32
+    /// Maps keyed by struct gkey {pid, pad, goroutine}: cleared per pid on detach.
+    private let perGoroutineFDs: [Int32]
     private let countersFD: Int32
     private let ring: OpaquePointer
     private var links: [Int32: [OpaquePointer]] = [:]
@@ -78,10 +86,13 @@ public final class TracerBPF: @unchecked Sendable {
         let sink = Sink(onEvent)
         let eventsFD: Int32
         do {
-            serverEntry = try prog("server_entry")
-            serverReturn = try prog("server_return")
+            var ps: [String: OpaquePointer] = [:]
+            for name in ["server_entry", "server_return", "client_entry", "client_return", "newproc_entry", "newproc_return"] {
+                ps[name] = try prog(name)
+            }
+            programs = ps
             procsFD = try mapFD("procs")
-            inflightFD = try mapFD("inflight")
+            perGoroutineFDs = [try mapFD("inflight"), try mapFD("client_inflight"), try mapFD("goroutine_ctx")]
             countersFD = try mapFD("counters")
             eventsFD = try mapFD("events")
         } catch {
@@ -110,8 +121,12 @@ public final class TracerBPF: @unchecked Sendable {
         let ringAddress = UInt(bitPattern: rb)
         let t = Thread {
             let rb = OpaquePointer(bitPattern: ringAddress)
+            // The programs wake this thread only when 256 KiB are waiting
+            // (a wakeup per event would cost the traced program a context
+            // switch per request), so it also consumes every 50 ms.
             while sink.running.load(ordering: .relaxed) {
-                _ = ring_buffer__poll(rb, 100)
+                _ = ring_buffer__poll(rb, 50)
+                _ = ring_buffer__consume(rb)
             }
             sink.done.signal()
         }
@@ -120,7 +135,7 @@ public final class TracerBPF: @unchecked Sendable {
     }
 
     /// Starts tracing `pid`: writes its offsets, then attaches the entry and
-    /// every RET uprobe of the plan (all or nothing).
+    /// every RET uprobe of each function in the plan (all or nothing).
     public func attach(pid: Int32, plan: ProbePlan) throws {
         lock.lock()
         defer { lock.unlock() }
@@ -137,7 +152,12 @@ public final class TracerBPF: @unchecked Sendable {
             var k = pid
             _ = bpf_map_delete_elem(procsFD, &k)
         }
-        let sites = [(serverEntry, plan.server.entryFileOffset)] + plan.server.returnFileOffsets.map { (serverReturn, $0) }
+        var sites: [(OpaquePointer, UInt64)] = []
+        for (probes, prefix) in [(plan.server, "server"), (plan.client, "client"), (plan.spawn, "newproc")] {
+            guard let probes, let entry = programs["\(prefix)_entry"], let ret = programs["\(prefix)_return"] else { continue }
+            sites.append((entry, probes.entryFileOffset))
+            sites += probes.returnFileOffsets.map { (ret, $0) }
+        }
         for (prog, offset) in sites {
             var opts = bpf_uprobe_opts()
             opts.sz = MemoryLayout<bpf_uprobe_opts>.size
@@ -166,7 +186,7 @@ public final class TracerBPF: @unchecked Sendable {
         for l in ls { bpf_link__destroy(l) }
         var k = pid
         _ = bpf_map_delete_elem(procsFD, &k)
-        dropInflight { $0 == pid }
+        for fd in perGoroutineFDs { Self.deleteKeys(fd) { $0 == pid } }
         return ls.count
     }
 
@@ -176,10 +196,11 @@ public final class TracerBPF: @unchecked Sendable {
     /// Number of uprobe links currently held.
     public var linkCount: Int { lock.withLock { links.values.reduce(0) { $0 + $1.count } } }
 
-    /// Entries in the in-flight map (for tests and self-metrics).
+    /// Entries in the server and client in-flight maps and the goroutine
+    /// context map (for tests and self-metrics).
     public func inflightCount(pid: Int32? = nil) -> Int {
         var n = 0
-        forEachInflightKey { p, _ in if pid == nil || p == pid { n += 1 } }
+        for fd in perGoroutineFDs { Self.forEachKey(fd) { p, _ in if pid == nil || p == pid { n += 1 } } }
         return n
     }
 
@@ -189,18 +210,14 @@ public final class TracerBPF: @unchecked Sendable {
         var c = Counters()
         guard ncpu > 0 else { return c }
         var vals = [UInt64](repeating: 0, count: ncpu)
-        for i: UInt32 in 0..<6 {
-            var k = i
+        let fields: [WritableKeyPath<Counters, UInt64>] = [
+            \.inflightFull, \.ringbufFull, \.unmatchedReturn, \.readErrors, \.entries, \.events, \.reentries,
+            \.headerMisses, \.statusUnknown, \.goroutineContexts,
+        ]
+        for (i, field) in fields.enumerated() {
+            var k = UInt32(i)
             guard bpf_map_lookup_elem(countersFD, &k, &vals) == 0 else { continue }
-            let s = vals.reduce(0, &+)
-            switch i {
-            case 0: c.inflightFull = s
-            case 1: c.ringbufFull = s
-            case 2: c.unmatchedReturn = s
-            case 3: c.readErrors = s
-            case 4: c.entries = s
-            default: c.events = s
-            }
+            c[keyPath: field] = vals.reduce(0, &+)
         }
         return c
     }
@@ -223,17 +240,17 @@ public final class TracerBPF: @unchecked Sendable {
 
     deinit { close() }
 
-    // MARK: - in-flight map
+    // MARK: - per-goroutine maps
 
-    /// struct inflight_key {u32 pid; u32 pad; u64 goroutine}
-    private func forEachInflightKey(_ body: (Int32, [UInt8]) -> Void) {
+    /// Keys of a map keyed by struct gkey {u32 pid; u32 pad; u64 goroutine}.
+    private static func forEachKey(_ fd: Int32, _ body: (Int32, [UInt8]) -> Void) {
         var prev = [UInt8](repeating: 0, count: 16)
         var next = [UInt8](repeating: 0, count: 16)
         var first = true
         while true {
             let st = first
-                ? bpf_map_get_next_key(inflightFD, nil, &next)
-                : bpf_map_get_next_key(inflightFD, &prev, &next)
+                ? bpf_map_get_next_key(fd, nil, &next)
+                : bpf_map_get_next_key(fd, &prev, &next)
             guard st == 0 else { return }
             first = false
             let pid = next.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: Int32.self) }
@@ -242,10 +259,10 @@ public final class TracerBPF: @unchecked Sendable {
         }
     }
 
-    private func dropInflight(_ matches: (Int32) -> Bool) {
+    private static func deleteKeys(_ fd: Int32, _ matches: (Int32) -> Bool) {
         var doomed: [[UInt8]] = []
-        forEachInflightKey { pid, key in if matches(pid) { doomed.append(key) } }
-        for var k in doomed { _ = bpf_map_delete_elem(inflightFD, &k) }
+        forEachKey(fd) { pid, key in if matches(pid) { doomed.append(key) } }
+        for var k in doomed { _ = bpf_map_delete_elem(fd, &k) }
     }
 
     static func errnoText() -> String { String(cString: strerror(errno)) }

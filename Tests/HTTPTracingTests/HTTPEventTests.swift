@@ -4,7 +4,8 @@ import XCTest
 
 final class HTTPEventTests: XCTestCase {
     /// Builds a record the way bpf/http_tracer.bpf.c lays out struct http_event.
-    static func record(method: String, path: String, host: String, status: Int64) -> [UInt8] {
+    static func record(method: String, path: String, host: String, status: Int64, flags: UInt16 = 0,
+                       route: String = "", kind: UInt32 = 1) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: HTTPEvent.size)
         func put<T: FixedWidthInteger>(_ v: T, _ o: Int) { withUnsafeBytes(of: v.littleEndian) { for (i, x) in $0.enumerated() { b[o + i] = x } } }
         func str(_ s: String, _ o: Int, lenAt: Int, max: Int) {
@@ -12,13 +13,16 @@ final class HTTPEventTests: XCTestCase {
             for (i, x) in u.enumerated() { b[o + i] = x }
             put(UInt16(u.count), lenAt)
         }
-        put(UInt32(1), 0); put(Int32(4242), 4); put(UInt64(0xc000_0010_00), 8)
+        put(kind, 0); put(Int32(4242), 4); put(UInt64(0xc000_0010_00), 8)
         put(UInt64(1_000), 16); put(UInt64(251_000), 24); put(status, 32)
-        for i in 0..<16 { b[40 + 16 + i] = UInt8(i + 1) }
-        for i in 0..<8 { b[40 + 32 + i] = UInt8(0xA0 + i) }
-        str(method, 40 + 56, lenAt: 40 + 48, max: 16)
-        str(path, 40 + 72, lenAt: 40 + 50, max: 128)
-        str(host, 40 + 200, lenAt: 40 + 52, max: 64)
+        str(route, 48, lenAt: 40, max: 64)
+        let r = 112  // struct inflight
+        for i in 0..<16 { b[r + 24 + i] = UInt8(i + 1) }
+        for i in 0..<8 { b[r + 40 + i] = UInt8(0xA0 + i) }
+        put(flags, r + 62)
+        str(method, r + 64, lenAt: r + 56, max: 16)
+        str(path, r + 80, lenAt: r + 58, max: 128)
+        str(host, r + 208, lenAt: r + 60, max: 64)
         return b
     }
 
@@ -35,6 +39,23 @@ final class HTTPEventTests: XCTestCase {
         XCTAssertEqual(e.traceID, (1...16).map(UInt8.init))
         XCTAssertEqual(e.spanID, (0..<8).map { UInt8(0xA0 + $0) })
         XCTAssertEqual(e.parentSpanID, [UInt8](repeating: 0, count: 8))
+        XCTAssertEqual(e.route, "")
+        XCTAssertEqual(e.flags, [])
+    }
+
+    func testRouteFlagsAndClientStatus() throws {
+        let raw = Self.record(method: "GET", path: "/items/7", host: "h", status: 404, flags: 1 | 16,
+                              route: "GET /items/{id}")
+        let e = try XCTUnwrap(raw.withUnsafeBytes { HTTPEvent($0) })
+        XCTAssertEqual(e.route, "GET /items/{id}")
+        XCTAssertEqual(e.flags, [.traceparentFound, .localParent])
+        XCTAssertEqual(e.effectiveStatus, 404)
+        let failed = Self.record(method: "GET", path: "/", host: "h", status: 0, flags: 32, kind: 2)
+        let c = try XCTUnwrap(failed.withUnsafeBytes { HTTPEvent($0) })
+        XCTAssertEqual(c.kind, .client)
+        XCTAssertNil(c.effectiveStatus, "a client error has no status")
+        let unknown = Self.record(method: "GET", path: "/", host: "h", status: 0, flags: 8)
+        XCTAssertNil(try XCTUnwrap(unknown.withUnsafeBytes { HTTPEvent($0) }).effectiveStatus)
     }
 
     func testRejectsShortOrUnknownRecords() {
@@ -46,7 +67,7 @@ final class HTTPEventTests: XCTestCase {
 
     func testLengthsBeyondTheBufferAreClamped() throws {
         var raw = Self.record(method: "GET", path: "/x", host: "h", status: 500)
-        raw[40 + 50] = 0xFF; raw[40 + 51] = 0xFF  // path_len 65535
+        raw[112 + 58] = 0xFF; raw[112 + 59] = 0xFF  // path_len 65535
         let e = try XCTUnwrap(raw.withUnsafeBytes { HTTPEvent($0) })
         XCTAssertEqual(e.path.utf8.count, 128)
         XCTAssertEqual(e.status, 500)

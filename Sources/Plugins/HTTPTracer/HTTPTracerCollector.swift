@@ -123,7 +123,9 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
             throw PluginError.failed("\(error)")
         }
         plans[target.pid] = plan
-        emit.log(.info, "pid \(target.pid) (\(target.comm), \(plan.goVersion)): \(1 + plan.server.returnFileOffsets.count) uprobes on \(ProbePlan.serverFunction); layouts from \(plan.layoutSource)")
+        let functions = [(plan.server, ProbePlan.serverFunction), (plan.client, ProbePlan.clientFunction),
+                         (plan.spawn, ProbePlan.spawnFunction)].compactMap { $0.0 == nil ? nil : $0.1 }
+        emit.log(.info, "pid \(target.pid) (\(target.comm), \(plan.goVersion)): \(plan.probeCount) uprobes on \(functions.joined(separator: ", ")); layouts from \(plan.layoutSource)")
     }
 
     public func detach(pid: Int32) throws {
@@ -139,9 +141,10 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
 
     private func received(_ e: HTTPEvent, clock: ClockConverter) {
         let seconds = Double(e.endMonotonicNanos &- e.startMonotonicNanos) / 1e9
-        let status = e.effectiveStatus
+        // Status 0 in a series key: no status (a client error, or unreadable).
+        let status = e.effectiveStatus ?? 0
         red.withLock {
-            $0.record(.init(pid: e.pid, kind: e.kind, method: e.method, status: status, route: ""), seconds: seconds)
+            $0.record(.init(pid: e.pid, kind: e.kind, method: e.method, status: status, route: e.route), seconds: seconds)
         }
         guard settings.spans else { return }
         let span = Self.span(e, clock: clock)
@@ -153,23 +156,45 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         if n < 0 { droppedSpans.add(1, ordering: .relaxed) }
     }
 
-    /// The OTel span of one event.
+    /// The OTel span of one event (HTTP semantic conventions).
     static func span(_ e: HTTPEvent, clock: ClockConverter) -> PluginSpan {
         let status = e.effectiveStatus
         var attrs: [(String, AttrValue)] = [
             ("http.request.method", .string(e.method)),
             ("url.path", .string(e.path)),
-            ("http.response.status_code", .int(status)),
         ]
+        if let status { attrs.append(("http.response.status_code", .int(status))) }
+        if !e.route.isEmpty { attrs.append(("http.route", .string(Self.routePath(e.route)))) }
         if !e.host.isEmpty { attrs.append(("server.address", .string(Self.hostOnly(e.host)))) }
         if let port = Self.port(e.host) { attrs.append(("server.port", .int(port))) }
+        var error = false
+        if e.kind == .server {
+            error = (status ?? 0) >= 500
+        } else {
+            // OTel: a client span is an error on 4xx and 5xx, and on no response.
+            error = e.flags.contains(.clientError) || (status ?? 0) >= 400
+            if e.flags.contains(.clientError) { attrs.append(("error.type", .string("no response"))) }
+        }
+        if let status, error, status > 0 { attrs.append(("error.type", .string(String(status)))) }
+        // The name: method and route where the mux reported one, else the path
+        // the request asked for (the issue's `GET /path`).
+        let target = e.route.isEmpty ? e.path : Self.routePath(e.route)
         return PluginSpan(
             pid: e.pid, kind: e.kind == .server ? .server : .client,
             traceID: e.traceID, spanID: e.spanID, parentSpanID: e.parentSpanID,
-            name: e.path.isEmpty ? e.method : "\(e.method) \(e.path)",
+            name: target.isEmpty ? e.method : "\(e.method) \(target)",
             startUnixNano: clock.unixNanos(monotonic: e.startMonotonicNanos),
             endUnixNano: clock.unixNanos(monotonic: e.endMonotonicNanos),
-            status: status >= 500 ? .error : .unset, attributes: attrs)
+            status: error ? .error : .unset, attributes: attrs)
+    }
+
+    /// The path part of a ServeMux pattern: "GET example.com/items/{id}" →
+    /// "/items/{id}" (the method is in its own attribute; a host, if any, too).
+    static func routePath(_ pattern: String) -> String {
+        var p = Substring(pattern)
+        if let space = p.firstIndex(of: " ") { p = p[p.index(after: space)...] }
+        if let slash = p.firstIndex(of: "/") { p = p[slash...] }
+        return String(p)
     }
 
     /// "example.com:8080" → "example.com"; "[::1]:80" → "::1".
@@ -205,8 +230,13 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
             var attrs: [(String, AttrValue)] = [
                 ("http.request.method", .string(k.method)), ("http.response.status_code", .int(k.status)),
             ]
-            if !k.route.isEmpty { attrs.append(("http.route", .string(k.route))) }
-            if k.status >= 500 { attrs.append(("error.type", .string(String(k.status)))) }
+            if !k.route.isEmpty { attrs.append(("http.route", .string(Self.routePath(k.route)))) }
+            if k.status == 0 {
+                attrs.removeAll { $0.0 == "http.response.status_code" }
+                if k.kind == .client { attrs.append(("error.type", .string("no response"))) }
+            } else if k.status >= 500 || (k.kind == .client && k.status >= 400) {
+                attrs.append(("error.type", .string(String(k.status))))
+            }
             points.append(.histogram(REDHistograms.name(k.kind), bounds: REDHistograms.bounds, bucketCounts: s.counts,
                                      sum: s.sum, unit: "s", pid: k.pid, attributes: attrs, time: now))
         }
@@ -216,6 +246,8 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
                 .counter("http_tracer.events.lost", Double(c.ringbufFull), unit: "{event}", pid: 0),
                 .counter("http_tracer.returns.unmatched", Double(c.unmatchedReturn), unit: "{probe}", pid: 0),
                 .counter("http_tracer.read.errors", Double(c.readErrors), unit: "{read}", pid: 0),
+                .counter("http_tracer.header.misses", Double(c.headerMisses), unit: "{request}", pid: 0),
+                .counter("http_tracer.status.unknown", Double(c.statusUnknown), unit: "{request}", pid: 0),
                 .counter("http_tracer.spans.dropped", Double(droppedSpans.load(ordering: .relaxed)), unit: "{span}", pid: 0),
             ]
         }

@@ -4,7 +4,8 @@
 //
 // Sends n GET requests over c keep-alive connections, cycling through
 // /ok/<i>, /missing/<i> and /fail/<i> (i unique per request, so each span can
-// be matched to its request by path). Writes one line per request to -out:
+// be matched to its request by path); with -path, n requests to that one
+// path (and query). -H "Name: value" (repeatable) adds a header to each. Writes one line per request to -out:
 // "<path>\t<status>\t<start unix ns>\t<end unix ns>", the wall time the
 // client saw, and prints "done <n> errors=<e>" on stdout.
 package main
@@ -16,9 +17,15 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
+
+type headers []string
+
+func (h *headers) String() string     { return strings.Join(*h, ", ") }
+func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
 
 type result struct {
 	path       string
@@ -31,6 +38,9 @@ func main() {
 	n := flag.Int("n", 1000, "requests")
 	c := flag.Int("c", 8, "connections")
 	out := flag.String("out", "", "report file")
+	fixed := flag.String("path", "", "one path (and query) for every request")
+	var hdrs headers
+	flag.Var(&hdrs, "H", "a header \"Name: value\" (repeatable)")
 	flag.Parse()
 
 	tr := &http.Transport{MaxIdleConns: *c, MaxIdleConnsPerHost: *c, MaxConnsPerHost: *c}
@@ -52,8 +62,21 @@ func main() {
 					return
 				}
 				path := [...]string{"/ok/", "/missing/", "/fail/"}[i%3] + fmt.Sprint(i)
+				if *fixed != "" {
+					path = *fixed
+				}
+				req, err := http.NewRequest("GET", *base+path, nil)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(2)
+				}
+				for _, h := range hdrs {
+					if k, v, ok := strings.Cut(h, ":"); ok {
+						req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+					}
+				}
 				start := time.Now().UnixNano()
-				resp, err := client.Get(*base + path)
+				resp, err := client.Do(req)
 				status := 0
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)

@@ -8,7 +8,10 @@
 //
 // Routes: /ok/... → 200, /fail/... → 500, /slow/...?ms=N → 200 after N ms,
 // /call/...?to=URL → GETs URL (a second service) and answers with its status,
-// anything else → 404.
+// forwarding the incoming traceparent header (as a service that propagates
+// context itself would); /spawn/...?to=URL → the same GET from a goroutine
+// the handler starts and waits for; on Go 1.22+ also GET /items/{id} → 200
+// (a pattern route); anything else → 404.
 package main
 
 import (
@@ -72,24 +75,48 @@ func main() {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		io.WriteString(w, "slow\n")
 	})
-	mux.HandleFunc("/call/", func(w http.ResponseWriter, r *http.Request) {
+	call := func(r *http.Request) (int, error) {
 		req, err := http.NewRequest("GET", r.URL.Query().Get("to"), nil)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+			return http.StatusBadRequest, err
 		}
-		if tp := r.Header.Get("X-Forward-Traceparent"); tp != "" {
+		if tp := r.Header.Get("traceparent"); tp != "" {
 			req.Header.Set("traceparent", tp)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
+			return http.StatusBadGateway, err
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
+		return resp.StatusCode, nil
+	}
+	mux.HandleFunc("/call/", func(w http.ResponseWriter, r *http.Request) {
+		status, err := call(r)
+		if err != nil {
+			http.Error(w, err.Error(), status)
+			return
+		}
+		w.WriteHeader(status)
 	})
+	mux.HandleFunc("/spawn/", func(w http.ResponseWriter, r *http.Request) {
+		type outcome struct {
+			status int
+			err    error
+		}
+		done := make(chan outcome)
+		go func() {
+			s, err := call(r)
+			done <- outcome{s, err}
+		}()
+		o := <-done
+		if o.err != nil {
+			http.Error(w, o.err.Error(), o.status)
+			return
+		}
+		w.WriteHeader(o.status)
+	})
+	addRoutes(mux)
 	mux.HandleFunc("/", http.NotFound)
 
 	ln, err := net.Listen("tcp", *addr)
