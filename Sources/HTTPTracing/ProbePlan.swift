@@ -29,6 +29,10 @@ public struct ProcOffsets: Sendable, Equatable {
     public var swissDirLen: UInt64 = 0
     public var tableGroups: UInt64 = 0
     public var tableMask: UInt64 = 0
+    /// runtime.g.goid, and runtime.g.parentGoid (0: parents come from
+    /// newproc1's probes, or not at all).
+    public var gGoid: UInt64 = 0
+    public var gParentGoid: UInt64 = 0
 
     public init() {}
 
@@ -37,7 +41,7 @@ public struct ProcOffsets: Sendable, Equatable {
         let fields: [UInt64] = [
             requestMethod, requestURL, requestHost, urlPath, responseStatus, responseRequest, requestHeader,
             requestPattern, urlHost, responseStatusCode, mapKind.rawValue, hmapB, hmapBuckets, hmapOldBuckets,
-            swissUsed, swissDirPtr, swissDirLen, tableGroups, tableMask,
+            swissUsed, swissDirPtr, swissDirLen, tableGroups, tableMask, gGoid, gParentGoid,
         ]
         var out: [UInt8] = []
         out.reserveCapacity(fields.count * 8)
@@ -48,7 +52,22 @@ public struct ProcOffsets: Sendable, Equatable {
     }
 
     /// sizeof(struct proc_info).
-    public static let size = 19 * 8
+    public static let size = 21 * 8
+}
+
+/// How a client call made on a goroutine a handler started finds the
+/// handler's server span.
+public enum GoroutineParents: String, Sendable, CaseIterable {
+    /// runtime.g.parentGoid where the runtime has it (Go 1.21+: no extra
+    /// probe, one level: the handler's own goroutines, while it runs), else
+    /// newproc1.
+    case auto
+    /// Probes on runtime.newproc1 (entry and RETs): any depth, and after the
+    /// handler returned, at two probe hits per goroutine started, and
+    /// net/http starts one per request.
+    case newproc1
+    /// Only calls made on the handler's own goroutine are parented.
+    case off
 }
 
 /// Everything needed to trace one Go binary: where to probe and what to read.
@@ -65,6 +84,8 @@ public struct ProbePlan: Sendable {
     /// Probes on runtime.newproc1 (with client probes only: they carry a
     /// handler's span to the goroutines it starts).
     public var spawn: FunctionProbes?
+    /// How goroutines find their handler's span: "parentGoid", "newproc1" or "off".
+    public var parenting: String
     public var offsets: ProcOffsets
     /// Where the offsets came from: "dwarf", "table" or "table (nearest patch …)".
     public var layoutSource: String
@@ -83,7 +104,7 @@ public struct ProbePlan: Sendable {
     /// user can act on: not Go, Go older than 1.17 (stack ABI), neither a
     /// net/http server nor client linked in, or a version whose layouts are
     /// unknown.
-    public static func make(for binary: GoBinary) throws -> ProbePlan {
+    public static func make(for binary: GoBinary, goroutineParents: GoroutineParents = .auto) throws -> ProbePlan {
         guard let version = binary.goVersion else { throw Unsupported("\(binary.path) is not a Go program") }
         guard let v = Self.minor(of: version) else { throw Unsupported("\(binary.path): unparsable Go version \(version)") }
         guard v >= 17 else {
@@ -98,10 +119,6 @@ public struct ProbePlan: Sendable {
         }
         let server = try serverFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
         let client = try clientFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
-        var spawn: FunctionProbes?
-        if client != nil, server != nil, let f = table.function(named: spawnFunction) {
-            spawn = try RetFinder.probes(for: f, elf: binary.elf)
-        }
         let dwarf = binary.dwarf
         var sources: Set<String> = []
         func layout(_ type: String) throws -> TypeLayout {
@@ -154,8 +171,21 @@ public struct ProbePlan: Sendable {
             o.hmapBuckets = try offset(h, "buckets")
             o.hmapOldBuckets = try offset(h, "oldbuckets")
         }
-        return ProbePlan(goVersion: version, server: server, client: client, spawn: spawn, offsets: o,
-                         layoutSource: sources.sorted().joined(separator: ", "))
+        var spawn: FunctionProbes?
+        var parenting = "off"
+        if client != nil, server != nil, goroutineParents != .off {
+            let g = try layout("runtime.g")
+            o.gGoid = try offset(g, "goid")
+            if goroutineParents == .auto, let parent = g.member("parentGoid") {
+                o.gParentGoid = UInt64(parent.offset)
+                parenting = "parentGoid"
+            } else if let f = table.function(named: spawnFunction) {
+                spawn = try RetFinder.probes(for: f, elf: binary.elf)
+                parenting = "newproc1"
+            }
+        }
+        return ProbePlan(goVersion: version, server: server, client: client, spawn: spawn, parenting: parenting,
+                         offsets: o, layoutSource: sources.sorted().joined(separator: ", "))
     }
 
     /// 19 for "go1.19.8"; nil when unparsable or not Go 1.x.

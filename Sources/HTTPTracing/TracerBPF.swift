@@ -92,7 +92,8 @@ public final class TracerBPF: @unchecked Sendable {
             }
             programs = ps
             procsFD = try mapFD("procs")
-            perGoroutineFDs = [try mapFD("inflight"), try mapFD("client_inflight"), try mapFD("goroutine_ctx")]
+            perGoroutineFDs = [try mapFD("inflight"), try mapFD("client_inflight"), try mapFD("goroutine_ctx"),
+                               try mapFD("server_by_goid")]
             countersFD = try mapFD("counters")
             eventsFD = try mapFD("events")
         } catch {

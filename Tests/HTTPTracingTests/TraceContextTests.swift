@@ -36,9 +36,14 @@ final class TraceContextTests: XCTestCase {
         for version in try TracingTests.versions() {
             for flavour in GoToolchains.Flavour.allCases {
                 let server = try GoToolchains.build(source: Self.fixtures + "/httpsrv", version: version, flavour: flavour)
-                events.removeAll()
-                lines.append(try check(server: server, client: client, tracer: tracer, events: events,
-                                       label: "\(version) \(flavour)", minor: Int(version.split(separator: ".")[1]) ?? 0))
+                // Goroutine parents from parentGoid (Go 1.21+) or newproc1
+                // (1.19); and newproc1 forced, on the plain builds.
+                for parents in flavour == .plain ? [GoroutineParents.auto, .newproc1] : [.auto] {
+                    events.removeAll()
+                    lines.append(try check(server: server, client: client, tracer: tracer, events: events,
+                                           label: "\(version) \(flavour) \(parents)", parents: parents,
+                                           minor: Int(version.split(separator: ".")[1]) ?? 0))
+                }
             }
         }
         let c = tracer.counters()
@@ -48,7 +53,8 @@ final class TraceContextTests: XCTestCase {
         print("TraceContextTests:\n" + lines.joined(separator: "\n") + "\ncounters: \(c)")
     }
 
-    func check(server: String, client: String, tracer: TracerBPF, events: EventLog, label: String, minor: Int) throws -> String {
+    func check(server: String, client: String, tracer: TracerBPF, events: EventLog, label: String,
+               parents: GoroutineParents, minor: Int) throws -> String {
         let a = try FixtureProcess(server, [])
         defer { a.terminate() }
         let b = try FixtureProcess(server, [])
@@ -56,9 +62,11 @@ final class TraceContextTests: XCTestCase {
         let addrA = String(try a.waitForLine(prefix: "listening ", timeout: 10).dropFirst("listening ".count))
         let addrB = String(try b.waitForLine(prefix: "listening ", timeout: 10).dropFirst("listening ".count))
         for p in [a, b] {
-            let plan = try ProbePlan.make(for: GoBinary(path: "/proc/\(p.pid)/exe"))
+            let plan = try ProbePlan.make(for: GoBinary(path: "/proc/\(p.pid)/exe"), goroutineParents: parents)
             XCTAssertNotNil(plan.client, "\(label): roundTrip probes")
-            XCTAssertNotNil(plan.spawn, "\(label): newproc1 probes")
+            let expected = parents == .newproc1 || minor < 21 ? "newproc1" : "parentGoid"
+            XCTAssertEqual(plan.parenting, expected, label)
+            XCTAssertEqual(plan.spawn != nil, expected == "newproc1", label)
             try tracer.attach(pid: p.pid, plan: plan)
         }
         defer {

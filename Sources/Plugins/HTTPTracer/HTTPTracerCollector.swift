@@ -19,6 +19,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         var objectPath: String?
         var metricsIntervalNanos: UInt64 = 10_000_000_000
         var spans = true
+        var goroutineParents = GoroutineParents.auto
     }
 
     private let emit: Emitter
@@ -35,7 +36,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
     private let droppedSpans = Atomic<UInt64>(0)
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["bpf_object", "metrics_interval", "spans"])
+        try context.requireKnownKeys(["bpf_object", "metrics_interval", "spans", "goroutine_parents"])
         let c = try context.configObject()
         var s = Settings()
         if let v = c["bpf_object"] {
@@ -53,6 +54,12 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         if let v = c["spans"] {
             guard let b = v as? Bool else { throw PluginError.invalidConfig("spans must be true or false", path: "/spans") }
             s.spans = b
+        }
+        if let v = c["goroutine_parents"] {
+            guard let t = v as? String, let g = GoroutineParents(rawValue: t) else {
+                throw PluginError.invalidConfig("goroutine_parents must be auto, newproc1 or off, got \(v)", path: "/goroutine_parents")
+            }
+            s.goroutineParents = g
         }
         settings = s
         emit = context.emit
@@ -108,7 +115,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         let plan: ProbePlan
         do {
             let binary = try GoBinaryCache.binary(path: "/proc/\(target.pid)/exe")
-            plan = try ProbePlan.make(for: binary)
+            plan = try ProbePlan.make(for: binary, goroutineParents: settings.goroutineParents)
         } catch {
             // One clear event per refused process: no probes were attached.
             emit.events([PluginEvent(
@@ -125,7 +132,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         plans[target.pid] = plan
         let functions = [(plan.server, ProbePlan.serverFunction), (plan.client, ProbePlan.clientFunction),
                          (plan.spawn, ProbePlan.spawnFunction)].compactMap { $0.0 == nil ? nil : $0.1 }
-        emit.log(.info, "pid \(target.pid) (\(target.comm), \(plan.goVersion)): \(plan.probeCount) uprobes on \(functions.joined(separator: ", ")); layouts from \(plan.layoutSource)")
+        emit.log(.info, "pid \(target.pid) (\(target.comm), \(plan.goVersion)): \(plan.probeCount) uprobes on \(functions.joined(separator: ", ")); goroutine parents: \(plan.parenting); layouts from \(plan.layoutSource)")
     }
 
     public func detach(pid: Int32) throws {

@@ -6,6 +6,11 @@
 //   runtime.newproc1                  which goroutine started which, so a
 //                                     client call made from a goroutine a
 //                                     handler spawned finds its server span
+//                                     (Go 1.19, or when configured: from Go
+//                                     1.21 runtime.g.parentGoid says it, and
+//                                     costs no probe; net/http starts a
+//                                     goroutine per request, so newproc1's
+//                                     two probe hits per request matter)
 //
 // Never uretprobes (golang/go#22008: they corrupt Go stacks); never writes
 // into the target; reads only with bpf_probe_read_user. Built by
@@ -88,6 +93,8 @@ struct proc_info {
     __u64 swiss_dir_len;
     __u64 table_groups;
     __u64 table_mask;
+    __u64 g_goid;            // runtime.g.goid
+    __u64 g_parent_goid;     // runtime.g.parentGoid (Go 1.21+), 0 = not used
 };
 
 struct gkey {
@@ -146,7 +153,7 @@ struct http_event {
 
 _Static_assert(sizeof(struct inflight) == 272, "struct inflight: HTTPEvent.swift expects 272 bytes");
 _Static_assert(sizeof(struct http_event) == 384, "struct http_event: HTTPEvent.swift expects 384 bytes");
-_Static_assert(sizeof(struct proc_info) == 19 * 8, "struct proc_info: ProcOffsets expects 19 u64");
+_Static_assert(sizeof(struct proc_info) == 21 * 8, "struct proc_info: ProcOffsets expects 21 u64");
 
 // Counters (index → meaning), read by user space and reported as self-metrics.
 enum counter {
@@ -193,6 +200,16 @@ struct {
     __type(key, struct gkey);
     __type(value, struct span_ctx);
 } goroutine_ctx SEC(".maps");
+
+// {pid, goid} → the server span a goroutine is serving, for the goroutines it
+// starts (found through their runtime.g.parentGoid). Filled only when
+// proc_info.g_parent_goid is set.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, INFLIGHT_MAX);
+    __type(key, struct gkey);
+    __type(value, struct span_ctx);
+} server_by_goid SEC(".maps");
 
 // Thread id → the context newproc1's caller had, between newproc1's entry and RET.
 struct {
@@ -529,6 +546,14 @@ int server_entry(struct pt_regs *ctx)
         count(C_INFLIGHT_FULL);
         return 0;
     }
+    if (p->g_parent_goid) {
+        struct gkey gk = { .pid = pid, .goroutine = read_u64(k.goroutine + p->g_goid) };
+        struct span_ctx c;
+        __builtin_memcpy(c.trace_id, f->trace_id, 16);
+        __builtin_memcpy(c.span_id, f->span_id, 8);
+        if (gk.goroutine)
+            bpf_map_update_elem(&server_by_goid, &gk, &c, BPF_ANY);
+    }
     count(C_ENTRIES);
     return 0;
 }
@@ -586,13 +611,18 @@ int server_return(struct pt_regs *ctx)
     if (p->req_pattern)
         e->route_len = read_go_string(e->route, ROUTE_MAX, f->req + p->req_pattern);
     bpf_map_delete_elem(&inflight, &k);
+    if (p->g_parent_goid) {
+        struct gkey gk = { .pid = pid, .goroutine = read_u64(k.goroutine + p->g_goid) };
+        bpf_map_delete_elem(&server_by_goid, &gk);
+    }
     submit(e);
     return 0;
 }
 
 // The span context of goroutine g: the request it is serving, else what it
-// inherited from the goroutine that started it. Returns 1 when found.
-static __always_inline int context_of(__u32 pid, __u64 g, struct span_ctx *out)
+// inherited from the goroutine that started it (newproc1), else the request
+// its parent goroutine is serving (parentGoid). Returns 1 when found.
+static __always_inline int context_of(__u32 pid, struct proc_info *p, __u64 g, struct span_ctx *out)
 {
     struct gkey k = { .pid = pid, .goroutine = g };
     struct inflight *s = bpf_map_lookup_elem(&inflight, &k);
@@ -605,6 +635,14 @@ static __always_inline int context_of(__u32 pid, __u64 g, struct span_ctx *out)
     if (c) {
         __builtin_memcpy(out, c, sizeof(*out));
         return 1;
+    }
+    if (p->g_parent_goid) {
+        struct gkey gk = { .pid = pid, .goroutine = read_u64(g + p->g_parent_goid) };
+        c = gk.goroutine ? bpf_map_lookup_elem(&server_by_goid, &gk) : 0;
+        if (c) {
+            __builtin_memcpy(out, c, sizeof(*out));
+            return 1;
+        }
     }
     return 0;
 }
@@ -632,7 +670,7 @@ int client_entry(struct pt_regs *ctx)
     f->req = req;
     f->flags = 0;
     struct span_ctx parent = {};
-    if (context_of(pid, k.goroutine, &parent)) {
+    if (context_of(pid, p, k.goroutine, &parent)) {
         __builtin_memcpy(f->trace_id, parent.trace_id, 16);
         __builtin_memcpy(f->parent_span_id, parent.span_id, 8);
         f->flags |= F_LOCAL_PARENT;
@@ -709,10 +747,11 @@ int newproc_entry(struct pt_regs *ctx)
 {
     __u64 tid = bpf_get_current_pid_tgid();
     __u32 pid = tid >> 32;
-    if (!bpf_map_lookup_elem(&procs, &pid))
+    struct proc_info *p = bpf_map_lookup_elem(&procs, &pid);
+    if (!p)
         return 0;
     struct span_ctx c = {};
-    if (context_of(pid, GO_PARAM2(ctx), &c))
+    if (context_of(pid, p, GO_PARAM2(ctx), &c))
         bpf_map_update_elem(&spawning, &tid, &c, BPF_ANY);
     return 0;
 }
