@@ -113,7 +113,7 @@ let package = Package(
         // The BPF C under bpf/ is compiled by scripts/build.sh, not SwiftPM.
         .target(
             name: "HTTPTracerPlugin", dependencies: ["FerretPluginKit", "HTTPTracing", "GoIntrospection"],
-            path: "Sources/Plugins/HTTPTracer", exclude: ["README.md", "STATUS.md", "sample.yaml", "bpf"]),
+            path: "Sources/Plugins/HTTPTracer", exclude: ["README.md", "sample.yaml", "bpf"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
             name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
