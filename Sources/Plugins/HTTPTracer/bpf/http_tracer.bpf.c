@@ -558,6 +558,27 @@ int server_entry(struct pt_regs *ctx)
     return 0;
 }
 
+// Reserves the event of a finished request and fills what server and client
+// events share; NULL (counted) when the ring buffer is full.
+static __always_inline struct http_event *new_event(__u32 kind, struct gkey *k, struct inflight *f)
+{
+    struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+    if (!e) {
+        count(C_RINGBUF_FULL);
+        return 0;
+    }
+    e->kind = kind;
+    e->pid = k->pid;
+    e->goroutine = k->goroutine;
+    e->start_ns = f->start_ns;
+    e->end_ns = bpf_ktime_get_ns();
+    e->route_len = 0;
+    e->pad16 = 0;
+    e->pad32 = 0;
+    __builtin_memcpy(&e->req, f, sizeof(*f));
+    return e;
+}
+
 static __always_inline void submit(struct http_event *e)
 {
     long avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
@@ -578,20 +599,11 @@ int server_return(struct pt_regs *ctx)
         count(C_UNMATCHED_RET);
         return 0;
     }
-    struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+    struct http_event *e = new_event(EVENT_SERVER, &k, f);
     if (!e) {
-        count(C_RINGBUF_FULL);
         bpf_map_delete_elem(&inflight, &k);
         return 0;
     }
-    e->kind = EVENT_SERVER;
-    e->pid = pid;
-    e->goroutine = k.goroutine;
-    e->start_ns = f->start_ns;
-    e->end_ns = bpf_ktime_get_ns();
-    e->pad16 = 0;
-    e->pad32 = 0;
-    __builtin_memcpy(&e->req, f, sizeof(*f));
     // rw is an *http.response when its req field is this request; otherwise
     // (HTTP/2's responseWriter, a hijacked or foreign writer) its status is
     // somewhere else, so none is reported.
@@ -607,7 +619,6 @@ int server_return(struct pt_regs *ctx)
     }
     e->status = status;
     // The ServeMux pattern that matched (Go 1.23+), set while the handler ran.
-    e->route_len = 0;
     if (p->req_pattern)
         e->route_len = read_go_string(e->route, ROUTE_MAX, f->req + p->req_pattern);
     bpf_map_delete_elem(&inflight, &k);
@@ -710,21 +721,11 @@ int client_return(struct pt_regs *ctx)
         count(C_UNMATCHED_RET);
         return 0;
     }
-    struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+    struct http_event *e = new_event(EVENT_CLIENT, &k, f);
     if (!e) {
-        count(C_RINGBUF_FULL);
         bpf_map_delete_elem(&client_inflight, &k);
         return 0;
     }
-    e->kind = EVENT_CLIENT;
-    e->pid = pid;
-    e->goroutine = k.goroutine;
-    e->start_ns = f->start_ns;
-    e->end_ns = bpf_ktime_get_ns();
-    e->pad16 = 0;
-    e->pad32 = 0;
-    e->route_len = 0;
-    __builtin_memcpy(&e->req, f, sizeof(*f));
     __u64 response = GO_PARAM1(ctx);
     __s64 status = 0;
     if (response) {
