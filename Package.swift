@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ferret_scheduler", type: .dynamic, targets: ["SchedulerPlugin"]),
         .library(name: "ferret_heap", type: .dynamic, targets: ["HeapPlugin"]),
         .library(name: "ferret_cpu_profiler", type: .dynamic, targets: ["CPUProfilerPlugin"]),
+        .library(name: "ferret_http_tracer", type: .dynamic, targets: ["HTTPTracerPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -97,6 +98,22 @@ let package = Package(
         .target(
             name: "HeapPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
             path: "Sources/Plugins/Heap", exclude: ["README.md", "sample.yaml"]),
+        // libbpf and capstone for the http_tracer (issue #6).
+        .systemLibrary(
+            name: "CBPF", path: "Sources/CBPF", pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev"])]),
+        .systemLibrary(
+            name: "CCapstone", path: "Sources/CCapstone", pkgConfig: "capstone",
+            providers: [.apt(["libcapstone-dev"])]),
+        // The http_tracer's engine: RET finding, probe planning, the libbpf loader
+        // and event decoding (a library so tests drive it without the host).
+        .target(
+            name: "HTTPTracing", dependencies: ["GoIntrospection", "CBPF", "CCapstone"],
+            path: "Sources/HTTPTracing"),
+        // The BPF C under bpf/ is compiled by scripts/build.sh, not SwiftPM.
+        .target(
+            name: "HTTPTracerPlugin", dependencies: ["FerretPluginKit", "HTTPTracing", "GoIntrospection"],
+            path: "Sources/Plugins/HTTPTracer", exclude: ["README.md", "sample.yaml", "bpf"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
             name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
@@ -129,6 +146,9 @@ let package = Package(
         .testTarget(
             name: "PerfSamplingTests", dependencies: ["PerfSampling", "CLinuxSupport", "GoTestSupport"],
             path: "Tests/PerfSamplingTests"),
+        .testTarget(
+            name: "HTTPTracingTests", dependencies: ["HTTPTracing", "GoIntrospection", "GoTestSupport"],
+            path: "Tests/HTTPTracingTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),

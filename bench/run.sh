@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark on a release build and prints the figures recorded in
-# bench/RESULTS.md. Takes about ten minutes. Installs what it needs first
+# bench/RESULTS.md. Takes about fifteen minutes. Installs what it needs first
 # (scripts/setup.sh --go-toolchains --bench: the Go toolchains, collectd-core, wrk,
 # linux-perf).
 # Arguments are passed to bench/agent_bench.py.
@@ -65,4 +65,6 @@ if [ -x "$gobin/promexporter" ]; then
 fi
 "$bin/PrometheusBench" 100000 50 "${peerargs[@]}"
 if [ "${#peerargs[@]}" -gt 0 ]; then kill "$peer"; rm -f "$peerout"; fi
+echo "== http_tracer: the traced service under wrk, off / bpftrace empty uprobe / metrics / spans (about 5 minutes) $(load)"
+python3 bench/http_tracer_bench.py "$bin"
 echo "== done $(load)"

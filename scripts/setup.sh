@@ -6,8 +6,8 @@
 # venv with the OTLP test receiver's opentelemetry-proto and, with
 # --go-toolchains, the pinned Go toolchains used by the multi-version tests
 # (scripts/install-go-toolchains.sh), and with --bench the peers and load
-# generator the benchmarks use (bench/run.sh): collectd-core, wrk, linux-perf and
-# golang-github-prometheus-client-golang-dev.
+# generator the benchmarks use (bench/run.sh): collectd-core, linux-perf,
+# golang-github-prometheus-client-golang-dev and bpftrace.
 # Idempotent; fast when all is present.
 #
 # Usage: scripts/setup.sh [--go-toolchains] [--bench]
@@ -27,17 +27,28 @@ APT_PACKAGES=(
   # InfluxDB 1.6 takes the influxdb sink's line protocol.
   prometheus
   influxdb
+  # The http_tracer plugin (issue #6): libbpf loads its BPF objects (compiled
+  # from source by the toolchain's clang at build time), capstone decodes Go
+  # function bodies to find every RET, bpftool inspects what is attached, and
+  # binutils' objdump is the RET finder's test oracle.
+  libbpf-dev
+  libcapstone-dev
+  bpftool
+  binutils
+  # wrk drives the http_tracer's acceptance load (20,000 requests per build).
+  wrk
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is
-# measured against; wrk, the HTTP load generator; linux-perf (`perf record`), the
+# measured against; linux-perf (`perf record`), the
 # peer the CPU profiler is measured against; Prometheus' Go client library, the
 # peer the prometheus sink's scrapes are measured against (bench/go/promexporter).
 BENCH_APT_PACKAGES=(
   collectd-core
-  wrk
   linux-perf
   golang-github-prometheus-client-golang-dev
+  # The floor of the http_tracer benchmark: an empty uprobe on the same function.
+  bpftrace
 )
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

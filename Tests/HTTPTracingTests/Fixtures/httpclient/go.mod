@@ -1,0 +1,3 @@
+module ferret.test/httpclient
+
+go 1.19

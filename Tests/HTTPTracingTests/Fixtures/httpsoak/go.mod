@@ -1,0 +1,3 @@
+module ferret.test/httpsoak
+
+go 1.19

@@ -1,0 +1,3 @@
+module ferret.test/httpsrv
+
+go 1.19
