@@ -8,12 +8,13 @@ import XCTest
 /// under checked load at once, while the probes of every service are attached
 /// and detached every few seconds. Zero crashes and zero wrong answers.
 ///
-/// FERRET_SOAK_SECONDS sets the length: 120 s by default (what CI runs); the
-/// issue's 10-minute run is `FERRET_SOAK_SECONDS=600` (bench/RESULTS.md).
+/// FERRET_SOAK_SECONDS sets the length: 60 s by default (what CI runs, for its
+/// 30-minute budget); the 10-minute run is `FERRET_SOAK_SECONDS=600`,
+/// recorded in bench/RESULTS.md.
 final class HTTPSoakTests: XCTestCase {
     static let fixtures = RetFinderTests.fixtures
 
-    static var seconds: Int { Int(ProcessInfo.processInfo.environment["FERRET_SOAK_SECONDS"] ?? "") ?? 120 }
+    static var seconds: Int { Int(ProcessInfo.processInfo.environment["FERRET_SOAK_SECONDS"] ?? "") ?? 60 }
 
     func testAttachDetachUnderLoadOnEveryToolchain() throws {
         guard geteuid() == 0 else { throw XCTSkip("needs root for BPF") }

@@ -35,7 +35,9 @@ final class TraceContextTests: XCTestCase {
         var lines: [String] = []
         let versions = try TracingTests.versions()
         for version in versions {
-            for flavour in GoToolchains.Flavour.allCases {
+            // Default (offsets from DWARF) and stripped-static (from the layout
+            // table); TracingTests covers the static flavour too.
+            for flavour in [GoToolchains.Flavour.plain, .strippedStatic] {
                 let server = try GoToolchains.build(source: Self.fixtures + "/httpsrv", version: version, flavour: flavour)
                 // Goroutine parents from parentGoid (Go 1.21+) or newproc1
                 // (1.19); and newproc1 forced, on the plain builds of the
