@@ -46,8 +46,8 @@ let package = Package(
         // Go binary and process introspection: ELF, build info, pclntab, DWARF layouts,
         // the per-version layout table, process memory.
         .target(
-            name: "GoIntrospection", dependencies: ["CElf"], path: "Sources/GoIntrospection",
-            resources: [.embedInCode("Layouts/layouts.json")]),
+            name: "GoIntrospection", dependencies: ["CElf", "CCapstone"], path: "Sources/GoIntrospection",
+            resources: [.embedInCode("Layouts/layouts.json"), .embedInCode("Layouts/globalrefs.json")]),
         .systemLibrary(
             name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // pprof profiles (profile.proto, generated code committed: scripts/gen-protos.sh).
@@ -108,7 +108,7 @@ let package = Package(
         // The http_tracer's engine: RET finding, probe planning, the libbpf loader
         // and event decoding (a library so tests drive it without the host).
         .target(
-            name: "HTTPTracing", dependencies: ["GoIntrospection", "CBPF", "CCapstone"],
+            name: "HTTPTracing", dependencies: ["GoIntrospection", "CBPF"],
             path: "Sources/HTTPTracing"),
         // The BPF C under bpf/ is compiled by scripts/build.sh, not SwiftPM.
         .target(

@@ -1,4 +1,3 @@
-import CCapstone
 import Foundation
 import GoIntrospection
 
@@ -38,39 +37,19 @@ public enum RetFinder {
         public var isEndbr64: Bool
     }
 
-    /// Decodes `code` (loaded at `address`) to the end. Throws when an
-    /// instruction cannot be decoded, since the RET list would then be
-    /// incomplete and a missed RET is a leaked in-flight entry.
-    /// Trailing INT3 padding is decoded like any other instruction.
+    /// Decodes `code` (loaded at `address`) to the end (GoIntrospection's
+    /// capstone decoder). Throws when an instruction cannot be decoded, since
+    /// the RET list would then be incomplete and a missed RET is a leaked
+    /// in-flight entry. Trailing INT3 padding is decoded like any other
+    /// instruction.
     public static func decode(_ code: [UInt8], address: UInt64) throws(Failure) -> [Instruction] {
-        var handle: csh = 0
-        guard cs_open(CS_ARCH_X86, CS_MODE_64, &handle) == CS_ERR_OK else {
-            throw Failure("capstone: cs_open(x86, 64) failed")
+        do {
+            return try X86Decoder.decode(code, address: address).map {
+                Instruction(address: $0.address, size: $0.size, isReturn: $0.isReturn, isEndbr64: $0.isEndbr64)
+            }
+        } catch {
+            throw Failure(error.description)
         }
-        defer { cs_close(&handle) }
-        var out: [Instruction] = []
-        var offset = 0
-        while offset < code.count {
-            var insn: UnsafeMutablePointer<cs_insn>?
-            // Decode in chunks; cs_disasm stops at the first undecodable byte.
-            let n = code.withUnsafeBufferPointer { b in
-                cs_disasm(handle, b.baseAddress! + offset, b.count - offset, address &+ UInt64(offset), 0, &insn)
-            }
-            guard n > 0, let insn else {
-                let byte = String(format: "%02x", code[offset])
-                throw Failure("undecodable instruction at 0x\(String(address &+ UInt64(offset), radix: 16)) (byte \(byte))")
-            }
-            defer { cs_free(insn, n) }
-            for i in 0..<n {
-                let x = insn[i]
-                out.append(Instruction(
-                    address: x.address, size: Int(x.size),
-                    isReturn: x.id == X86_INS_RET.rawValue,
-                    isEndbr64: x.id == X86_INS_ENDBR64.rawValue))
-                offset += Int(x.size)
-            }
-        }
-        return out
     }
 
     /// The probe sites of `name` in `binary`: entry and RETs from pclntab's

@@ -1,0 +1,83 @@
+import CCapstone
+
+/// x86-64 machine code decoded with capstone (Debian's libcapstone-dev): what
+/// the HTTP tracer needs to place probes (RETs, ENDBR64) and what the globals
+/// locator needs to read code references (RIP-relative memory operands).
+public enum X86Decoder {
+    public struct Failure: Error, CustomStringConvertible, Equatable {
+        public var description: String
+        public init(_ d: String) { description = d }
+    }
+
+    public struct Instruction: Sendable, Equatable {
+        public var address: UInt64
+        public var size: Int
+        public var isReturn: Bool
+        public var isEndbr64: Bool
+        /// Capstone's Intel mnemonic ("mov", "lea", "movsxd", …); empty unless
+        /// decoded with `details`.
+        public var mnemonic: String = ""
+        /// The address a RIP-relative memory operand refers to (next
+        /// instruction + displacement); nil when the instruction has none or
+        /// was decoded without `details`.
+        public var ripTarget: UInt64?
+    }
+
+    /// Decodes `code` (loaded at `address`) to the end. Throws when an
+    /// instruction cannot be decoded: a caller that needs every RET, or the
+    /// k-th RIP-relative operand, cannot use a partial list.
+    /// `details` adds mnemonics and RIP-relative targets (slower).
+    public static func decode(_ code: [UInt8], address: UInt64, details: Bool = false) throws(Failure) -> [Instruction] {
+        var handle: csh = 0
+        guard cs_open(CS_ARCH_X86, CS_MODE_64, &handle) == CS_ERR_OK else {
+            throw Failure("capstone: cs_open(x86, 64) failed")
+        }
+        defer { cs_close(&handle) }
+        if details { cs_option(handle, CS_OPT_DETAIL, Int(CS_OPT_ON.rawValue)) }
+        var out: [Instruction] = []
+        var offset = 0
+        while offset < code.count {
+            var insn: UnsafeMutablePointer<cs_insn>?
+            // Decode in chunks; cs_disasm stops at the first undecodable byte.
+            let n = code.withUnsafeBufferPointer { b in
+                cs_disasm(handle, b.baseAddress! + offset, b.count - offset, address &+ UInt64(offset), 0, &insn)
+            }
+            guard n > 0, let insn else {
+                let byte = String(format: "%02x", code[offset])
+                throw Failure("undecodable instruction at 0x\(String(address &+ UInt64(offset), radix: 16)) (byte \(byte))")
+            }
+            defer { cs_free(insn, n) }
+            for i in 0..<n {
+                let x = insn[i]
+                var d = Instruction(
+                    address: x.address, size: Int(x.size),
+                    isReturn: x.id == X86_INS_RET.rawValue,
+                    isEndbr64: x.id == X86_INS_ENDBR64.rawValue)
+                if details, let detail = x.detail {
+                    d.mnemonic = withUnsafeBytes(of: x.mnemonic) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                    d.ripTarget = ripTarget(detail.pointee.x86, next: x.address &+ UInt64(x.size))
+                }
+                out.append(d)
+                offset += Int(x.size)
+            }
+        }
+        return out
+    }
+
+    /// The target of the instruction's RIP-relative memory operand, if any
+    /// (Go's code has at most one memory operand per instruction).
+    static func ripTarget(_ x86: cs_x86, next: UInt64) -> UInt64? {
+        var ops = x86.operands
+        let count = Int(x86.op_count)
+        return withUnsafeBytes(of: &ops) { raw -> UInt64? in
+            let list = raw.bindMemory(to: cs_x86_op.self)
+            for i in 0..<min(count, list.count) where list[i].type == X86_OP_MEM {
+                let m = list[i].mem
+                if m.base == X86_REG_RIP && m.index == X86_REG_INVALID {
+                    return UInt64(bitPattern: Int64(bitPattern: next) &+ m.disp)
+                }
+            }
+            return nil
+        }
+    }
+}
