@@ -29,13 +29,8 @@ public enum RetFinder {
         public init(_ d: String) { description = d }
     }
 
-    /// One decoded instruction (what the finder needs of it).
-    public struct Instruction: Sendable, Equatable {
-        public var address: UInt64
-        public var size: Int
-        public var isReturn: Bool
-        public var isEndbr64: Bool
-    }
+    /// One decoded instruction (GoIntrospection's capstone decoder).
+    public typealias Instruction = X86Decoder.Instruction
 
     /// Decodes `code` (loaded at `address`) to the end (GoIntrospection's
     /// capstone decoder). Throws when an instruction cannot be decoded, since
@@ -44,9 +39,7 @@ public enum RetFinder {
     /// instruction.
     public static func decode(_ code: [UInt8], address: UInt64) throws(Failure) -> [Instruction] {
         do {
-            return try X86Decoder.decode(code, address: address).map {
-                Instruction(address: $0.address, size: $0.size, isReturn: $0.isReturn, isEndbr64: $0.isEndbr64)
-            }
+            return try X86Decoder.decode(code, address: address)
         } catch {
             throw Failure(error.description)
         }
