@@ -127,7 +127,8 @@ public struct ClockConverter: Sendable {
 
     public func unixNanos(monotonic: UInt64) -> UInt64 { UInt64(Int64(monotonic) &+ offsetNanos) }
 
-    static func now(_ clock: clockid_t) -> Int64 {
+    /// Nanoseconds on `clock` now.
+    public static func now(_ clock: clockid_t) -> Int64 {
         var ts = timespec()
         clock_gettime(clock, &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)

@@ -1,8 +1,9 @@
-// http_tracer: zero-code tracing of Go net/http servers with eBPF uprobes
-// (issue #6). Plain uprobes on the entry and every RET of
-// net/http.serverHandler.ServeHTTP (never uretprobes), field offsets from the
-// binary's DWARF or the per-version layout table, events through a BPF ring
-// buffer; spans per request and the RED histogram http.server.request.duration.
+// http_tracer: zero-code tracing of Go net/http servers and clients with eBPF
+// uprobes (issue #6). Plain uprobes on the entry and every RET of
+// serverHandler.ServeHTTP, (*Transport).roundTrip and, where configured,
+// runtime.newproc1 (never uretprobes), field offsets from the binary's DWARF or
+// the per-version layout table, events through a BPF ring buffer; server and
+// client spans and the RED histograms http.{server,client}.request.duration.
 import FerretPluginKit
 import Foundation
 import GoIntrospection
@@ -174,15 +175,8 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         if !e.route.isEmpty { attrs.append(("http.route", .string(Self.routePath(e.route)))) }
         if !e.host.isEmpty { attrs.append(("server.address", .string(Self.hostOnly(e.host)))) }
         if let port = Self.port(e.host) { attrs.append(("server.port", .int(port))) }
-        var error = false
-        if e.kind == .server {
-            error = (status ?? 0) >= 500
-        } else {
-            // OTel: a client span is an error on 4xx and 5xx, and on no response.
-            error = e.flags.contains(.clientError) || (status ?? 0) >= 400
-            if e.flags.contains(.clientError) { attrs.append(("error.type", .string("no response"))) }
-        }
-        if let status, error, status > 0 { attrs.append(("error.type", .string(String(status)))) }
+        let error = Self.errorType(e.kind, status: status, noResponse: e.flags.contains(.clientError))
+        if let error { attrs.append(("error.type", .string(error))) }
         // The name: method and route where the mux reported one, else the path
         // the request asked for (the issue's `GET /path`).
         let target = e.route.isEmpty ? e.path : Self.routePath(e.route)
@@ -192,7 +186,15 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
             name: target.isEmpty ? e.method : "\(e.method) \(target)",
             startUnixNano: clock.unixNanos(monotonic: e.startMonotonicNanos),
             endUnixNano: clock.unixNanos(monotonic: e.endMonotonicNanos),
-            status: error ? .error : .unset, attributes: attrs)
+            status: error != nil ? .error : .unset, attributes: attrs)
+    }
+
+    /// OTel's `error.type` of a request, nil when it did not fail: a server
+    /// fails on 5xx; a client on 4xx, 5xx and on no response at all.
+    static func errorType(_ kind: HTTPEvent.Kind, status: Int64?, noResponse: Bool) -> String? {
+        if kind == .client && noResponse { return "no response" }
+        guard let status, status > 0 else { return nil }
+        return status >= (kind == .server ? 500 : 400) ? String(status) : nil
     }
 
     /// The path part of a ServeMux pattern: "GET example.com/items/{id}" →
@@ -234,15 +236,13 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         let series = red.withLock { $0.series }
         var points: [Metric] = []
         for (k, s) in series where pid == nil || k.pid == pid {
-            var attrs: [(String, AttrValue)] = [
-                ("http.request.method", .string(k.method)), ("http.response.status_code", .int(k.status)),
-            ]
+            // Status 0 in a series key: no status known (see received).
+            let status = k.status == 0 ? nil : k.status
+            var attrs: [(String, AttrValue)] = [("http.request.method", .string(k.method))]
+            if let status { attrs.append(("http.response.status_code", .int(status))) }
             if !k.route.isEmpty { attrs.append(("http.route", .string(Self.routePath(k.route)))) }
-            if k.status == 0 {
-                attrs.removeAll { $0.0 == "http.response.status_code" }
-                if k.kind == .client { attrs.append(("error.type", .string("no response"))) }
-            } else if k.status >= 500 || (k.kind == .client && k.status >= 400) {
-                attrs.append(("error.type", .string(String(k.status))))
+            if let error = Self.errorType(k.kind, status: status, noResponse: status == nil) {
+                attrs.append(("error.type", .string(error)))
             }
             points.append(.histogram(REDHistograms.name(k.kind), bounds: REDHistograms.bounds, bucketCounts: s.counts,
                                      sum: s.sum, unit: "s", pid: k.pid, attributes: attrs, time: now))
@@ -276,11 +276,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         flusherDone.signal()
     }
 
-    static func unixNanos() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    static func unixNanos() -> UInt64 { UInt64(ClockConverter.now(CLOCK_REALTIME)) }
 }
 
 @_cdecl("ferret_plugin_entry") public func ferretPluginEntry(_ major: UInt32, _ minor: UInt32, _ host: UnsafePointer<ferret_host_api>?) -> UnsafeRawPointer? { FerretExport.entry(HTTPTracerCollector.self, major, minor, host) }
