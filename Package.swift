@@ -130,6 +130,9 @@ let package = Package(
         .executableTarget(
             name: "GoReaderBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/GoReaderBench"),
+        .executableTarget(
+            name: "GlobalsLocateBench", dependencies: ["GoIntrospection"],
+            path: "bench/Sources/GlobalsLocateBench"),
         // Test support shared by the test targets: Go toolchains and cached fixture
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),

@@ -8,16 +8,30 @@ import Foundation
 /// which stripped binaries keep), the k-th instruction with a RIP-relative
 /// memory operand, of mnemonic class M, refers to global G at byte offset O;
 /// F has N such instructions in all (a check that the code is what the table
-/// describes). Written by hand: no library reads Go's code references.
+/// describes). An anchor source ("@runtime.allglen", mnemonic "at") says
+/// instead: G lies at a fixed signed distance from another global of the same
+/// version (the runtime's .noptrbss layout); it gives runtime.ncgocall, whose
+/// only always-linked code reference is in runtime.mexit, a second source.
+/// A fact row ("=runtime.argc", mnemonic "fact") is not a source: it tells
+/// the validator which neighbour of a global it can check against the process.
+/// Written by hand: no library reads Go's code references.
 public struct GlobalReferenceTable: Sendable {
     public struct Source: Sendable, Equatable {
         public var global: String
         public var function: String
         public var operandIndex: Int
         public var mnemonic: String
-        public var offset: UInt64
+        /// Offset into the global (code sources), or the signed distance from
+        /// the anchor global (anchor sources).
+        public var offset: Int64
         public var operandCount: Int
         public var globalSize: UInt64
+
+        /// The anchor global of an anchor source ("runtime.allglen"), else nil.
+        public var anchor: String? { function.hasPrefix("@") ? String(function.dropFirst()) : nil }
+        /// The neighbour of a fact row ("runtime.argc"): not a source, a check for
+        /// the validator (the int32 at global + offset is that neighbour).
+        public var neighbour: String? { function.hasPrefix("=") ? String(function.dropFirst()) : nil }
     }
 
     public var generator: String
@@ -50,19 +64,33 @@ public struct GlobalReferenceTable: Sendable {
         for (version, list) in f.versions {
             rows[version] = try list.map { r in
                 guard r.count == 7, let g = r[0].string, let fn = r[1].string, let k = r[2].int, let m = r[3].string,
-                      let off = r[4].int, let n = r[5].int, let size = r[6].int, k >= 0, off >= 0, n > k, size > 0 else {
+                      let off = r[4].int, let n = r[5].int, let size = r[6].int, k >= 0, off >= 0 || fn.hasPrefix("@") || fn.hasPrefix("="),
+                      n > k, size > 0 else {
                     throw IntrospectionError("globalrefs.json: malformed row \(r) for \(version)")
                 }
-                return Source(global: g, function: fn, operandIndex: k, mnemonic: m, offset: UInt64(off),
+                return Source(global: g, function: fn, operandIndex: k, mnemonic: m, offset: Int64(off),
                               operandCount: n, globalSize: UInt64(size))
             }
         }
         self.init(generator: f.generator, rows: rows)
     }
 
-    /// The table compiled into the library.
-    public static let builtIn: GlobalReferenceTable =
-        (try? GlobalReferenceTable(json: PackageResources.globalrefs_json)) ?? GlobalReferenceTable(generator: "invalid", rows: [:])
+    /// The table compiled into the library, or the file named by the environment
+    /// variable `FERRET_GLOBALREFS` (same format; for a Go release newer than
+    /// this build: regenerate with tools/globalsgen and point the agent at it).
+    /// A file that cannot be read gives an empty table whose generator says why,
+    /// so every stripped binary is refused with that reason.
+    public static let builtIn: GlobalReferenceTable = {
+        if let path = ProcessInfo.processInfo.environment["FERRET_GLOBALREFS"], !path.isEmpty {
+            do {
+                guard let data = FileManager.default.contents(atPath: path) else { throw IntrospectionError("cannot read the file") }
+                return try GlobalReferenceTable(json: [UInt8](data))
+            } catch {
+                return GlobalReferenceTable(generator: "FERRET_GLOBALREFS=\(path): \(error)", rows: [:])
+            }
+        }
+        return (try? GlobalReferenceTable(json: PackageResources.globalrefs_json)) ?? GlobalReferenceTable(generator: "invalid", rows: [:])
+    }()
 
     /// The sources for `goVersion`: its own row, else the nearest patch of the
     /// same minor (the operand checks then tell whether the code still
@@ -79,16 +107,26 @@ public struct GlobalReferenceTable: Sendable {
 }
 
 /// Finds runtime globals from the code of runtime functions, for binaries
-/// without a symbol table (issue #8). Every source of a global must check
-/// out (the function's RIP-relative operand count, the operand's mnemonic
-/// class) and all of them must agree on one address inside a data section of
-/// the file; otherwise the global is not reported. Validation against the
-/// running process (RuntimeGlobalsValidator) comes after.
+/// without a symbol table (issue #8). A source counts when it checks out (the
+/// function's RIP-relative operand count, the operand's mnemonic class); a
+/// global is reported only when at least two sources count and all of them
+/// agree on one address, aligned for its size and inside a data section of
+/// the file. One changed instruction (a patch release, a flipped byte) can
+/// therefore make a global unavailable but never move it. Validation against
+/// the running process (``RuntimeGlobalsValidator``) comes after.
 public struct CodeReferenceStrategy: GlobalsLocatorStrategy {
     public let name = "code"
     public var table: GlobalReferenceTable
+    /// Reads `count` bytes of code at a link-time address; nil uses the file.
+    /// (Tests put mutated code here.)
+    public var codeReader: (@Sendable (UInt64, Int) -> [UInt8]?)?
+    /// Agreeing sources a global needs.
+    public static let minimumSources = 2
 
-    public init(table: GlobalReferenceTable = .builtIn) { self.table = table }
+    public init(table: GlobalReferenceTable = .builtIn, codeReader: (@Sendable (UInt64, Int) -> [UInt8]?)? = nil) {
+        self.table = table
+        self.codeReader = codeReader
+    }
 
     /// One global's outcome, with the reason when it was not found.
     public struct Finding: Sendable, Equatable {
@@ -108,70 +146,134 @@ public struct CodeReferenceStrategy: GlobalsLocatorStrategy {
         return out
     }
 
-    public func findings(_ names: [String], in binary: GoBinary) -> [Finding] {
-        guard let version = binary.goVersion else { return names.map { Finding(global: $0, size: 0, sources: [], problem: "no Go version") } }
+    public func outcomes(_ names: [String], in binary: GoBinary) -> [String: GlobalOutcome] {
+        var out: [String: GlobalOutcome] = [:]
+        for f in findings(names, in: binary) {
+            out[f.global] = GlobalOutcome(address: f.address, size: f.size, evidence: f.sources, problem: f.problem)
+        }
+        return out
+    }
+
+    /// What one code source says on its own: the global's base address, or why
+    /// the source does not count (its function is not the code the table describes).
+    public struct SourceAnswer: Sendable, Equatable {
+        public var source: GlobalReferenceTable.Source
+        /// "runtime.mexit#10"
+        public var label: String
+        public var base: UInt64?
+        public var rejection: String?
+    }
+
+    /// The table row for the binary's Go version and every code (non-anchor)
+    /// source's own answer; or why there is none ("unknown layout: …").
+    public func answers(in binary: GoBinary) -> Result<(row: String, answers: [SourceAnswer]), IntrospectionError> {
+        guard let version = binary.goVersion else { return .failure(IntrospectionError("no Go version")) }
         guard let (row, sources) = table.sources(goVersion: version) else {
-            return names.map { Finding(global: $0, size: 0, sources: [], problem: "unknown layout: no code-reference table for \(version)") }
+            let from = table.generator.hasPrefix("FERRET_GLOBALREFS") || table.generator == "invalid" ? " (\(table.generator))" : ""
+            return .failure(IntrospectionError("unknown layout: no code-reference table for \(version)\(from)", kind: .unknownLayout))
         }
         let pcln: PclnTable
-        do { pcln = try binary.pclnTable() } catch {
-            return names.map { Finding(global: $0, size: 0, sources: [], problem: "no pclntab: \(error)") }
-        }
-        let dataSections = binary.elf.sections.filter {
-            [".bss", ".noptrbss", ".data", ".noptrdata"].contains($0.name) && $0.size > 0
-        }
+        do { pcln = try binary.pclnTable() } catch { return .failure(IntrospectionError("no pclntab: \(error)")) }
         var decoded: [String: [X86Decoder.Instruction]?] = [:]
         func ripInstructions(_ function: String) -> [X86Decoder.Instruction]? {
             if let d = decoded[function] { return d }
             var result: [X86Decoder.Instruction]?
             if let f = pcln.function(named: function), f.size > 0, f.size < 1 << 20,
-               let code = try? binary.elf.read(vaddr: f.entry, count: Int(f.size)),
+               let code = codeReader.map({ $0(f.entry, Int(f.size)) }) ?? (try? binary.elf.read(vaddr: f.entry, count: Int(f.size))),
                let insns = try? X86Decoder.decode(code, address: f.entry, details: true) {
                 result = insns.filter { $0.ripTarget != nil }
             }
             decoded[function] = result
             return result
         }
-        return names.map { global in
-            let mine = sources.filter { $0.global == global }
+        let out = sources.filter { $0.anchor == nil && $0.neighbour == nil }.map { s -> SourceAnswer in
+            let label = "\(s.function)#\(s.operandIndex)"
+            func no(_ why: String) -> SourceAnswer { SourceAnswer(source: s, label: label, base: nil, rejection: why) }
+            guard let ops = ripInstructions(s.function) else { return no("function not decodable") }
+            guard ops.count == s.operandCount else {
+                return no("\(ops.count) RIP-relative operands, the table says \(s.operandCount)")
+            }
+            let op = ops[s.operandIndex]
+            guard Self.sameClass(op.mnemonic, s.mnemonic), let target = op.ripTarget, target >= UInt64(s.offset) else {
+                return no("'\(op.mnemonic)' where the table has '\(s.mnemonic)'")
+            }
+            return SourceAnswer(source: s, label: label, base: target - UInt64(s.offset), rejection: nil)
+        }
+        return .success((row, out))
+    }
+
+    public func findings(_ names: [String], in binary: GoBinary) -> [Finding] {
+        switch self.answers(in: binary) {
+        case .failure(let e): return names.map { Finding(global: $0, size: 0, sources: [], problem: e.description) }
+        case .success(let r): return findings(names, in: binary, row: r.row, answers: r.answers)
+        }
+    }
+
+    /// The globals from the code sources' `answers` (tests pass answers from
+    /// mutated code) and the anchor sources of the table row.
+    public func findings(_ names: [String], in binary: GoBinary, row: String, answers: [SourceAnswer]) -> [Finding] {
+        let sources = table.rows[row] ?? []
+        let dataSections = binary.elf.sections.filter {
+            [".bss", ".noptrbss", ".data", ".noptrdata"].contains($0.name) && $0.size > 0
+        }
+        var found: [String: UInt64] = [:]
+        func finding(_ global: String) -> Finding {
+            let mine = sources.filter { $0.global == global && $0.neighbour == nil }
             guard !mine.isEmpty else {
                 return Finding(global: global, size: 0, sources: [], problem: "no code reference known for \(global) in \(row)")
             }
             var bases: [UInt64: [String]] = [:]
             var rejected: [String] = []
+            for a in answers where a.source.global == global {
+                if let b = a.base { bases[b, default: []].append(a.label) } else { rejected.append("\(a.label): \(a.rejection ?? "")") }
+            }
             for s in mine {
-                let label = "\(s.function)#\(s.operandIndex)"
-                guard let ops = ripInstructions(s.function) else { rejected.append("\(label): function not decodable"); continue }
-                guard ops.count == s.operandCount else {
-                    rejected.append("\(label): \(ops.count) RIP-relative operands, the table says \(s.operandCount)")
-                    continue
-                }
-                let op = ops[s.operandIndex]
-                guard Self.sameClass(op.mnemonic, s.mnemonic), let target = op.ripTarget, target >= s.offset else {
-                    rejected.append("\(label): '\(op.mnemonic)' where the table has '\(s.mnemonic)'")
-                    continue
-                }
-                bases[target - s.offset, default: []].append(label)
+                guard let anchor = s.anchor else { continue }
+                let label = "@\(anchor)\(s.offset < 0 ? "-" : "+")\(s.offset.magnitude)"
+                guard let a = found[anchor] else { rejected.append("\(label): \(anchor) not found"); continue }
+                bases[a &+ UInt64(bitPattern: s.offset), default: []].append(label)
             }
             let size = mine[0].globalSize
             guard bases.count == 1, let (base, agreeing) = bases.first else {
                 let why = bases.count > 1
-                    ? "sources disagree: " + bases.map { "\($0.value.joined(separator: ",")) → 0x\(String($0.key, radix: 16))" }.joined(separator: "; ")
+                    ? "sources disagree: " + bases.sorted { $0.key < $1.key }
+                        .map { "\($0.value.joined(separator: ",")) → 0x\(String($0.key, radix: 16))" }.joined(separator: "; ")
                     : "no source checked out (\(rejected.joined(separator: "; ")))"
                 return Finding(global: global, size: size, sources: [], problem: why)
             }
-            guard dataSections.contains(where: { base >= $0.address && base + size <= $0.address + $0.size }) else {
+            guard agreeing.count >= Self.minimumSources else {
+                return Finding(global: global, size: size, sources: agreeing,
+                               problem: "only \(agreeing.count) source checked out (\(agreeing[0]); \(rejected.joined(separator: "; ")))")
+            }
+            let alignment: UInt64 = size >= 8 ? 8 : (size >= 4 ? 4 : 1)
+            guard base % alignment == 0 else {
+                return Finding(global: global, size: size, sources: agreeing,
+                               problem: "0x\(String(base, radix: 16)) is not \(alignment)-byte aligned")
+            }
+            guard dataSections.contains(where: { base >= $0.address && base - $0.address <= $0.size && size <= $0.size - (base - $0.address) }) else {
                 return Finding(global: global, size: size, sources: agreeing,
                                problem: "0x\(String(base, radix: 16)) (+\(size)) is not inside a data section")
             }
+            found[global] = base
             return Finding(global: global, address: base, size: size, sources: agreeing, problem: nil)
         }
+        // Anchored globals after the globals they are anchored to.
+        let anchored = Set(sources.filter { $0.anchor != nil }.map(\.global))
+        var byName: [String: Finding] = [:]
+        for g in names.filter({ !anchored.contains($0) }) + sources.compactMap(\.anchor).filter({ !names.contains($0) }) {
+            byName[g] = finding(g)
+        }
+        for g in names where anchored.contains(g) { byName[g] = finding(g) }
+        return names.map { byName[$0]! }
     }
 
     /// Mnemonic classes that survive the assembler syntax: objdump's AT&T
     /// names (the generator's) against capstone's Intel ones.
     static func sameClass(_ capstone: String, _ table: String) -> Bool {
         if table == "lea" { return capstone == "lea" }
-        return capstone.hasPrefix("mov") && capstone != "movs"
+        if table.hasPrefix("mov") { return capstone.hasPrefix("mov") && capstone != "movs" }
+        // cmpl/incl/decl (AT&T, with a size suffix) against cmp/inc/dec.
+        if let last = table.last, "bwlq".contains(last), capstone == String(table.dropLast()) { return true }
+        return capstone == table
     }
 }

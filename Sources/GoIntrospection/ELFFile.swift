@@ -154,5 +154,31 @@ public final class ELFFile {
 
 public struct IntrospectionError: Error, Sendable, CustomStringConvertible {
     public var description: String
-    public init(_ d: String) { description = d }
+    public var kind: Kind
+
+    /// What the collectors tell apart (each gets its own event).
+    public enum Kind: Sendable, Equatable {
+        case other
+        /// The Go version has no row in a layout or code-reference table.
+        case unknownLayout
+        /// Runtime globals were found but failed a check against the process.
+        case failedValidation
+    }
+
+    public init(_ d: String, kind: Kind = .other) {
+        description = d
+        self.kind = kind
+    }
+
+    /// The event a collector emits when it cannot read a Go process's runtime:
+    /// `go.runtime.unknown_layout` for a Go version without a table row,
+    /// `go.runtime.unverified` when the globals failed validation, else
+    /// `go.runtime.unavailable`.
+    public static func eventName(for error: any Error) -> String {
+        switch (error as? IntrospectionError)?.kind {
+        case .unknownLayout?: "go.runtime.unknown_layout"
+        case .failedValidation?: "go.runtime.unverified"
+        default: "go.runtime.unavailable"
+        }
+    }
 }

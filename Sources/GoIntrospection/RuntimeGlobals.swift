@@ -1,13 +1,17 @@
+import Synchronization
+
 /// One runtime global variable of a Go program.
 public struct RuntimeGlobal: Sendable, Hashable {
     public var name: String
     /// Link-time address (add the load bias for a running PIE); nil when not found.
     public var address: UInt64?
     public var size: UInt64?
-    /// The strategy that found it ("symtab", ...).
+    /// The strategy that found it ("symtab", "code").
     public var source: String?
     /// Why it was not found.
     public var problem: String?
+    /// What the strategy found it through ("runtime.mexit#2", "@runtime.allglen-240").
+    public var evidence: [String] = []
 }
 
 /// A way of finding runtime globals. Strategies are tried in order; the
@@ -17,6 +21,23 @@ public protocol GlobalsLocatorStrategy: Sendable {
     var name: String { get }
     /// Finds what it can of `names`; returns name -> (address, size).
     func locate(_ names: [String], in binary: GoBinary) -> [String: (address: UInt64, size: UInt64)]
+    /// Like `locate`, with what each global was found through and why the
+    /// others were not found.
+    func outcomes(_ names: [String], in binary: GoBinary) -> [String: GlobalOutcome]
+}
+
+/// One strategy's result for one global.
+public struct GlobalOutcome: Sendable {
+    public var address: UInt64?
+    public var size: UInt64
+    public var evidence: [String]
+    public var problem: String?
+}
+
+extension GlobalsLocatorStrategy {
+    public func outcomes(_ names: [String], in binary: GoBinary) -> [String: GlobalOutcome] {
+        locate(names, in: binary).mapValues { GlobalOutcome(address: $0.address, size: $0.size, evidence: [], problem: nil) }
+    }
 }
 
 /// Reads addresses from the ELF symbol table (binaries not built with -s).
@@ -45,23 +66,49 @@ public struct RuntimeGlobalsLocator: Sendable {
         "runtime.gcController", "runtime.mheap_", "runtime.ncgocall", "runtime.gomaxprocs", "runtime.work",
     ]
 
-    public static let standard = RuntimeGlobalsLocator(strategies: [SymbolTableStrategy()])
+    /// Globals some collectors read when the Go version has them (the idle extra-M
+    /// count: extraMCount up to Go 1.20, extraMLength after).
+    public static let optionalNames = ["runtime.extraMLength", "runtime.extraMCount"]
+
+    /// The symbol table, else the code of runtime functions (stripped binaries).
+    public static let standard = RuntimeGlobalsLocator(strategies: [SymbolTableStrategy(), CodeReferenceStrategy()])
 
     public func locate(in binary: GoBinary, names: [String] = RuntimeGlobalsLocator.names) -> [RuntimeGlobal] {
         guard binary.isGo else {
             return names.map { RuntimeGlobal(name: $0, problem: "not a Go binary") }
         }
         var found: [String: RuntimeGlobal] = [:]
+        var problems: [String: [String]] = [:]
         for s in strategies {
             let missing = names.filter { found[$0] == nil }
             if missing.isEmpty { break }
-            for (n, v) in s.locate(missing, in: binary) {
-                found[n] = RuntimeGlobal(name: n, address: v.address, size: v.size, source: s.name)
+            let got = s.outcomes(missing, in: binary)
+            for n in missing {
+                if let o = got[n], let a = o.address {
+                    found[n] = RuntimeGlobal(name: n, address: a, size: o.size, source: s.name, evidence: o.evidence)
+                } else {
+                    problems[n, default: []].append("\(s.name): \(got[n]?.problem ?? "not found")")
+                }
             }
         }
-        let why = binary.isStripped
-            ? "not found: the binary is stripped (no .symtab); locating globals from code is not available yet"
-            : "not found in the symbol table"
-        return names.map { found[$0] ?? RuntimeGlobal(name: $0, problem: why) }
+        return names.map { found[$0] ?? RuntimeGlobal(name: $0, problem: (problems[$0] ?? []).joined(separator: "; ")) }
     }
+
+    private static let cache = Mutex<[String: [RuntimeGlobal]]>([:])
+
+    /// Every global of ``names`` and ``optionalNames`` in `binary`, located once per
+    /// binary: by build id (copies of one build share it), else by path.
+    public static func located(in binary: GoBinary) -> [RuntimeGlobal] {
+        let key = "\(binary.buildID ?? binary.path) \(binary.goVersion ?? "")"
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        let all = standard.locate(in: binary, names: names + optionalNames)
+        cache.withLock { c in
+            if c.count >= 256 { c.removeAll() }
+            c[key] = all
+        }
+        return all
+    }
+
+    /// Binaries whose globals were located (for tests: the work is done once per binary).
+    public static var locatedCount: Int { cache.withLock { $0.count } }
 }

@@ -38,6 +38,8 @@ struct InspectReport {
     let layouts: [(type: String, source: String)]
     let bias: Result<UInt64, any Error>?
     let mappings: [MemoryMapping]
+    /// The checks of the globals against the live process (with a pid).
+    let validation: GlobalsValidation?
 
     static let layoutTypes = ["runtime.schedt", "runtime.p", "runtime.m", "runtime.g", "runtime.mstats", "runtime.gcControllerState", "net/http.Request"]
 
@@ -47,7 +49,7 @@ struct InspectReport {
         self.displayPath = displayPath
         if binary.isGo {
             do throws(IntrospectionError) { pcln = .success(try binary.pclnTable()) } catch { pcln = .failure(error) }
-            globals = binary.runtimeGlobals()
+            globals = RuntimeGlobalsLocator.located(in: binary).filter { $0.address != nil || RuntimeGlobalsLocator.names.contains($0.name) }
             let dwarf = binary.dwarf
             let version = binary.goVersion ?? ""
             layouts = Self.layoutTypes.map { t in
@@ -63,9 +65,15 @@ struct InspectReport {
         if let pid {
             do { bias = .success(try ProcessMaps.loadBias(pid: pid, elf: binary.elf)) } catch { bias = .failure(error) }
             mappings = (try? ProcessMaps.read(pid: pid)) ?? []
+            if case .success(let b)? = bias, binary.isGo {
+                validation = RuntimeGlobalsValidator.validate(pid: pid, binary: binary, globals: globals, bias: b)
+            } else {
+                validation = nil
+            }
         } else {
             bias = nil
             mappings = []
+            validation = nil
         }
     }
 
@@ -88,11 +96,15 @@ struct InspectReport {
         case nil: break
         }
         if !globals.isEmpty {
-            out += "  runtime globals\n"
+            out += "  runtime globals" + (validation.map { $0.passed ? " (checked against the process: all passed)" : " (checked against the process: FAILED, Go figures unavailable)" } ?? "") + "\n"
             for g in globals {
                 let name = g.name.padding(toLength: 22, withPad: " ", startingAt: 0)
                 if let a = g.address {
-                    out += "    \(name) \(hex(a))  size \(g.size ?? 0)  via \(g.source ?? "?")\n"
+                    let via = g.evidence.isEmpty ? (g.source ?? "?") : "\(g.source ?? "?") (\(g.evidence.joined(separator: ", ")))"
+                    out += "    \(name) \(hex(a))  size \(g.size ?? 0)  via \(via)\n"
+                    if let checks = validation?.checks(for: g.name) {
+                        for c in checks { out += "      \(c.passed ? "passed" : "FAILED") \(c.name): \(c.detail)\n" }
+                    }
                 } else {
                     out += "    \(name) \(g.problem ?? "not found")\n"
                 }
@@ -154,9 +166,25 @@ struct InspectReport {
             if i > 0 { o += "," }
             JSONText.appendString(g.name, to: &o)
             o += ":{\"address\":" + (g.address.map { "\"\(hex($0))\"" } ?? "null") + ",\"size\":" + (g.size.map(String.init) ?? "null")
-            o += ",\"source\":"; str(g.source); o += ",\"problem\":"; str(g.problem); o += "}"
+            o += ",\"source\":"; str(g.source); o += ",\"problem\":"; str(g.problem)
+            o += ",\"evidence\":["
+            for (j, e) in g.evidence.enumerated() { if j > 0 { o += "," }; JSONText.appendString(e, to: &o) }
+            o += "]"
+            if let checks = validation?.checks(for: g.name) {
+                o += ",\"checks\":["
+                for (j, c) in checks.enumerated() {
+                    if j > 0 { o += "," }
+                    o += "{\"name\":"; JSONText.appendString(c.name, to: &o)
+                    o += ",\"passed\":\(c.passed),\"detail\":"; JSONText.appendString(c.detail, to: &o); o += "}"
+                }
+                o += "]"
+            }
+            o += "}"
         }
         o += "}"
+        if let validation {
+            key("globals_validated"); o += validation.passed ? "true" : "false"
+        }
         key("layouts"); o += "{"
         for (i, l) in layouts.enumerated() {
             if i > 0 { o += "," }

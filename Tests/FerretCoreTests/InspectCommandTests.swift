@@ -24,7 +24,7 @@ final class InspectCommandTests: XCTestCase {
         XCTAssertEqual(j["has_dwarf"] as? Bool, true)
         XCTAssertNotNil((j["build_settings"] as? [String: String])?["GOARCH"])
         let globals = try XCTUnwrap(j["runtime_globals"] as? [String: [String: Any]])
-        XCTAssertEqual(globals.count, 11)
+        XCTAssertEqual(globals.count, 12, "11 globals and the extra-M count: \(globals.keys.sorted())")
         XCTAssertEqual(globals["runtime.sched"]?["source"] as? String, "symtab")
         XCTAssertGreaterThan((j["functions"] as? Int) ?? 0, 1000)
         XCTAssertEqual((j["layouts"] as? [String: String])?["runtime.schedt"], "dwarf")
@@ -40,9 +40,43 @@ final class InspectCommandTests: XCTestCase {
         let maps = try XCTUnwrap(lj["mappings"] as? [[String: Any]])
         XCTAssertTrue(maps.contains { ($0["path"] as? String) == exe }, "\(maps)")
 
+        XCTAssertEqual(lj["globals_validated"] as? Bool, true, live.stdout)
+
         let text = try inspect([String(demo.processIdentifier)])
         XCTAssertTrue(text.stdout.contains("runtime.sched"), text.stdout)
         XCTAssertTrue(text.stdout.contains("load bias       0x0"), text.stdout)
+    }
+
+    /// A stripped static build, live: every global found in code, each with the
+    /// sources that agreed and the checks it passed against the process.
+    func testInspectStrippedProcessShowsStrategyAndChecks() throws {
+        let dir = TestSupport.tempDir("inspect-stripped")
+        let stripped = dir + "/ferret-demo-stripped"
+        let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
+        XCTAssertEqual(go.status, 0, go.stderr)
+        let demo = try TestSupport.startDemo(stripped)
+        defer { demo.terminate() }
+        usleep(300_000)
+        let live = try inspect(["--json", String(demo.processIdentifier)])
+        XCTAssertEqual(live.status, 0, live.stderr)
+        let j = try XCTUnwrap(live.json, live.stdout)
+        XCTAssertEqual(j["stripped"] as? Bool, true)
+        XCTAssertEqual(j["globals_validated"] as? Bool, true, live.stdout)
+        let globals = try XCTUnwrap(j["runtime_globals"] as? [String: [String: Any]])
+        XCTAssertEqual(globals.count, 12, "\(globals.keys.sorted())")
+        for (name, g) in globals {
+            XCTAssertEqual(g["source"] as? String, "code", name)
+            XCTAssertGreaterThanOrEqual((g["evidence"] as? [String])?.count ?? 0, 2, "\(name): two sources at least")
+            let checks = try XCTUnwrap(g["checks"] as? [[String: Any]], name)
+            XCTAssertFalse(checks.isEmpty, name)
+            XCTAssertTrue(checks.allSatisfy { $0["passed"] as? Bool == true }, "\(name): \(checks)")
+        }
+        XCTAssertTrue(globals["runtime.allp"].flatMap { ($0["checks"] as? [[String: Any]])?.map { $0["name"] as? String ?? "" } }?
+            .contains("gomaxprocs = len(allp)") == true)
+        let text = try inspect([String(demo.processIdentifier)])
+        XCTAssertTrue(text.stdout.contains("checked against the process: all passed"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("via code (runtime.mexit#"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("passed Ms on threads = /proc/PID/task"), text.stdout)
     }
 
     func testInspectNonGoAndGarbage() throws {

@@ -14,7 +14,7 @@ final class SchedulerPluginTests: XCTestCase {
         return p
     }
 
-    func testGoSchedulerFiguresAndStrippedRefusal() throws {
+    func testGoSchedulerFiguresOfPlainAndStrippedBuilds() throws {
         let dir = TestSupport.tempDir("sched")
         let stripped = dir + "/ferret-demo-stripped"
         // Debian's Go 1.19 (scripts/setup.sh) has no `go build -C`.
@@ -39,29 +39,81 @@ final class SchedulerPluginTests: XCTestCase {
         func value(_ l: [String: Any]) -> Double { (l["value"] as? NSNumber)?.doubleValue ?? -1 }
         func pid(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
 
-        let g = try agent.waitFor("go.goroutine.count of the plain build") { $0.name == "go.goroutine.count" && pid($0) == plain.processIdentifier }
-        XCTAssertGreaterThanOrEqual(value(g), 4, "an idle net/http server has a handful of goroutines")
-        XCTAssertLessThan(value(g), 100)
-        XCTAssertEqual(g.resource["process.runtime.name"] as? String, "go")
-        XCTAssertEqual(g.resource["go.linkage"] as? String, "dynamic", "net/http with cgo links libc")
-        XCTAssertTrue((g.resource["process.runtime.version"] as? String)?.hasPrefix("go1.") == true)
-        let procs = try agent.waitFor("go.sched.procs") { $0.name == "go.sched.procs" && pid($0) == plain.processIdentifier }
         let cpus = try TestSupport.run("/usr/bin/nproc", []).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        XCTAssertEqual(value(procs), Double(cpus), "GOMAXPROCS defaults to the usable CPUs")
-        let threads = try agent.waitFor("go.sched.threads") { $0.name == "go.sched.threads" && pid($0) == plain.processIdentifier }
-        let osThreads = try agent.waitFor("process.thread.count") { $0.name == "process.thread.count" && pid($0) == plain.processIdentifier }
-        XCTAssertGreaterThanOrEqual(value(threads), value(osThreads) - 1)
-        XCTAssertLessThanOrEqual(value(threads), value(osThreads) + 1, "Ms = OS threads, plus cgo's idle extra M")
-        for name in ["go.sched.threads.idle", "go.sched.threads.spinning", "go.sched.procs.idle", "go.sched.runqueue.global", "go.cgo.calls",
-                     "process.cpu.time", "process.context_switches", "process.run_delay"] {
-            _ = try agent.waitFor(name) { $0.name == name && pid($0) == plain.processIdentifier && value($0) >= 0 }
+        // The stripped static build (globals from code, checked against the process)
+        // reads like the plain one (symbol table).
+        for (p, what) in [(plain, "plain"), (bare, "stripped")] {
+            let g = try agent.waitFor("go.goroutine.count of the \(what) build") { $0.name == "go.goroutine.count" && pid($0) == p.processIdentifier }
+            XCTAssertGreaterThanOrEqual(value(g), 4, "\(what): an idle net/http server has a handful of goroutines")
+            XCTAssertLessThan(value(g), 100, what)
+            XCTAssertEqual(g.resource["process.runtime.name"] as? String, "go")
+            XCTAssertTrue((g.resource["process.runtime.version"] as? String)?.hasPrefix("go1.") == true)
+            let procs = try agent.waitFor("go.sched.procs") { $0.name == "go.sched.procs" && pid($0) == p.processIdentifier }
+            XCTAssertEqual(value(procs), Double(cpus), "\(what): GOMAXPROCS defaults to the usable CPUs")
+            let threads = try agent.waitFor("go.sched.threads") { $0.name == "go.sched.threads" && pid($0) == p.processIdentifier }
+            let osThreads = try agent.waitFor("process.thread.count") { $0.name == "process.thread.count" && pid($0) == p.processIdentifier }
+            XCTAssertGreaterThanOrEqual(value(threads), value(osThreads) - 1, what)
+            XCTAssertLessThanOrEqual(value(threads), value(osThreads) + 1, "\(what): Ms = OS threads, plus cgo's idle extra M")
+            for name in ["go.sched.threads.idle", "go.sched.threads.spinning", "go.sched.procs.idle", "go.sched.runqueue.global", "go.cgo.calls",
+                         "process.cpu.time", "process.context_switches", "process.run_delay"] {
+                _ = try agent.waitFor(name) { $0.name == name && pid($0) == p.processIdentifier && value($0) >= 0 }
+            }
         }
+        let plainLinkage = agent.lines().first { $0.name == "go.goroutine.count" && pid($0) == plain.processIdentifier }?.resource["go.linkage"] as? String
+        XCTAssertEqual(plainLinkage, "dynamic", "net/http with cgo links libc")
+        XCTAssertFalse(agent.lines().contains { ($0.name as String).hasPrefix("go.runtime.") }, "no unavailable event")
+        XCTAssertEqual(agent.stop(), 0)
+    }
 
-        // Stripped: no Go figures, one event saying why, OS figures still there.
-        let ev = try agent.waitFor("go.runtime.unavailable for the stripped build") { $0.name == "go.runtime.unavailable" && pid($0) == bare.processIdentifier }
-        XCTAssertTrue((ev["body"] as? String)?.contains("stripped") == true, "\(ev)")
+    /// A Go version the code-reference table has no row for (the row removed from a
+    /// copy of the table, given to the agent through FERRET_GLOBALREFS): the
+    /// stripped build gets one go.runtime.unknown_layout event and no Go figure,
+    /// its OS figures stay, and the plain build (symbol table) is not affected.
+    func testUnknownLayoutOfAStrippedBuildIsAnEventNotAGuess() throws {
+        let dir = TestSupport.tempDir("sched-unknown")
+        let stripped = dir + "/ferret-demo-stripped"
+        let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
+        XCTAssertEqual(go.status, 0, go.stderr)
+        let version = try TestSupport.run("/bin/bash", ["-c", "go env GOVERSION"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let table = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestSupport.repoRoot + "/Sources/GoIntrospection/Layouts/globalrefs.json"))) as! [String: Any]
+        var versions = table["versions"] as! [String: Any]
+        let minor = version.split(separator: ".").prefix(2).joined(separator: ".") + "."
+        XCTAssertFalse(versions.keys.filter { $0.hasPrefix(minor) }.isEmpty, "the table has a row for \(version)")
+        for k in versions.keys where k.hasPrefix(minor) { versions[k] = nil }
+        var reduced = table
+        reduced["versions"] = versions
+        try JSONSerialization.data(withJSONObject: reduced).write(to: URL(fileURLWithPath: dir + "/globalrefs.json"))
+
+        let plain = try start(try TestSupport.demoBinary())
+        let bare = try start(stripped)
+        usleep(300_000)
+        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        TestSupport.manifest(in: dir + "/plugins.d", name: "heap", library: TestSupport.productsDir + "/libferret_heap.so")
+        let config = """
+        agent: { interval: 200ms, self_metrics_interval: 10s }
+        plugins: { paths: [plugins.d] }
+        rules:
+          - name: demo
+            match: { runtime: go, comm: "ferret-demo*" }
+            collectors: { scheduler: {}, heap: {} }
+        pipeline:
+          sinks: [ { type: jsonl, path: \(dir)/out.jsonl } ]
+        """
+        let agent = try TestSupport.AgentProcess(config: config, dir: dir, environment: ["FERRET_GLOBALREFS": dir + "/globalrefs.json"])
+        defer { agent.stop() }
+        func pid(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
+        let ev = try agent.waitFor("go.runtime.unknown_layout for the stripped build") { $0.name == "go.runtime.unknown_layout" && pid($0) == bare.processIdentifier }
+        XCTAssertTrue((ev["body"] as? String)?.contains("unknown layout: no code-reference table for \(version)") == true, "\(ev)")
+        _ = try agent.waitFor("Go figures of the plain build") { $0.name == "go.goroutine.count" && pid($0) == plain.processIdentifier }
+        _ = try agent.waitFor("heap figures of the plain build") { ($0.name as String).hasPrefix("go.memory") && pid($0) == plain.processIdentifier }
         _ = try agent.waitFor("OS figures of the stripped build") { $0.name == "process.cpu.time" && pid($0) == bare.processIdentifier }
-        XCTAssertFalse(agent.lines().contains { $0.signal == "metric" && $0.name.hasPrefix("go.") && pid($0) == bare.processIdentifier }, "never a guessed number")
+        _ = try agent.waitFor("RSS of the stripped build") { ($0.name as String).hasPrefix("process.memory") && pid($0) == bare.processIdentifier }
+        usleep(600_000)
+        let lines = agent.lines()
+        XCTAssertFalse(lines.contains { $0.signal == "metric" && ($0.name as String).hasPrefix("go.") && pid($0) == bare.processIdentifier }, "never a guessed number")
+        XCTAssertEqual(lines.filter { $0.name == "go.runtime.unknown_layout" && pid($0) == bare.processIdentifier }.count, 2,
+                       "one event from each collector")
+        XCTAssertTrue(bare.isRunning)
         XCTAssertEqual(agent.stop(), 0)
     }
 

@@ -193,8 +193,10 @@ enum TestSupport {
         private let errBuf = Buffer()
 
         /// `wrapper`: a command that execs its arguments (the ferret command line), e.g. unshare.
-        init(config: String, dir: String, args: [String] = [], wrapper: [String] = []) throws {
+        init(config: String, dir: String, args: [String] = [], wrapper: [String] = [],
+             environment: [String: String] = [:]) throws {
             self.dir = dir
+            if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
             try config.write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
             let command = wrapper + [TestSupport.ferret, "run", "--config", dir + "/config.yaml"] + args
             process.executableURL = URL(fileURLWithPath: command[0])

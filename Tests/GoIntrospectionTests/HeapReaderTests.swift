@@ -18,7 +18,7 @@ final class HeapReaderTests: XCTestCase {
     struct Failure: Error, CustomStringConvertible { var description: String }
 
     func testEveryToolchainAgreesWithTruth() throws {
-        let builds = try GoToolchains.buildAll(source: Self.fixture, flavours: [.plain, .staticBuild])
+        let builds = try SchedulerReaderTests.truthBuilds()
         XCTAssertGreaterThanOrEqual(builds.count, 2)
         var summary: [String] = []
         for b in builds {
@@ -58,7 +58,7 @@ final class HeapReaderTests: XCTestCase {
         let binary = try GoBinary(path: "/proc/\(srv.pid)/exe")
         let reader = try HeapReader(pid: srv.pid, binary: binary)
         XCTAssertEqual(reader.goVersion, version, tag)
-        XCTAssertEqual(reader.layoutSource, "dwarf", tag)
+        XCTAssertEqual(reader.layoutSource.hasPrefix("table") ? "table" : reader.layoutSource, binary.hasDWARF ? "dwarf" : "table", tag)
         let tableReader = try HeapReader(pid: srv.pid, binary: binary, layouts: .tableOnly)
 
         // Right after a forced GC, then at quiescence: truth, ours, truth. Serving a
@@ -142,13 +142,7 @@ final class HeapReaderTests: XCTestCase {
         XCTAssertGreaterThan(ok, 150, "most readings succeed under churn")
     }
 
-    func testStrippedAndNonGoRefused() throws {
-        let path = try GoToolchains.build(source: Self.fixture, version: "go1.22.10", flavour: .strippedStatic)
-        let srv = try TruthServer(binary: path, arguments: ["-quiet"])
-        defer { srv.stop() }
-        XCTAssertThrowsError(try HeapReader(pid: srv.pid, binary: try GoBinary(path: "/proc/\(srv.pid)/exe"))) {
-            XCTAssertTrue("\($0)".contains("stripped: runtime globals unavailable"), "\($0)")
-        }
+    func testNonGoRefused() throws {
         XCTAssertThrowsError(try HeapReader(pid: getpid(), binary: try GoBinary(path: "/proc/self/exe"))) {
             XCTAssertTrue("\($0)".contains("not a Go program"), "\($0)")
         }

@@ -18,6 +18,13 @@ public enum GoToolchains {
         case staticBuild = "static"
         /// CGO_ENABLED=0 -ldflags="-s -w": statically linked, no symbols, no DWARF.
         case strippedStatic = "stripped"
+        /// -buildmode=pie -ldflags="-s -w" (cgo as the toolchain decides): loaded at
+        /// a random address, no symbols, no DWARF.
+        case strippedPIE = "stripped-pie"
+
+        /// The three builds every toolchain is tested in.
+        public static let standard: [Flavour] = [.plain, .staticBuild, .strippedStatic]
+        public var isStripped: Bool { self == .strippedStatic || self == .strippedPIE }
     }
 
     public struct Failure: Error, CustomStringConvertible {
@@ -94,8 +101,8 @@ public enum GoToolchains {
         defer { slots.signal() }
         if FileManager.default.isExecutableFile(atPath: out) { return out }  // built meanwhile
         let tmp = out + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        var args = ["build", "-buildvcs=false", "-o", tmp]
-        let allLDFlags = (flavour == .strippedStatic ? ["-s", "-w"] : []) + ldflags
+        var args = ["build", "-buildvcs=false", "-o", tmp] + (flavour == .strippedPIE ? ["-buildmode=pie"] : [])
+        let allLDFlags = (flavour.isStripped ? ["-s", "-w"] : []) + ldflags
         if !allLDFlags.isEmpty { args.append("-ldflags=" + allLDFlags.joined(separator: " ")) }
         if FileManager.default.fileExists(atPath: src + "/go.mod") {
             args.append(".")
@@ -107,7 +114,7 @@ public enum GoToolchains {
         env["GOPROXY"] = "off"
         env["GOFLAGS"] = "-mod=mod"
         env["GOWORK"] = "off"
-        if flavour != .plain { env["CGO_ENABLED"] = "0" }
+        if flavour == .staticBuild || flavour == .strippedStatic { env["CGO_ENABLED"] = "0" }
         if env["HOME"] == nil && env["GOCACHE"] == nil { env["GOCACHE"] = cacheRoot + "/gocache" }
         if env["HOME"] == nil && env["GOPATH"] == nil { env["GOPATH"] = cacheRoot + "/gopath" }
         let (status, output) = try run(go, args, cwd: src, env: env)

@@ -32,6 +32,8 @@ WANTED = [
     "runtime.sched", "runtime.allgs", "runtime.allglen", "runtime.allp",
     "runtime.allm", "runtime.memstats", "runtime.gcController",
     "runtime.mheap_", "runtime.ncgocall", "runtime.gomaxprocs", "runtime.work",
+    # idle extra Ms (cgo callbacks): extraMCount up to Go 1.20, extraMLength after
+    "runtime.extraMCount", "runtime.extraMLength",
 ]
 
 CANDIDATES = [
@@ -45,6 +47,8 @@ CANDIDATES = [
     "runtime.forEachGRace", "runtime.gcenable", "runtime.mallocinit",
     "runtime.gcSweep", "runtime.gcResetMarkState", "runtime.schedinit",
     "runtime.sysmon", "runtime.stackalloc", "runtime.recordspan",
+    # extra-M counters (linked in static non-cgo programs too)
+    "runtime.needm", "runtime.oneNewExtraM", "runtime.newextram", "runtime.getExtraM",
 ]
 
 PREFIXES = {"lock", "rep", "repz", "repnz", "repe", "repne", "data16",
@@ -192,7 +196,37 @@ RECOMMENDED = [
     ("runtime.work", "runtime.gcinit", 0),           # mov %rax, work.startSema?
     ("runtime.work", "runtime.gcResetMarkState", 0),
     ("runtime.work", "runtime.gcStart", 0),
+    # A version has one of the two extra-M globals; rows for the other are dropped.
+    ("runtime.extraMCount", "runtime.checkdead", 0),     # cmpl $0 (Go 1.19)
+    ("runtime.extraMCount", "runtime.oneNewExtraM", 0),  # incl
+    ("runtime.extraMCount", "runtime.needm", 0),         # decl
+    ("runtime.extraMLength", "runtime.checkdead", 0),    # mov (Go 1.21+)
+    ("runtime.extraMLength", "runtime.newextram", 0),    # mov
+    ("runtime.extraMLength", "runtime.getExtraM", 0),    # lea (atomic)
 ]
+
+
+# Anchors: (global, anchor global). runtime.ncgocall has one always-linked code
+# reference (mexit), so it gets a second, independent source: its distance from
+# runtime.allglen, which is the same in every program of one Go version (the
+# linker lays the runtime's 8-byte .noptrbss variables out in one order; checked
+# on 10-12 programs per version, cgo and static). A row says: global = anchor's
+# base + off (signed); function "@anchor", mnemonic "at".
+# The idle extra-M count (4 bytes) likewise sits at a fixed distance from
+# runtime.gomaxprocs (-32 in 1.19, -20 in 1.21-1.22, -16 from 1.23); its value
+# (0 or 1 in most programs) cannot tell it from its neighbours, its place can.
+ANCHORS = [("runtime.ncgocall", "runtime.allglen"),
+           ("runtime.extraMCount", "runtime.gomaxprocs"),
+           ("runtime.extraMLength", "runtime.gomaxprocs")]
+
+# Neighbours: (global, neighbour) whose value the validator can check against a
+# fact of the process. The runtime's 4-byte .noptrbss variables are laid out by
+# name, so runtime.argc sits at a fixed distance from runtime.gomaxprocs in one
+# Go version (-40 in 1.19, -4 from 1.21); argc is the length of
+# /proc/PID/cmdline. gomaxprocs itself equals len(allp), a small number other
+# words may hold too; its neighbour pins the address. A row says: the int32 at
+# global + off (signed) is the neighbour; function "=neighbour", mnemonic "fact".
+NEIGHBOURS = [("runtime.gomaxprocs", "runtime.argc")]
 
 
 def symbol_sizes(binary):
@@ -214,6 +248,8 @@ def table(binary, recommended=RECOMMENDED):
         ops = rip_operands(binary, f) or []
         hits = [o for o in ops if o["sym"] == g]
         if k >= len(hits):
+            if g not in sizes:  # the global does not exist in this version
+                continue
             rows.append(dict(glob=g, func=f, k=k, idx=None))
             continue
         o = hits[k]
@@ -221,7 +257,29 @@ def table(binary, recommended=RECOMMENDED):
         rows.append(dict(glob=g, func=f, k=k, idx=o["idx"], mnem=o["mnem"],
                          dir=o["dir"], off=o["off"], nops=len(ops),
                          in_bounds=o["off"] < size or size == 0, gsize=size))
+    addrs = symbol_addresses(binary)
+    for g, neighbour in NEIGHBOURS:
+        if g in addrs and neighbour in addrs:
+            rows.append(dict(glob=g, func="=" + neighbour, k=0, idx=0, mnem="fact", dir="src",
+                             off=addrs[neighbour] - addrs[g], nops=1, in_bounds=True,
+                             gsize=sizes.get(g, (0, 0))[1]))
+    for g, anchor in ANCHORS:
+        if g in addrs and anchor in addrs:
+            rows.append(dict(glob=g, func="@" + anchor, k=0, idx=0, mnem="at", dir="src",
+                             off=addrs[g] - addrs[anchor], nops=1, in_bounds=True,
+                             gsize=sizes.get(g, (0, 0))[1]))
     return rows
+
+
+def symbol_addresses(binary):
+    """{name: address} from nm (unstripped only)."""
+    out = subprocess.run(["nm", binary], capture_output=True, text=True).stdout
+    res = {}
+    for line in out.splitlines():
+        p = line.split()
+        if len(p) == 3:
+            res[p[2]] = int(p[0], 16)
+    return res
 
 
 # --- minimal ELF + pclntab reader (what the agent does on stripped binaries) --

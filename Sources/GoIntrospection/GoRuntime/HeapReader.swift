@@ -200,7 +200,7 @@ public final class HeapReader: Sendable {
         for t in ["runtime.mstats", "runtime.gcControllerState", "runtime.heapStatsDelta", "runtime.mheap",
                   "runtime.workType", "runtime.schedt", "runtime.p", "runtime.mcache", "runtime.mspan"]
             where f.layout(of: t) == nil {
-            throw IntrospectionError(f.missingLayoutReason(t))
+            throw IntrospectionError(f.missingLayoutReason(t), kind: .unknownLayout)
         }
         let ms = "runtime.mstats", d = "runtime.heapStatsDelta", gc = "runtime.gcControllerState"
 

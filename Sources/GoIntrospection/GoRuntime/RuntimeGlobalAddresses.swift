@@ -1,8 +1,10 @@
 /// The run-time addresses of a set of Go runtime globals in one process: found
 /// through ``RuntimeGlobalsLocator`` (link-time addresses), with the process's load
 /// bias applied (PIE). Shared by the readers so every reader refuses a process the
-/// same way: "go1.22.10 stripped: runtime globals unavailable", or the globals
-/// that were not found.
+/// same way: "go1.22.10 stripped: runtime globals unavailable: <why>", or the
+/// globals that were not found. Globals found in code (stripped binaries) are
+/// validated against the process first (``RuntimeGlobalsValidator``); a failed
+/// check makes the process's Go figures unavailable, never guessed.
 struct RuntimeGlobalAddresses {
     struct Global {
         var name: String
@@ -14,23 +16,46 @@ struct RuntimeGlobalAddresses {
     let bias: UInt64
     private let byName: [String: RuntimeGlobal]
 
+    /// Given addresses (link-time) and load bias, unchecked: the validator reads
+    /// through the addresses it is checking.
+    init(version: String, bias: UInt64, globals: [RuntimeGlobal], required: [String]) throws {
+        self.version = version
+        self.bias = bias
+        var byName: [String: RuntimeGlobal] = [:]
+        for g in globals { byName[g.name] = g }
+        self.byName = byName
+        if let m = required.first(where: { byName[$0]?.address == nil }) { throw IntrospectionError("\(version): \(m) not found") }
+    }
+
     /// Locates `required` (all must be found) and `optional` globals of `binary`,
-    /// and reads the load bias of `pid`.
+    /// reads the load bias of `pid`, and validates globals found in code.
     init(pid: Int32, binary: GoBinary, required: [String], optional: [String] = []) throws {
         guard binary.isGo, let version = binary.goVersion else {
             throw IntrospectionError("\(binary.path): not a Go program")
         }
         self.version = version
+        let all = RuntimeGlobalsLocator.located(in: binary)
         var byName: [String: RuntimeGlobal] = [:]
-        for g in RuntimeGlobalsLocator.standard.locate(in: binary, names: required + optional) { byName[g.name] = g }
+        for g in all where required.contains(g.name) || optional.contains(g.name) { byName[g.name] = g }
+        for n in required + optional where byName[n] == nil {
+            byName[n] = RuntimeGlobalsLocator.standard.locate(in: binary, names: [n])[0]
+        }
         self.byName = byName
         let missing = required.filter { byName[$0]?.address == nil }
+        let what = binary.isStripped ? "\(version) stripped" : version
         if !missing.isEmpty {
-            if binary.isStripped { throw IntrospectionError("\(version) stripped: runtime globals unavailable") }
-            throw IntrospectionError("\(version): runtime globals not found: \(missing.joined(separator: ", "))"
-                + (byName[missing[0]]?.problem.map { " (\($0))" } ?? ""))
+            let problem = byName[missing[0]]?.problem ?? ""
+            throw IntrospectionError("\(what): runtime globals unavailable: \(missing[0]) not found"
+                + (problem.isEmpty ? "" : " (\(problem))") + (missing.count > 1 ? " (and \(missing.count - 1) more)" : ""),
+                kind: problem.contains("unknown layout") ? .unknownLayout : .other)
         }
         bias = try ProcessMaps.loadBias(pid: pid, elf: binary.elf)
+        if all.contains(where: { $0.source != nil && $0.source != "symtab" }) {
+            let v = RuntimeGlobalsValidator.validate(pid: pid, binary: binary, globals: all, bias: bias)
+            if let failure = v.failure {
+                throw IntrospectionError("\(what): runtime globals unavailable: \(failure)", kind: .failedValidation)
+            }
+        }
     }
 
     func has(_ name: String) -> Bool { byName[name]?.address != nil }

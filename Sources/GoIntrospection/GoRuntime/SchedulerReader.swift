@@ -98,6 +98,8 @@ public final class SchedulerReader: Sendable {
         var ncgocall: Global
         var gomaxprocs: Global
         var extraM: Global?
+        /// Built with CGO_ENABLED=0: no extra Ms.
+        var noCgo: Bool
         var mnext, nmfreed, nmidle, nmspinning, npidle, ngsys, runqsize: RuntimeField
         var schedGFree: [RuntimeField]
         var pGFree: RuntimeField
@@ -129,8 +131,22 @@ public final class SchedulerReader: Sendable {
     }
 
     /// Like ``init(pid:binary:)``, choosing where the layouts come from.
-    public init(pid: Int32, binary: GoBinary, layouts: LayoutChoice) throws {
-        let prepared = try Self.prepare(pid: pid, binary: binary, layouts: layouts)
+    public convenience init(pid: Int32, binary: GoBinary, layouts: LayoutChoice) throws {
+        try self.init(pid: pid, binary: binary, layouts: layouts, given: nil)
+    }
+
+    /// `given`: read through these globals (link-time addresses) and load bias,
+    /// unchecked; the validator's own reading.
+    init(pid: Int32, binary: GoBinary, layouts: LayoutChoice, given: (globals: [RuntimeGlobal], bias: UInt64)? = nil) throws {
+        let globals: RuntimeGlobalAddresses
+        if let given {
+            globals = try RuntimeGlobalAddresses(version: binary.goVersion ?? "?", bias: given.bias, globals: given.globals,
+                                                 required: Self.requiredGlobals)
+        } else {
+            globals = try RuntimeGlobalAddresses(pid: pid, binary: binary, required: Self.requiredGlobals,
+                                                 optional: Self.optionalGlobals)
+        }
+        let prepared = try Self.prepare(binary: binary, layouts: layouts, globals: globals)
         self.pid = pid
         goVersion = prepared.version
         layoutSource = prepared.source
@@ -139,20 +155,19 @@ public final class SchedulerReader: Sendable {
         memory = ProcessMemory(pid: pid)
     }
 
-    private static func prepare(pid: Int32, binary: GoBinary, layouts: LayoutChoice) throws
+    static let requiredGlobals = ["runtime.sched", "runtime.allglen", "runtime.allp", "runtime.allm", "runtime.ncgocall",
+                                  "runtime.gomaxprocs"]
+    static let optionalGlobals = ["runtime.extraMLength", "runtime.extraMCount"]
+
+    private static func prepare(binary: GoBinary, layouts: LayoutChoice, globals: RuntimeGlobalAddresses) throws
         -> (version: String, source: String, bias: UInt64, plan: Plan)
     {
-        let globals = try RuntimeGlobalAddresses(
-            pid: pid, binary: binary,
-            required: ["runtime.sched", "runtime.allglen", "runtime.allp", "runtime.allm", "runtime.ncgocall",
-                       "runtime.gomaxprocs"],
-            optional: ["runtime.extraMLength", "runtime.extraMCount"])
         let version = globals.version
 
         // Layouts: the binary's DWARF, else the table row for its Go version.
         let fields = RuntimeFieldResolver(goVersion: version, dwarf: layouts == .automatic ? binary.dwarf : nil)
         for t in ["runtime.schedt", "runtime.p", "runtime.m"] where fields.layout(of: t) == nil {
-            throw IntrospectionError(fields.missingLayoutReason(t))
+            throw IntrospectionError(fields.missingLayoutReason(t), kind: .unknownLayout)
         }
         let source = fields.source(of: "runtime.schedt") ?? "?"
         let s = "runtime.schedt"
@@ -168,7 +183,10 @@ public final class SchedulerReader: Sendable {
                                      in: "runtime.p")
 
         var extra: Global?
-        for n in ["runtime.extraMLength", "runtime.extraMCount"] where globals.has(n) {
+        // A build without cgo never makes extra Ms (they serve callbacks from C
+        // threads): the count is 0 by construction and is not read.
+        let noCgo = binary.buildInfo?.setting("CGO_ENABLED") == "0"
+        for n in ["runtime.extraMLength", "runtime.extraMCount"] where globals.has(n) && !noCgo {
             extra = try globals.global(n, sizes: [4, 8])
             break
         }
@@ -180,6 +198,7 @@ public final class SchedulerReader: Sendable {
             ncgocall: try globals.global("runtime.ncgocall", sizes: [8]),
             gomaxprocs: try globals.global("runtime.gomaxprocs", sizes: [4, 8]),
             extraM: extra,
+            noCgo: noCgo,
             mnext: try fields.field("mnext", in: s),
             nmfreed: try fields.field("nmfreed", in: s),
             nmidle: try fields.field("nmidle", in: s),
@@ -370,7 +389,7 @@ public final class SchedulerReader: Sendable {
             idleProcs: Int(npidle),
             globalRunQueue: Int(runqsize),
             cgoCalls: cgo,
-            idleExtraThreads: extraM.map { Int($0) })
+            idleExtraThreads: extraM.map { Int($0) } ?? (p.noCgo ? 0 : nil))
         return Reading(snapshot: snapshot, counters: [mnext, nmfreed, ngsys, schedFree, allglen] + pFree, ps: ps)
     }
 

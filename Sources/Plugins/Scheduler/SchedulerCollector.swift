@@ -47,7 +47,7 @@ public final class SchedulerCollector: FerretCollector {
                 t.reader = try SchedulerReader(pid: target.pid, binary: binary)
             } catch {
                 // No guessed numbers: say why once, keep the OS figures.
-                emit.events([PluginEvent(name: "go.runtime.unavailable", severity: .warn,
+                emit.events([PluginEvent(name: IntrospectionError.eventName(for: error), severity: .warn,
                                          body: "pid \(target.pid) (\(target.comm)): Go scheduler figures unavailable: \(error)",
                                          pid: target.pid, attributes: [("reason", .string("\(error)"))])])
             }
