@@ -12,6 +12,7 @@ swift build -c release --product PipelineBench >&2
 swift build -c release --product AggregatorBench >&2
 swift build -c release --product IntrospectionBench >&2
 swift build -c release --product GoReaderBench >&2
+swift build -c release --product GlobalsLocateBench >&2
 swift build -c release --product PrometheusBench >&2
 gobin="$(bash bench/build-go.sh)"
 pids=()
@@ -44,6 +45,27 @@ pids+=($busy)
 sleep 1
 "$bin/GoReaderBench" --reads 10000 quiet=$quiet busy-gc=$busy
 kill "$quiet" "$busy"
+echo "== locating the runtime globals of stripped binaries from code, and validating them (issue #8) $(load)"
+# Debian's prometheus (50 MB) and influxd, stripped Go 1.19; Go 1.27.3's compile
+# (28 MB, stripped); a stripped truthsrv. The side-by-side reference is the
+# objdump-based research script doing the same job.
+strippedsrv="$gobin/truthsrv-stripped"
+(cd Tests/GoIntrospectionTests/Fixtures/truthsrv && GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 /opt/ferret-go/go1.27.3/bin/go build -ldflags="-s -w" -o "$strippedsrv" .)
+promdir="$(mktemp -d)"
+/usr/bin/prometheus --config.file=/dev/null --storage.tsdb.path="$promdir" --web.listen-address=127.0.0.1:0 >/dev/null 2>&1 &
+prom=$!; pids+=($prom)
+/usr/bin/influxd >/dev/null 2>&1 &
+influx=$!; pids+=($influx)
+"$strippedsrv" -quiet >/dev/null 2>&1 &
+ts=$!; pids+=($ts)
+sleep 3
+"$bin/GlobalsLocateBench" /usr/bin/prometheus:$prom /usr/bin/influxd:$influx "$strippedsrv:$ts" /opt/ferret-go/go1.27.3/pkg/tool/linux_amd64/compile
+for b in /usr/bin/prometheus:go1.19.8 /opt/ferret-go/go1.27.3/pkg/tool/linux_amd64/compile:go1.27.3; do
+  /usr/bin/time -f "objdump-based globals_extract.py resolve ${b%%:*}: %e s, %M KB" \
+    python3 tools/globalsgen/globals_extract.py resolve "${b%%:*}" "tools/globalsgen/tables/${b##*:}.json" >/dev/null
+done
+kill $prom $influx $ts 2>/dev/null || true
+rm -rf "$promdir"
 echo "== agent $(load)"
 python3 bench/agent_bench.py "$bin" "$@"
 echo "== agent and collectd side by side, 50 Go processes at 1 s $(load)"

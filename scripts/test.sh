@@ -9,4 +9,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --go-toolchains
 bash scripts/build.sh debug >/dev/null
 swift build --build-tests
-swift test --skip-build "$@"
+# The tests' output goes to the terminal and to a log; a failed run ends with
+# its failures gathered, so the last lines of a long log say what failed.
+log="$(mktemp /tmp/ferret-test-XXXXXX.log)"
+status=0
+swift test --skip-build "$@" 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "== failed ($status): the failures of this run (full log: $log)"
+  grep -E ": error: |Fatal error|exited with unexpected signal" "$log" | cut -c1-600 | tail -40 || true
+fi
+exit "$status"

@@ -174,11 +174,12 @@ public struct CodeReferenceStrategy: GlobalsLocatorStrategy {
         }
         let pcln: PclnTable
         do { pcln = try binary.pclnTable() } catch { return .failure(IntrospectionError("no pclntab: \(error)")) }
+        let functions = pcln.functions(named: Set(sources.filter { $0.anchor == nil && $0.neighbour == nil }.map(\.function)))
         var decoded: [String: [X86Decoder.Instruction]?] = [:]
         func ripInstructions(_ function: String) -> [X86Decoder.Instruction]? {
             if let d = decoded[function] { return d }
             var result: [X86Decoder.Instruction]?
-            if let f = pcln.function(named: function), f.size > 0, f.size < 1 << 20,
+            if let f = functions[function], f.size > 0, f.size < 1 << 20,
                let code = codeReader.map({ $0(f.entry, Int(f.size)) }) ?? (try? binary.elf.read(vaddr: f.entry, count: Int(f.size))),
                let insns = try? X86Decoder.decode(code, address: f.entry, details: true) {
                 result = insns.filter { $0.ripTarget != nil }

@@ -156,6 +156,39 @@ public final class PclnTable: @unchecked Sendable {
         functionIndices(named: name).first.flatMap(function(at:))
     }
 
+    /// The first function of each of `names`, by one pass over the name table
+    /// that compares bytes (no String per function): what the globals locator
+    /// needs from a large binary whose name index is not built yet. Uses the
+    /// index when it is.
+    public func functions(named names: Set<String>) -> [String: Function] {
+        lock.lock()
+        let built = nameIndex
+        lock.unlock()
+        var out: [String: Function] = [:]
+        if let built {
+            for n in names { if let i = built[n]?.first, let f = function(at: i) { out[n] = f } }
+            return out
+        }
+        var byLength: [Int: [([UInt8], String)]] = [:]
+        for n in names { byLength[n.utf8.count, default: []].append((Array(n.utf8), n)) }
+        let longest = byLength.keys.max() ?? 0
+        var found: [String: Int] = [:]
+        data.withUnsafeBufferPointer { buf in
+            for i in 0..<functionCount where found.count < names.count {
+                guard let r = rawFunc(i) else { continue }
+                let start = funcnametab &+ Int(r.nameOff)
+                guard r.nameOff >= 0, start < buf.count else { continue }
+                var end = start
+                while end < buf.count && buf[end] != 0 && end - start <= longest { end += 1 }
+                guard let candidates = byLength[end - start] else { continue }
+                let slice = UnsafeBufferPointer(rebasing: buf[start..<end])
+                for (bytes, name) in candidates where found[name] == nil && slice.elementsEqual(bytes) { found[name] = i }
+            }
+        }
+        for (n, i) in found { if let f = function(at: i) { out[n] = f } }
+        return out
+    }
+
     /// Every function with this name: Go emits some twice (ABI0 and
     /// ABIInternal wrappers of assembly functions), in address order.
     public func functions(named name: String) -> [Function] {
