@@ -110,6 +110,31 @@ final class StrippedGlobalsTests: XCTestCase {
             + "all refused by the validator (\(refused)); the locator accepted none"
     }
 
+    /// The globals are located once per binary (by build id): two processes of
+    /// one stripped build, one of them started from a copy of the file, read by
+    /// both readers, cost one locate.
+    func testGlobalsAreLocatedOncePerBinary() throws {
+        let path = try GoToolchains.build(source: Self.fixture, version: try GoToolchains.required().last!.version, flavour: .strippedStatic)
+        let copy = NSTemporaryDirectory() + "/ferret-located-once-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        let a = try TruthServer(binary: path, arguments: ["-quiet"])
+        defer { a.stop() }
+        let b = try TruthServer(binary: copy, arguments: ["-quiet"])
+        defer { b.stop() }
+        let first = RuntimeGlobalsLocator.located(in: try GoBinary(path: path))  // located here, or by an earlier test
+        XCTAssertTrue(first.contains { $0.source == "code" })
+        let before = RuntimeGlobalsLocator.locatedCount
+        for srv in [a, b] {
+            let binary = try GoBinary(path: "/proc/\(srv.pid)/exe")  // a fresh parse each time
+            _ = try SchedulerReader(pid: srv.pid, binary: binary)
+            _ = try HeapReader(pid: srv.pid, binary: binary)
+        }
+        XCTAssertEqual(RuntimeGlobalsLocator.locatedCount, before,
+                       "one locate for one build, whatever the file, process or reader")
+    }
+
     /// The validator passes the true addresses (symbol table) of plain, static
     /// and stripped builds of every toolchain, and refuses each global moved by
     /// a word or a page either way.
