@@ -67,22 +67,51 @@ final class SchedulerPluginTests: XCTestCase {
 
     /// A Go version the code-reference table has no row for (the row removed from a
     /// copy of the table, given to the agent through FERRET_GLOBALREFS): the
-    /// stripped build gets one go.runtime.unknown_layout event and no Go figure,
-    /// its OS figures stay, and the plain build (symbol table) is not affected.
+    /// stripped build gets one go.runtime.unknown_layout event from each collector
+    /// and no Go figure, its OS figures stay, and the plain build (symbol table)
+    /// is not affected.
     func testUnknownLayoutOfAStrippedBuildIsAnEventNotAGuess() throws {
-        let dir = TestSupport.tempDir("sched-unknown")
+        try strippedDemoWithTable(event: "go.runtime.unknown_layout", saying: { "unknown layout: no code-reference table for \($0)" }) { rows, _ in
+            rows = nil
+        }
+    }
+
+    /// A table whose sched sources all agree on an address 8 bytes off (their
+    /// field offset changed): the locator accepts it, the checks against the
+    /// process refuse it. go.runtime.unverified, no Go figure.
+    func testGlobalsFailingValidationAreAnEventNotAFigure() throws {
+        try strippedDemoWithTable(event: "go.runtime.unverified", saying: { _ in "runtime globals unavailable: " }) { rows, _ in
+            rows = rows?.map { r in
+                guard r[0] as? String == "runtime.sched", let off = r[4] as? Int else { return r }
+                var m = r
+                m[4] = off - 8
+                return m
+            }
+        }
+    }
+
+    /// Runs the stripped demo (Debian's Go) and the plain one under an agent whose
+    /// code-reference table rows for the demo's Go version went through `edit`;
+    /// expects `event` for the stripped build only, and no Go figure for it.
+    private func strippedDemoWithTable(event: String, saying: (String) -> String,
+                                       edit: (inout [[Any]]?, String) -> Void) throws {
+        let dir = TestSupport.tempDir("sched-table")
         let stripped = dir + "/ferret-demo-stripped"
         let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
         XCTAssertEqual(go.status, 0, go.stderr)
         let version = try TestSupport.run("/bin/bash", ["-c", "go env GOVERSION"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let table = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestSupport.repoRoot + "/Sources/GoIntrospection/Layouts/globalrefs.json"))) as! [String: Any]
+        var table = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestSupport.repoRoot + "/Sources/GoIntrospection/Layouts/globalrefs.json"))) as! [String: Any]
         var versions = table["versions"] as! [String: Any]
         let minor = version.split(separator: ".").prefix(2).joined(separator: ".") + "."
-        XCTAssertFalse(versions.keys.filter { $0.hasPrefix(minor) }.isEmpty, "the table has a row for \(version)")
-        for k in versions.keys where k.hasPrefix(minor) { versions[k] = nil }
-        var reduced = table
-        reduced["versions"] = versions
-        try JSONSerialization.data(withJSONObject: reduced).write(to: URL(fileURLWithPath: dir + "/globalrefs.json"))
+        let keys = versions.keys.filter { $0.hasPrefix(minor) }
+        XCTAssertFalse(keys.isEmpty, "the table has a row for \(version)")
+        for k in keys {
+            var rows = versions[k] as? [[Any]]
+            edit(&rows, k)
+            versions[k] = rows
+        }
+        table["versions"] = versions
+        try JSONSerialization.data(withJSONObject: table).write(to: URL(fileURLWithPath: dir + "/globalrefs.json"))
 
         let plain = try start(try TestSupport.demoBinary())
         let bare = try start(stripped)
@@ -102,8 +131,8 @@ final class SchedulerPluginTests: XCTestCase {
         let agent = try TestSupport.AgentProcess(config: config, dir: dir, environment: ["FERRET_GLOBALREFS": dir + "/globalrefs.json"])
         defer { agent.stop() }
         func pid(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
-        let ev = try agent.waitFor("go.runtime.unknown_layout for the stripped build") { $0.name == "go.runtime.unknown_layout" && pid($0) == bare.processIdentifier }
-        XCTAssertTrue((ev["body"] as? String)?.contains("unknown layout: no code-reference table for \(version)") == true, "\(ev)")
+        let ev = try agent.waitFor("\(event) for the stripped build") { $0.name == event && pid($0) == bare.processIdentifier }
+        XCTAssertTrue((ev["body"] as? String)?.contains(saying(version)) == true, "\(ev)")
         _ = try agent.waitFor("Go figures of the plain build") { $0.name == "go.goroutine.count" && pid($0) == plain.processIdentifier }
         _ = try agent.waitFor("heap figures of the plain build") { ($0.name as String).hasPrefix("go.memory") && pid($0) == plain.processIdentifier }
         _ = try agent.waitFor("OS figures of the stripped build") { $0.name == "process.cpu.time" && pid($0) == bare.processIdentifier }
@@ -111,8 +140,8 @@ final class SchedulerPluginTests: XCTestCase {
         usleep(600_000)
         let lines = agent.lines()
         XCTAssertFalse(lines.contains { $0.signal == "metric" && ($0.name as String).hasPrefix("go.") && pid($0) == bare.processIdentifier }, "never a guessed number")
-        XCTAssertEqual(lines.filter { $0.name == "go.runtime.unknown_layout" && pid($0) == bare.processIdentifier }.count, 2,
-                       "one event from each collector")
+        XCTAssertEqual(lines.filter { $0.name == event && pid($0) == bare.processIdentifier }.count, 2, "one event from each collector")
+        XCTAssertFalse(lines.contains { ($0.name as String).hasPrefix("go.runtime.") && pid($0) == plain.processIdentifier })
         XCTAssertTrue(bare.isRunning)
         XCTAssertEqual(agent.stop(), 0)
     }
