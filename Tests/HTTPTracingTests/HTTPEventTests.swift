@@ -93,8 +93,14 @@ final class HTTPEventTests: XCTestCase {
 
     func testClockConversionMatchesRealtime() {
         let c = ClockConverter()
-        let mono = ClockConverter.now(CLOCK_MONOTONIC)
-        let wall = ClockConverter.now(CLOCK_REALTIME)
-        XCTAssertLessThan(abs(Int64(c.unixNanos(monotonic: UInt64(mono))) - wall), 1_000_000)
+        // The two clock reads can be split by a preemption on a busy machine: the
+        // best of 5 pairs must agree within 1 ms.
+        var best = Int64.max
+        for _ in 0..<5 {
+            let mono = ClockConverter.now(CLOCK_MONOTONIC)
+            let wall = ClockConverter.now(CLOCK_REALTIME)
+            best = min(best, abs(Int64(c.unixNanos(monotonic: UInt64(mono))) - wall))
+        }
+        XCTAssertLessThan(best, 1_000_000)
     }
 }
