@@ -1,5 +1,7 @@
 import Foundation
+import Hummingbird
 import Logging
+import NIOCore
 import Synchronization
 
 /// `prometheus`: serves the latest value of every metric series over HTTP for
@@ -25,7 +27,7 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
     public let path: String
     private let logger: Logger
     /// Confined to the runner thread (and `init`).
-    private var server: PrometheusServer?
+    private var server: SinkHTTPServer?
     private var lastBindAttempt: UInt64 = 0
     private var closed = false
     private let addressKey: String
@@ -55,7 +57,7 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
         addressKey = "\(host):\(port)"
         do {
             try bind()
-        } catch let e as PrometheusServer.AddressInUse where port != 0 && Self.held(addressKey) {
+        } catch let e as SinkHTTPServer.AddressInUse where port != 0 && Self.held(addressKey) {
             logger.info("sink '\(name)' (prometheus): \(e); waiting for the sink that holds it to close")
         }
         Self.hold(addressKey)
@@ -63,7 +65,10 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
 
     private func bind() throws {
         lastBindAttempt = Clock.monotonicNanos()
-        let s = PrometheusServer(host: host, port: requestedPort, path: path, store: store, logger: logger)
+        let (path, store) = (self.path, self.store)
+        let s = SinkHTTPServer(host: host, port: requestedPort, label: "prometheus", logger: logger) { request in
+            Self.respond(request, path: path, store: store)
+        }
         let bound = try s.start(timeout: 10)
         server = s
         boundPort.store(bound, ordering: .relaxed)
@@ -82,7 +87,7 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
 
     private func bindIfWaiting() throws {
         guard server == nil, !closed, Clock.monotonicNanos() - lastBindAttempt >= 500_000_000 else { return }
-        do { try bind() } catch is PrometheusServer.AddressInUse where Self.held(addressKey, excludingOne: true) {
+        do { try bind() } catch is SinkHTTPServer.AddressInUse where Self.held(addressKey, excludingOne: true) {
             // The old sink has not closed yet.
         }
     }
@@ -142,5 +147,29 @@ extension PrometheusSink {
         }
         guard d.errors.isEmpty, !d.checkOnly else { return nil }
         return try PrometheusSink(name: c.name, host: host, port: port, path: path, options: options, logger: logger)
+    }
+}
+
+extension PrometheusSink {
+    fileprivate static func respond(_ request: Request, path: String, store: PrometheusStore) -> Response {
+        guard request.uri.path == path else {
+            return Response(status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: "not found; metrics are at \(path)\n")))
+        }
+        guard request.method == .get || request.method == .head else {
+            return Response(status: .methodNotAllowed, headers: [.allow: "GET, HEAD"])
+        }
+        let accept = request.headers[values: .accept].joined(separator: ",")
+        let format = PrometheusFormat.negotiate(accept: accept)
+        var headers = HTTPFields()
+        headers[.contentType] = format.contentType
+        if request.method == .head { return Response(status: .ok, headers: headers) }
+        // Streamed in chunks (chunked transfer encoding): a scrape of any size
+        // holds about one chunk, and the store's lock one chunk at a time.
+        let cursor = store.cursor(format)
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            while let chunk = cursor.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+            try await writer.finish(nil)
+        })
     }
 }

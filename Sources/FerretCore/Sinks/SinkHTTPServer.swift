@@ -5,12 +5,12 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// The prometheus sink's HTTP server: a Hummingbird application on its own
-/// task (in a ServiceGroup of its own), answering GET (and HEAD) on one path
-/// with the store's exposition. `start` blocks until the socket is bound (or
-/// binding failed); `stop` shuts the group down gracefully (a scrape in flight
-/// completes) and waits until the socket is closed.
-final class PrometheusServer: Sendable {
+/// The HTTP server of the sinks that serve (prometheus, dashboard): a
+/// Hummingbird application on its own task (in a ServiceGroup of its own),
+/// answering every request with `respond`. `start` blocks until the socket is
+/// bound (or binding failed); `stop` shuts the group down gracefully (a request
+/// in flight completes) and waits until the socket is closed.
+final class SinkHTTPServer: Sendable {
     struct AddressInUse: Error, CustomStringConvertible {
         var address: String
         var description: String { "cannot listen on \(address): address already in use" }
@@ -22,18 +22,19 @@ final class PrometheusServer: Sendable {
 
     let host: String
     let port: Int
-    let path: String
-    let store: PrometheusStore
+    /// "prometheus", "dashboard": names the server in logs.
+    let label: String
     let logger: Logger
+    let respond: @Sendable (Request) async -> Response
     private let running = Mutex<(task: Task<Void, Never>, group: ServiceGroup)?>(nil)
     private let finished = DispatchSemaphore(value: 0)
 
-    init(host: String, port: Int, path: String, store: PrometheusStore, logger: Logger) {
+    init(host: String, port: Int, label: String, logger: Logger, respond: @escaping @Sendable (Request) async -> Response) {
         self.host = host
         self.port = port
-        self.path = path
-        self.store = store
+        self.label = label
         self.logger = logger
+        self.respond = respond
     }
 
     var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -42,13 +43,11 @@ final class PrometheusServer: Sendable {
     func start(timeout: Double) throws -> Int {
         let outcome = Mutex<Result<Int, any Error>?>(nil)
         let decided = DispatchSemaphore(value: 0)
-        let (path, store, address, logger, finished) = (self.path, self.store, self.address, self.logger, self.finished)
-        let responder = CallbackResponder<BasicRequestContext> { request, _ in
-            Self.respond(request, path: path, store: store)
-        }
+        let (address, logger, finished, label, respond) = (self.address, self.logger, self.finished, self.label, self.respond)
+        let responder = CallbackResponder<BasicRequestContext> { request, _ in await respond(request) }
         // Hummingbird's warnings and errors only (the sink logs its address itself).
         // Not `logger.logLevel = …`: the agent's handler keeps one level for all.
-        let hbLogger = Logger(label: "ferret.prometheus.http") { _ in LibraryLogHandler(base: logger, prefix: "prometheus server on \(address): ") }
+        let hbLogger = Logger(label: "ferret.\(label).http") { _ in LibraryLogHandler(base: logger, prefix: "\(label) server on \(address): ") }
         let app = Application(
             responder: responder,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
@@ -69,7 +68,7 @@ final class PrometheusServer: Sendable {
                     return true
                 }
                 if first { decided.signal() } else if !Task.isCancelled {
-                    logger.error("prometheus server on \(address) stopped: \(error)")
+                    logger.error("\(label) server on \(address) stopped: \(error)")
                 }
             }
             finished.signal()
@@ -95,31 +94,9 @@ final class PrometheusServer: Sendable {
         if finished.wait(timeout: .now() + 5) == .timedOut {
             task.cancel()
             if finished.wait(timeout: .now() + 2) == .timedOut {
-                logger.warning("prometheus server on \(address) did not stop within 7 s")
+                logger.warning("\(label) server on \(address) did not stop within 7 s")
             }
         }
-    }
-
-    private static func respond(_ request: Request, path: String, store: PrometheusStore) -> Response {
-        guard request.uri.path == path else {
-            return Response(status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: "not found; metrics are at \(path)\n")))
-        }
-        guard request.method == .get || request.method == .head else {
-            return Response(status: .methodNotAllowed, headers: [.allow: "GET, HEAD"])
-        }
-        let accept = request.headers[values: .accept].joined(separator: ",")
-        let format = PrometheusFormat.negotiate(accept: accept)
-        var headers = HTTPFields()
-        headers[.contentType] = format.contentType
-        if request.method == .head { return Response(status: .ok, headers: headers) }
-        // Streamed in chunks (chunked transfer encoding): a scrape of any size
-        // holds about one chunk, and the store's lock one chunk at a time.
-        let cursor = store.cursor(format)
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            while let chunk = cursor.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
-            try await writer.finish(nil)
-        })
     }
 }
 
