@@ -12,6 +12,7 @@ public enum SinkRegistry {
         "webhook": WebhookSink.sinkType,
         "otlp": OTLPSink.sinkType,
         "prometheus": PrometheusSink.sinkType,
+        "dashboard": DashboardSink.sinkType,
     ]
 
     /// Allowed keys per sink type (besides `type` and `name`); `buffer` is the runner's.
