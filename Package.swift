@@ -133,6 +133,9 @@ let package = Package(
         .executableTarget(
             name: "GlobalsLocateBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/GlobalsLocateBench"),
+        .executableTarget(
+            name: "HistoryBench", dependencies: ["FerretCore"],
+            path: "bench/Sources/HistoryBench"),
         // Test support shared by the test targets: Go toolchains and cached fixture
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),

@@ -13,6 +13,7 @@ swift build -c release --product AggregatorBench >&2
 swift build -c release --product IntrospectionBench >&2
 swift build -c release --product GoReaderBench >&2
 swift build -c release --product GlobalsLocateBench >&2
+swift build -c release --product HistoryBench >&2
 swift build -c release --product PrometheusBench >&2
 gobin="$(bash bench/build-go.sh)"
 pids=()
@@ -66,6 +67,8 @@ for b in /usr/bin/prometheus:go1.19.8 /opt/ferret-go/go1.27.3/pkg/tool/linux_amd
 done
 kill $prom $influx $ts 2>/dev/null || true
 rm -rf "$promdir"
+echo "== dashboard history: 1,000 series over an hour at 1 s (issue #9) $(load)"
+"$bin/HistoryBench" 1000 3600
 echo "== agent $(load)"
 python3 bench/agent_bench.py "$bin" "$@"
 echo "== agent and collectd side by side, 50 Go processes at 1 s $(load)"

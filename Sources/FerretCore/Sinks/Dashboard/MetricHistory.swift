@@ -70,13 +70,18 @@ public final class MetricHistory: Sendable {
         public var points: Int
     }
 
+    /// 32 bytes: the extremes and the last value as Float32 (charts), the sum as
+    /// a Double (exact means).
     fileprivate struct Bucket {
         var start: Int64
-        var min: Double
-        var max: Double
         var sum: Double
+        var minF: Float
+        var maxF: Float
+        var lastF: Float
         var count: Int32
-        var last: Double
+        var min: Double { Double(minF) }
+        var max: Double { Double(maxF) }
+        var last: Double { Double(lastF) }
     }
 
     fileprivate struct Series {
@@ -112,7 +117,7 @@ public final class MetricHistory: Sendable {
     private var bucketCapacity: Int { Int(max(options.longSpan.milliseconds / bucketMillis, 1)) }
     private var maxRaw: Int { Int(max(rawMillis / max(options.minInterval.milliseconds, 1), 2)) }
     static let pointBytes = 12
-    static let bucketBytes = 40
+    static let bucketBytes = MemoryLayout<Bucket>.stride
     static let seriesOverhead = 160
 
     private func bytes(rawCapacity: Int) -> Int {
@@ -265,14 +270,15 @@ extension MetricHistory.Series {
         let start = time / bucketMillis * bucketMillis
         let newest = buckets.isEmpty ? nil : (buckets.count < bucketCapacity ? buckets.count - 1 : (bucketHead + bucketCapacity - 1) % bucketCapacity)
         if let n = newest, buckets[n].start == start {
-            buckets[n].min = Swift.min(buckets[n].min, value)
-            buckets[n].max = Swift.max(buckets[n].max, value)
+            buckets[n].minF = Swift.min(buckets[n].minF, Float(value))
+            buckets[n].maxF = Swift.max(buckets[n].maxF, Float(value))
             buckets[n].sum += value
             buckets[n].count += 1
-            buckets[n].last = value
+            buckets[n].lastF = Float(value)
         } else {
-            let b = MetricHistory.Bucket(start: start, min: value, max: value, sum: value, count: 1, last: value)
+            let b = MetricHistory.Bucket(start: start, sum: value, minF: Float(value), maxF: Float(value), lastF: Float(value), count: 1)
             if buckets.count < bucketCapacity {
+                if buckets.isEmpty { buckets.reserveCapacity(bucketCapacity) }  // what the store accounts
                 buckets.append(b)
             } else {
                 buckets[bucketHead] = b
