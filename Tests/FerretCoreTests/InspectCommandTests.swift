@@ -51,9 +51,7 @@ final class InspectCommandTests: XCTestCase {
     /// sources that agreed and the checks it passed against the process.
     func testInspectStrippedProcessShowsStrategyAndChecks() throws {
         let dir = TestSupport.tempDir("inspect-stripped")
-        let stripped = dir + "/ferret-demo-stripped"
-        let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
-        XCTAssertEqual(go.status, 0, go.stderr)
+        let stripped = try TestSupport.strippedDemoBinary(in: dir)
         let demo = try TestSupport.startDemo(stripped)
         defer { demo.terminate() }
         usleep(300_000)

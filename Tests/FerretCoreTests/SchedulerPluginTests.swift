@@ -16,10 +16,7 @@ final class SchedulerPluginTests: XCTestCase {
 
     func testGoSchedulerFiguresOfPlainAndStrippedBuilds() throws {
         let dir = TestSupport.tempDir("sched")
-        let stripped = dir + "/ferret-demo-stripped"
-        // Debian's Go 1.19 (scripts/setup.sh) has no `go build -C`.
-        let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
-        XCTAssertEqual(go.status, 0, go.stderr)
+        let stripped = try TestSupport.strippedDemoBinary(in: dir)
         let plain = try start(try TestSupport.demoBinary())
         let bare = try start(stripped)
         usleep(300_000)
@@ -96,9 +93,7 @@ final class SchedulerPluginTests: XCTestCase {
     private func strippedDemoWithTable(event: String, saying: (String) -> String,
                                        edit: (inout [[Any]]?, String) -> Void) throws {
         let dir = TestSupport.tempDir("sched-table")
-        let stripped = dir + "/ferret-demo-stripped"
-        let go = try TestSupport.run("/bin/bash", ["-c", "cd '\(TestSupport.repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(stripped)' ."])
-        XCTAssertEqual(go.status, 0, go.stderr)
+        let stripped = try TestSupport.strippedDemoBinary(in: dir)
         let version = try TestSupport.run("/bin/bash", ["-c", "go env GOVERSION"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         var table = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestSupport.repoRoot + "/Sources/GoIntrospection/Layouts/globalrefs.json"))) as! [String: Any]
         var versions = table["versions"] as! [String: Any]

@@ -106,6 +106,15 @@ enum TestSupport {
         return buildDir + "/demo/ferret-demo"
     }
 
+    /// The demo built stripped and static (`CGO_ENABLED=0 -ldflags='-s -w'`) with
+    /// Debian's Go 1.19 (no `go build -C` there) into `dir`; returns its path.
+    static func strippedDemoBinary(in dir: String) throws -> String {
+        let out = dir + "/ferret-demo-stripped"
+        let r = try run("/bin/bash", ["-c", "cd '\(repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(out)' ."])
+        guard r.status == 0 else { throw TestError("stripped demo build failed:\n\(r.stderr)") }
+        return out
+    }
+
     /// Starts a demo binary quietly on a free port, without its self-load.
     /// The caller terminates it.
     static func startDemo(_ exe: String) throws -> Process {

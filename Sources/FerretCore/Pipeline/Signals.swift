@@ -6,6 +6,15 @@ public enum AttributeValue: Sendable, Hashable {
     case bool(Bool)
 }
 
+/// Lower-case hex of trace and span ids.
+func hexString(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    out.reserveCapacity(bytes.count * 2)
+    for x in bytes { out.append(digits[Int(x >> 4)]); out.append(digits[Int(x & 15)]) }
+    return String(decoding: out, as: UTF8.self)
+}
+
 public struct Attribute: Sendable, Hashable {
     public var key: String
     public var value: AttributeValue

@@ -76,7 +76,7 @@ public final class ConsoleSink: Sink, @unchecked Sendable {
             // One line per metric series name+attributes, summed over the group's processes.
             var rows: [String: (sum: Double, n: Int, unit: String, kind: MetricKind)] = [:]
             for (k, v) in latest where k.group == g {
-                let label = k.name + (k.attrs.isEmpty ? "" : "{" + k.attrs.map { "\($0.key)=\(Self.text($0.value))" }.joined(separator: ",") + "}")
+                let label = k.name + (k.attrs.isEmpty ? "" : "{" + k.attrs.map { "\($0.key)=\($0.value.text)" }.joined(separator: ",") + "}")
                 var r = rows[label] ?? (0, 0, v.unit, v.kind)
                 r.sum += v.value
                 r.n += 1
@@ -89,15 +89,6 @@ public final class ConsoleSink: Sink, @unchecked Sendable {
             if rows.count > maxMetrics { text += "      … \(rows.count - maxMetrics) more series\n" }
         }
         return text
-    }
-
-    static func text(_ v: AttributeValue) -> String {
-        switch v {
-        case .string(let s): s
-        case .int(let i): String(i)
-        case .double(let d): String(d)
-        case .bool(let b): String(b)
-        }
     }
 
     static func format(_ v: Double, unit: String) -> String {

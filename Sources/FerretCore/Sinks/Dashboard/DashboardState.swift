@@ -70,7 +70,7 @@ public final class DashboardState: Sendable {
                 guard m.kind != .histogram else { continue }
                 let time = Int64(m.timeUnixNano / 1_000_000)
                 note(m.resource, time: time)
-                let attrs = m.attributes.map { "\($0.key)=\(Self.text($0.value))" }.sorted().joined(separator: ",")
+                let attrs = m.attributes.map { "\($0.key)=\($0.value.text)" }.sorted().joined(separator: ",")
                 history.add(MetricHistory.Key(name: m.name, pid: m.resource.pid, group: m.resource.group, attributes: attrs),
                             time: time, value: m.value, unit: m.unit, kind: m.kind.rawValue)
             case .event(let e):
@@ -85,7 +85,7 @@ public final class DashboardState: Sendable {
                 }
             case .span(let span):
                 note(span.resource, time: Int64(span.endUnixNano / 1_000_000))
-                let id = span.traceID.map { String($0, radix: 16).leftPadded(2) }.joined()
+                let id = hexString(span.traceID)
                 state.withLock { s in
                     if s.traces[id] == nil {
                         s.traces[id] = Trace(id: id, spans: [])
@@ -123,17 +123,4 @@ public final class DashboardState: Sendable {
     /// Newest first.
     public var traces: [Trace] { state.withLock { s in s.traceOrder.reversed().compactMap { s.traces[$0] } } }
     public func trace(_ id: String) -> Trace? { state.withLock { $0.traces[id] } }
-
-    static func text(_ v: AttributeValue) -> String {
-        switch v {
-        case .string(let s): s
-        case .int(let i): String(i)
-        case .double(let d): String(d)
-        case .bool(let b): String(b)
-        }
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }

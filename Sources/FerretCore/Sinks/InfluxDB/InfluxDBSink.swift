@@ -86,13 +86,13 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
     private func tags(_ r: Resource) -> [(String, String)] {
         if let hit = tagCache[ObjectIdentifier(r)], hit.0 === r { return hit.1 }
         if tagCache.count > 16_384 { tagCache.removeAll(keepingCapacity: true) }
-        let t = r.attributes.filter { resourceTags.contains($0.key) }.map { ($0.key, Self.text($0.value)) }
+        let t = r.attributes.filter { resourceTags.contains($0.key) }.map { ($0.key, $0.value.text) }
         tagCache[ObjectIdentifier(r)] = (r, t)
         return t
     }
 
     private func encode(_ m: MetricPoint) {
-        let t = tags(m.resource) + m.attributes.map { ($0.key, Self.text($0.value)) }
+        let t = tags(m.resource) + m.attributes.map { ($0.key, $0.value.text) }
         if let h = m.histogram {
             var fields: [(String, LineProtocolWriter.Field)] = [("count", .int(Int64(h.count))), ("sum", .float(h.sum))]
             var cumulative: UInt64 = 0
@@ -124,9 +124,9 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
         let t = tags(s.resource) + [("name", s.name), ("kind", s.kind.rawValue), ("status", s.status.rawValue)]
         var fields: [(String, LineProtocolWriter.Field)] = [
             ("duration_ns", .int(Int64(s.endUnixNano &- s.startUnixNano))),
-            ("trace_id", .string(Self.hex(s.traceID))), ("span_id", .string(Self.hex(s.spanID))),
+            ("trace_id", .string(hexString(s.traceID))), ("span_id", .string(hexString(s.spanID))),
         ]
-        if !s.parentSpanID.isEmpty { fields.append(("parent_span_id", .string(Self.hex(s.parentSpanID)))) }
+        if !s.parentSpanID.isEmpty { fields.append(("parent_span_id", .string(hexString(s.parentSpanID)))) }
         for a in s.attributes {
             switch a.value {
             case .int(let n): fields.append((a.key, .int(n)))
@@ -136,23 +136,6 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
             }
         }
         writer.line(measurement: "spans", tags: t, fields: fields, timeUnixNano: s.startUnixNano)
-    }
-
-    static func text(_ v: AttributeValue) -> String {
-        switch v {
-        case .string(let s): s
-        case .int(let n): String(n)
-        case .double(let d): "\(d)"
-        case .bool(let b): b ? "true" : "false"
-        }
-    }
-
-    static func hex(_ b: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(b.count * 2)
-        for x in b { out.append(digits[Int(x >> 4)]); out.append(digits[Int(x & 15)]) }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func percentEncoded(_ s: String) -> String {
