@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "FerretCore",
             dependencies: [
-                "FerretPluginABI", "CYAML", "CLinuxSupport", "GoIntrospection", "OTLP",
+                "FerretPluginABI", "CYAML", "CLinuxSupport", "GoIntrospection", "OTLP", "Pprof",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -75,7 +75,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
-            path: "Sources/FerretCore"),
+            path: "Sources/FerretCore",
+            // The dashboard sink's pages, served by the agent itself (no CDN).
+            resources: [
+                .embedInCode("Sinks/Dashboard/web/index.html"),
+                .embedInCode("Sinks/Dashboard/web/app.js"),
+                .embedInCode("Sinks/Dashboard/web/app.css"),
+            ]),
         .executableTarget(
             name: "Host",
             dependencies: [
@@ -140,7 +146,7 @@ let package = Package(
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),
         .testTarget(
-            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "GoTestSupport", "SchedulerPlugin"],
+            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "GoTestSupport", "SchedulerPlugin", "Pprof"],
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
         .testTarget(

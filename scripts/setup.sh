@@ -37,6 +37,10 @@ APT_PACKAGES=(
   binutils
   # wrk drives the http_tracer's acceptance load (20,000 requests per build).
   wrk
+  # The dashboard's browser test (issue #9): a real headless chromium, driven
+  # through chromedriver by selenium (PyPI, in the venv below).
+  chromium
+  chromium-driver
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is
@@ -97,28 +101,31 @@ else
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# --- Python venv for the OTLP sink's test receiver --------------------------
+# --- Python venv for the tests' Python helpers ------------------------------
 # The otlp sink's acceptance test decodes what the agent sends with PyPI's
-# opentelemetry-proto (the reference Python bindings; protobuf comes with it),
-# in a venv of its own (Tests/FerretCoreTests/Fixtures/otlp_receiver.py runs
-# under it). The tests find it at ${FERRET_PY_VENV:-/opt/ferret-py}.
+# opentelemetry-proto (the reference Python bindings; protobuf comes with it)
+# (Tests/FerretCoreTests/Fixtures/otlp_receiver.py); the dashboard's browser
+# test drives chromium with selenium (Fixtures/browser/dashboard_check.py).
+# Both run in a venv of their own, found at ${FERRET_PY_VENV:-/opt/ferret-py}.
 OTLP_PROTO_VERSION=1.45.2
+SELENIUM_VERSION=4.51.0
 PY_VENV="${FERRET_PY_VENV:-/opt/ferret-py}"
-if "$PY_VENV/bin/python" - "$OTLP_PROTO_VERSION" >/dev/null 2>&1 <<'PY'
+if "$PY_VENV/bin/python" - "$OTLP_PROTO_VERSION" "$SELENIUM_VERSION" >/dev/null 2>&1 <<'PY'
 import sys, importlib.metadata as m
 import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2
-sys.exit(m.version("opentelemetry-proto") != sys.argv[1])
+import selenium.webdriver
+sys.exit(m.version("opentelemetry-proto") != sys.argv[1] or m.version("selenium") != sys.argv[2])
 PY
 then
-  log "python venv present: $PY_VENV (opentelemetry-proto $OTLP_PROTO_VERSION)"
+  log "python venv present: $PY_VENV (opentelemetry-proto $OTLP_PROTO_VERSION, selenium $SELENIUM_VERSION)"
 else
   if ! "$PY_VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
     log "creating python venv at $PY_VENV"
     python3 -m venv "$PY_VENV"
   fi
-  log "pip install opentelemetry-proto==$OTLP_PROTO_VERSION into $PY_VENV"
+  log "pip install opentelemetry-proto==$OTLP_PROTO_VERSION selenium==$SELENIUM_VERSION into $PY_VENV"
   "$PY_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
-    "opentelemetry-proto==$OTLP_PROTO_VERSION" >&2
+    "opentelemetry-proto==$OTLP_PROTO_VERSION" "selenium==$SELENIUM_VERSION" >&2
 fi
 
 # --- Optional: pinned Go toolchains ----------------------------------------

@@ -133,16 +133,20 @@ public struct GoBuildInfo: Sendable, Hashable {
 public struct ExecutableFacts: Sendable, Hashable {
     public var goBuildInfo: GoBuildInfo?
     public var isStatic: Bool
+    /// No .symtab section (built with `-ldflags=-s`, or run through `strip`).
+    public var isStripped: Bool
     public var isGo: Bool { goBuildInfo != nil }
 
-    public init(goBuildInfo: GoBuildInfo?, isStatic: Bool) {
+    public init(goBuildInfo: GoBuildInfo?, isStatic: Bool, isStripped: Bool = false) {
         self.goBuildInfo = goBuildInfo
         self.isStatic = isStatic
+        self.isStripped = isStripped
     }
 
     /// Reads the facts of the executable at `path` (e.g. /proc/PID/exe).
     public static func read(path: String) throws(IntrospectionError) -> ExecutableFacts {
         let elf = try ELFFile(path: path)
-        return ExecutableFacts(goBuildInfo: try GoBuildInfo.read(from: elf), isStatic: !elf.hasInterpreter)
+        return ExecutableFacts(goBuildInfo: try GoBuildInfo.read(from: elf), isStatic: !elf.hasInterpreter,
+                               isStripped: elf.section(named: ".symtab") == nil)
     }
 }

@@ -17,10 +17,11 @@ public enum PprofFile {
         }
     }
 
-    /// Collapsed stacks of a profile, in the same form as `PprofBuilder.collapsed()`:
-    /// `root;caller;leaf value` per distinct stack (first sample value), inlined
-    /// frames as entries of their own, sorted.
-    public static func collapsed(_ p: Perftools_Profiles_Profile) -> String {
+    /// The samples of a profile as stacks of frame names, outermost first, with
+    /// their first sample value; inlined frames are entries of their own.
+    /// Frames without a function name read `<file name>+0x<file offset>` (or
+    /// `0x<address>` without a mapping). Samples with an empty stack are left out.
+    public static func stacks(_ p: Perftools_Profiles_Profile) -> [(frames: [String], value: Int64)] {
         func str(_ i: Int64) -> String { i >= 0 && Int(i) < p.stringTable.count ? p.stringTable[Int(i)] : "" }
         var functions: [UInt64: String] = [:]
         for f in p.function { functions[f.id] = str(f.name) }
@@ -37,13 +38,22 @@ public enum PprofFile {
                     n = ["0x" + String(l.address, radix: 16)]
                 }
             }
-            names[l.id] = n.map { $0.replacingOccurrences(of: ";", with: ":") }
+            names[l.id] = n
         }
-        var totals: [String: Int64] = [:]
-        for s in p.sample where !s.locationID.isEmpty {
+        return p.sample.filter { !$0.locationID.isEmpty }.map { s in
             var stack: [String] = []
             for id in s.locationID.reversed() { stack += (names[id] ?? ["?"]).reversed() }
-            totals[stack.joined(separator: ";"), default: 0] += s.value.first ?? 0
+            return (stack, s.value.first ?? 0)
+        }
+    }
+
+    /// Collapsed stacks of a profile, in the same form as `PprofBuilder.collapsed()`:
+    /// `root;caller;leaf value` per distinct stack (first sample value), inlined
+    /// frames as entries of their own, sorted.
+    public static func collapsed(_ p: Perftools_Profiles_Profile) -> String {
+        var totals: [String: Int64] = [:]
+        for s in stacks(p) {
+            totals[s.frames.map { $0.replacingOccurrences(of: ";", with: ":") }.joined(separator: ";"), default: 0] += s.value
         }
         return totals.keys.sorted().map { "\($0) \(totals[$0]!)\n" }.joined()
     }

@@ -1,10 +1,12 @@
 @testable import FerretCore
 import Foundation
 import Logging
+import Pprof
 import XCTest
 
 /// The dashboard sink's JSON API over real HTTP (issue #9): groups, series and
-/// their points, events newest first, traces with nested spans.
+/// their points, events newest first, traces with nested spans, alerts firing
+/// and resolved, per-route HTTP figures, the latest profile, and the pages.
 final class DashboardSinkTests: XCTestCase {
     func resource(pid: Int64, group: String, go: String?) -> Resource {
         var a = [Attribute("process.pid", .int(pid)), Attribute("ferret.group", .string(group)), Attribute("ferret.rule", .string("r-" + group)),
@@ -71,9 +73,106 @@ final class DashboardSinkTests: XCTestCase {
         XCTAssertEqual(spans.map { $0["kind"] as? String }, ["server", "client"])
         XCTAssertEqual(spans[1]["parent_span_id"] as? String, spans[0]["span_id"] as? String, "the client span nests under the server span")
 
+        // The pages are served by the agent itself, with no reference to another host.
+        for (path, type) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+            let r = try HTTP.get(port: port, path: path, timeout: 5)
+            XCTAssertEqual(r.status, 200, path)
+            XCTAssertTrue(r.text.count > 500, path)
+            XCTAssertTrue((r.headers["content-type"] ?? "").hasPrefix(type), "\(path): \(r.headers)")
+            // The SVG namespace is a name, not an address.
+            let text = r.text.replacingOccurrences(of: "\"http://www.w3.org/2000/svg\"", with: "")
+            XCTAssertFalse(text.contains("http://") || text.contains("https://") || text.contains("//cdn"), "\(path) fetches nothing from elsewhere")
+        }
+
         XCTAssertEqual(try HTTP.get(port: port, path: "/api/nothing").status, 404)
         XCTAssertEqual(try HTTP.get(port: port, path: "/api/overview", method: "POST").status, 405)
         XCTAssertEqual(try HTTP.get(port: port, path: "/api/series/points").status, 400)
+    }
+
+    func testProcessPropertiesAlertsRoutesAndProfiles() throws {
+        let sink = try DashboardSink(name: "d", host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
+        defer { sink.close() }
+        let port = try XCTUnwrap(sink.port)
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
+        let r = Resource(resource(pid: 7, group: "web", go: "go1.24.11").attributes + [
+            Attribute("process.executable.stripped", .bool(true)), Attribute("go.module.path", .string("example.com/web")),
+            Attribute("go.build.settings", .string("CGO_ENABLED=0\n-ldflags=-s -w")),
+        ])
+        // Process properties.
+        try sink.write([.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 3, timeUnixNano: now, resource: r))])
+        let p = try json(port, "/api/process?pid=7")
+        XCTAssertEqual(p["stripped"] as? Bool, true)
+        XCTAssertEqual(p["module"] as? String, "example.com/web")
+        XCTAssertEqual(p["build_settings"] as? [String], ["CGO_ENABLED=0", "-ldflags=-s -w"])
+        XCTAssertEqual(p["health"] as? String, "ok")
+        XCTAssertEqual(try HTTP.get(port: port, path: "/api/process?pid=8").status, 404)
+
+        // An alert fires: the group's health and its alerts say so; resolved, they clear.
+        func alert(_ state: String, at t: UInt64) -> Signal {
+            .event(Event(name: "alert", severity: state == "firing" ? .warn : .info, body: "too many goroutines (\(state))", timeUnixNano: t,
+                         attributes: [Attribute("rule", .string("goroutines")), Attribute("state", .string(state)),
+                                      Attribute("metric", .string("go.goroutine.count"))], resource: r))
+        }
+        try sink.write([alert("firing", at: now)])
+        var group = try XCTUnwrap((try json(port, "/api/overview")["groups"] as? [[String: Any]])?.first)
+        XCTAssertEqual(group["health"] as? String, "alert")
+        XCTAssertEqual((group["alerts"] as? [[String: Any]])?.map { $0["body"] as? String }, ["too many goroutines (firing)"])
+        XCTAssertEqual((try json(port, "/api/alerts")["alerts"] as? [Any])?.count, 1)
+        try sink.write([alert("resolved", at: now + 1)])
+        group = try XCTUnwrap((try json(port, "/api/overview")["groups"] as? [[String: Any]])?.first)
+        XCTAssertEqual(group["health"] as? String, "ok")
+        XCTAssertEqual((try json(port, "/api/alerts")["alerts"] as? [Any])?.count, 0)
+
+        // Server spans give per-route rate, errors and percentiles (log buckets: within 7 %).
+        var spans: [Signal] = []
+        for i in 0..<100 {
+            let d = UInt64(i + 1) * 1_000_000 // 1..100 ms
+            let id = (0..<8).map { _ in UInt8.random(in: 0...255) }
+            spans.append(.span(Span(name: "GET /items/{id}", kind: .server, traceID: (0..<16).map { _ in UInt8.random(in: 0...255) },
+                                    spanID: id, parentSpanID: [], startUnixNano: now - d, endUnixNano: now,
+                                    status: i % 10 == 0 ? .error : .unset, statusMessage: "", attributes: [], resource: r)))
+        }
+        try sink.write(spans)
+        let routes = try XCTUnwrap(try json(port, "/api/http?group=web&from=\(now / 1_000_000 - 60_000)")["routes"] as? [[String: Any]])
+        XCTAssertEqual(routes.count, 1)
+        XCTAssertEqual(routes[0]["route"] as? String, "GET /items/{id}")
+        XCTAssertEqual(routes[0]["requests"] as? Int, 100)
+        XCTAssertEqual(routes[0]["errors"] as? Int, 10)
+        XCTAssertEqual(routes[0]["error_rate"] as? Double ?? 0, 0.1, accuracy: 1e-9)
+        for (k, exact) in [("p50", 0.050), ("p95", 0.095), ("p99", 0.099)] {
+            let v = routes[0][k] as? Double ?? 0
+            XCTAssertLessThanOrEqual(abs(v - exact) / exact, 0.075, "\(k) \(v) vs \(exact)")
+        }
+        let buckets = try XCTUnwrap(try json(port, "/api/http/series?group=web&route=GET%20/items/%7Bid%7D")["points"] as? [[Double]])
+        XCTAssertEqual(buckets.count, 1)
+        XCTAssertEqual(buckets[0][1], 100)
+        let slowest = try XCTUnwrap(try json(port, "/api/traces?sort=slowest&limit=3")["traces"] as? [[String: Any]])
+        XCTAssertEqual(slowest.compactMap { $0["duration_ns"] as? Int }, [100_000_000, 99_000_000, 98_000_000])
+
+        // The latest profile: top functions, the flame graph's tree, the .pb.gz.
+        let b = PprofBuilder.cpu(frequencyHz: 99, timeNanos: Int64(now), durationNanos: 10_000_000_000)
+        let main = PprofFrame(function: "main.main"), hot = PprofFrame(function: "main.hot"), cold = PprofFrame(function: "main.cold")
+        b.addSample(stack: [(0x30, nil, [hot]), (0x10, nil, [main])], values: [3, 30_000_000])
+        b.addSample(stack: [(0x40, nil, [cold]), (0x10, nil, [main])], values: [1, 10_000_000])
+        let data = try b.gzippedData()
+        try sink.write([.profile(Profile(data: data, profileType: "cpu", startUnixNano: now, durationNano: 10_000_000_000, samples: 4,
+                                         path: nil, attributes: [], resource: r))])
+        XCTAssertEqual(try json(port, "/api/process?pid=7")["has_profile"] as? Bool, true)
+        let prof = try json(port, "/api/profile?pid=7")
+        let view = try XCTUnwrap(prof["view"] as? [String: Any])
+        XCTAssertEqual(view["total"] as? Int, 4)
+        let fns = try XCTUnwrap(view["functions"] as? [[String: Any]])
+        XCTAssertEqual(fns.first?["name"] as? String, "main.hot")
+        XCTAssertEqual(fns.first?["flat"] as? Int, 3)
+        XCTAssertEqual(fns.first { $0["name"] as? String == "main.main" }?["cumulative"] as? Int, 4)
+        let flame = try XCTUnwrap(view["flame"] as? [String: Any])
+        let top = try XCTUnwrap((flame["c"] as? [[String: Any]])?.first)
+        XCTAssertEqual(top["n"] as? String, "main.main")
+        XCTAssertEqual((top["c"] as? [[String: Any]])?.map { $0["n"] as? String }, ["main.cold", "main.hot"])
+        let file = try HTTP.get(port: port, path: "/api/profile.pb.gz?pid=7", timeout: 5)
+        XCTAssertEqual(file.status, 200)
+        XCTAssertEqual(Array(file.body), data, "the download is the profile as received")
+        XCTAssertEqual(try HTTP.get(port: port, path: "/api/profile?pid=8").status, 404)
     }
 
     func testConfigErrorsNameTheKey() throws {

@@ -82,6 +82,14 @@ extension Resource {
             let linkage = e.isStatic ? "static" : "dynamic"
             a.append(Attribute("process.linkage", .string(linkage)))
             if e.isGo { a.append(Attribute("go.linkage", .string(linkage))) }
+            a.append(Attribute("process.executable.stripped", .bool(e.isStripped)))
+            if let info = e.goBuildInfo {
+                if let m = info.main, !m.path.isEmpty { a.append(Attribute("go.module.path", .string(m.path))) }
+                // One "key=value" per line, in the binary's order (`go version -m`).
+                if !info.settings.isEmpty {
+                    a.append(Attribute("go.build.settings", .string(info.settings.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))))
+                }
+            }
         }
         return Resource(a)
     }

@@ -76,6 +76,31 @@ public struct JSONWriter {
 
     public mutating func bool(_ v: Bool) { if v { raw("true") } else { raw("false") } }
 
+    /// A string, or null.
+    public mutating func string(_ s: String?) { if let s { string(s) } else { raw("null") } }
+    /// An integer, or null.
+    public mutating func int(_ v: Int64?) { if let v { int(v) } else { raw("null") } }
+
+    /// A JSON array of `items`, each written by `element`.
+    public mutating func array<S: Sequence>(_ items: S, _ element: (inout JSONWriter, S.Element) -> Void) {
+        byte(UInt8(ascii: "["))
+        var first = true
+        for x in items {
+            if !first { byte(UInt8(ascii: ",")) }
+            first = false
+            element(&self, x)
+        }
+        byte(UInt8(ascii: "]"))
+    }
+
+    /// `"key":` after a `{` or after a previous member (`,` is written when `comma`).
+    public mutating func key(_ k: StaticString, comma: Bool = true) {
+        if comma { byte(UInt8(ascii: ",")) }
+        byte(UInt8(ascii: "\""))
+        raw(k)
+        raw("\":")
+    }
+
     public mutating func attributeValue(_ v: AttributeValue) {
         switch v {
         case .string(let s): string(s)

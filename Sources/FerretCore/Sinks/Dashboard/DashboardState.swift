@@ -1,14 +1,18 @@
 import Synchronization
 
 /// What the dashboard shows, built from the signals its sink receives (issue #9):
-/// the metric history, the processes and groups they came from, recent events,
-/// and recent HTTP traces. Thread-safe; written by the sink's runner thread,
-/// read by the HTTP server.
+/// the metric history, the processes and groups they came from, recent events
+/// and the alerts still firing, the latest CPU profile of each process, recent
+/// HTTP traces and per-route request figures. Thread-safe; written by the
+/// sink's runner thread, read by the HTTP server.
 public final class DashboardState: Sendable {
     public struct Options: Sendable {
         public var history = MetricHistory.Options()
         public var maxEvents = 1000
         public var maxTraces = 500
+        public var maxRoutes = 500
+        /// A process not heard from for this long shows as "stale".
+        public var staleAfterMillis: Int64 = 30_000
         public init() {}
     }
 
@@ -18,11 +22,20 @@ public final class DashboardState: Sendable {
         public var group: String
         public var rule: String
         public var executable: String
+        public var executablePath: String
+        public var commandLine: String
         public var goVersion: String?
         public var linkage: String?
+        public var stripped: Bool?
+        public var module: String?
+        /// "key=value" per entry, as `go version -m` prints them.
+        public var buildSettings: [String]
         public var firstSeen: Int64
         public var lastSeen: Int64
         public var exited: Bool
+        /// The last event saying the Go runtime figures cannot be read
+        /// (go.runtime.unknown_layout / unverified / unavailable), if any.
+        public var runtimeProblem: String?
     }
 
     public struct EventInfo: Sendable {
@@ -32,6 +45,18 @@ public final class DashboardState: Sendable {
         public var body: String
         public var pid: Int64?
         public var group: String?
+        public var attributes: [Attribute]
+    }
+
+    /// The latest CPU profile of a process (the gzipped pprof as received).
+    public struct ProfileInfo: Sendable {
+        public var pid: Int64
+        public var group: String?
+        public var profileType: String
+        public var start: Int64
+        public var durationNanos: UInt64
+        public var samples: Int64
+        public var data: [UInt8]
     }
 
     /// A trace: its spans, as received.
@@ -45,22 +70,28 @@ public final class DashboardState: Sendable {
             let ids = Set(spans.map(\.spanID))
             return spans.first { $0.parentSpanID.isEmpty || !ids.contains($0.parentSpanID) }
         }
+        public var groups: Set<String> { Set(spans.compactMap(\.resource.group)) }
     }
 
     public let options: Options
     public let history: MetricHistory
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     private struct State {
         var processes: [Int64: ProcessInfo] = [:]
         var events: [EventInfo] = []
+        /// Alerts firing now, by pid/group, kind and what they watch.
+        var active: [String: EventInfo] = [:]
         var traces: [String: Trace] = [:]
         var traceOrder: [String] = []
+        var profiles: [Int64: ProfileInfo] = [:]
+        var routes: HTTPRouteStats
     }
 
     public init(options: Options = .init()) {
         self.options = options
         history = MetricHistory(options: options.history)
+        state = Mutex(State(routes: HTTPRouteStats(span: options.history.rawSpan, maxRoutes: options.maxRoutes)))
     }
 
     public func apply(_ batch: [Signal]) {
@@ -76,15 +107,24 @@ public final class DashboardState: Sendable {
             case .event(let e):
                 let time = Int64(e.timeUnixNano / 1_000_000)
                 note(e.resource, time: time)
-                let info = EventInfo(time: time, name: e.name, severity: "\(e.severity)", body: e.body,
-                                     pid: e.resource.pid, group: e.resource.group)
+                let info = EventInfo(time: time, name: e.name, severity: e.severity.rawValue, body: e.body,
+                                     pid: e.resource.pid, group: e.resource.group, attributes: e.attributes)
                 state.withLock { s in
                     s.events.append(info)
                     if s.events.count > options.maxEvents { s.events.removeFirst(s.events.count - options.maxEvents) }
-                    if e.name == "process.exit", let pid = e.resource.pid { s.processes[pid]?.exited = true }
+                    if let (key, firing) = Self.alertTransition(info) {
+                        if firing { s.active[key] = info } else { s.active[key] = nil }
+                    }
+                    guard let pid = e.resource.pid else { return }
+                    if e.name == "process.exit" {
+                        s.processes[pid]?.exited = true
+                        for k in s.active.keys where s.active[k]?.pid == pid { s.active[k] = nil }
+                    }
+                    if e.name.hasPrefix("go.runtime.") { s.processes[pid]?.runtimeProblem = e.body }
                 }
             case .span(let span):
-                note(span.resource, time: Int64(span.endUnixNano / 1_000_000))
+                let end = Int64(span.endUnixNano / 1_000_000)
+                note(span.resource, time: end)
                 let id = hexString(span.traceID)
                 state.withLock { s in
                     if s.traces[id] == nil {
@@ -96,10 +136,42 @@ public final class DashboardState: Sendable {
                         }
                     }
                     s.traces[id]!.spans.append(span)
+                    if span.kind == .server {
+                        s.routes.add(group: span.resource.group ?? "", route: span.name, endMillis: end,
+                                     durationNanos: span.endUnixNano &- span.startUnixNano, error: span.status == .error)
+                    }
                 }
             case .profile(let p):
                 note(p.resource, time: Int64(p.startUnixNano / 1_000_000))
+                guard let pid = p.resource.pid else { continue }
+                let info = ProfileInfo(pid: pid, group: p.resource.group, profileType: p.profileType,
+                                       start: Int64(p.startUnixNano / 1_000_000), durationNanos: p.durationNano,
+                                       samples: p.samples, data: p.data)
+                state.withLock { s in
+                    if let old = s.profiles[pid], old.start > info.start { return }
+                    s.profiles[pid] = info
+                }
             }
+        }
+    }
+
+    /// Whether an event starts (true) or ends (false) an alert, and the alert's
+    /// key: threshold alerts and anomalies carry `state` firing/resolved (and
+    /// the rule and metric), a goroutine leak ends with `go.goroutine.leak.resolved`.
+    static func alertTransition(_ e: EventInfo) -> (String, Bool)? {
+        func attr(_ k: String) -> String { e.attributes.first { $0.key == k }?.value.text ?? "" }
+        let who = e.pid.map(String.init) ?? (e.group ?? "")
+        switch e.name {
+        case "alert", "anomaly":
+            let key = "\(who)|\(e.name)|\(attr("rule"))|\(attr("metric"))"
+            switch attr("state") {
+            case "firing": return (key, true)
+            case "resolved": return (key, false)
+            default: return nil
+            }
+        case "go.goroutine.leak": return ("\(who)|leak", true)
+        case "go.goroutine.leak.resolved": return ("\(who)|leak", false)
+        default: return nil
         }
     }
 
@@ -108,9 +180,15 @@ public final class DashboardState: Sendable {
         func s(_ k: String) -> String? { if case .string(let v)? = r[k] { return v }; return nil }
         state.withLock { st in
             if st.processes[pid] == nil {
-                st.processes[pid] = ProcessInfo(pid: pid, group: group, rule: s("ferret.rule") ?? "", executable: s("process.executable.name") ?? "",
-                                                goVersion: s("process.runtime.version"), linkage: s("process.linkage"),
-                                                firstSeen: time, lastSeen: time, exited: false)
+                var stripped: Bool?
+                if case .bool(let b)? = r["process.executable.stripped"] { stripped = b }
+                st.processes[pid] = ProcessInfo(
+                    pid: pid, group: group, rule: s("ferret.rule") ?? (s("service.name") == "ferret" ? "(the agent itself)" : ""), executable: s("process.executable.name") ?? "",
+                    executablePath: s("process.executable.path") ?? "", commandLine: s("process.command_line") ?? "",
+                    goVersion: s("process.runtime.version"), linkage: s("process.linkage"), stripped: stripped,
+                    module: s("go.module.path"),
+                    buildSettings: s("go.build.settings")?.split(separator: "\n").map(String.init) ?? [],
+                    firstSeen: time, lastSeen: time, exited: false)
             } else if time > st.processes[pid]!.lastSeen {
                 st.processes[pid]!.lastSeen = time
             }
@@ -118,9 +196,33 @@ public final class DashboardState: Sendable {
     }
 
     public var processes: [ProcessInfo] { state.withLock { Array($0.processes.values) }.sorted { $0.pid < $1.pid } }
+    public func process(_ pid: Int64) -> ProcessInfo? { state.withLock { $0.processes[pid] } }
     /// Newest first.
     public var events: [EventInfo] { state.withLock { $0.events.reversed() } }
+    /// The alerts firing now (the event that started each), newest first.
+    public var activeAlerts: [EventInfo] { state.withLock { Array($0.active.values) }.sorted { $0.time > $1.time } }
     /// Newest first.
     public var traces: [Trace] { state.withLock { s in s.traceOrder.reversed().compactMap { s.traces[$0] } } }
     public func trace(_ id: String) -> Trace? { state.withLock { $0.traces[id] } }
+    public func profile(pid: Int64) -> ProfileInfo? { state.withLock { $0.profiles[pid] } }
+    public var profiles: [ProfileInfo] { state.withLock { Array($0.profiles.values) }.sorted { $0.pid < $1.pid } }
+
+    func routeSummaries(group: String?, from: Int64, to: Int64) -> [HTTPRouteStats.Summary] {
+        state.withLock { $0.routes.summaries(group: group, from: from, to: to) }
+    }
+
+    func routeBuckets(group: String, route: String, from: Int64, to: Int64) -> [HTTPRouteStats.Bucket] {
+        state.withLock { $0.routes.buckets(.init(group: group, route: route), from: from, to: to) }
+    }
+
+    /// A process's health: "exited", "stale" (not heard from for
+    /// `staleAfterMillis`), "alert" (an alert is firing), "degraded" (its Go
+    /// runtime figures cannot be read) or "ok".
+    public func health(_ p: ProcessInfo, alerts: [EventInfo], now: Int64) -> String {
+        if p.exited { return "exited" }
+        if alerts.contains(where: { $0.pid == p.pid }) { return "alert" }
+        if now - p.lastSeen > options.staleAfterMillis { return "stale" }
+        if p.runtimeProblem != nil { return "degraded" }
+        return "ok"
+    }
 }

@@ -11,6 +11,9 @@
 //	-churn-mib N   without -quiet: allocate N MiB/s of garbage in one goroutine (drives GCs)
 //	-cgo N         make N cgo calls at startup (os/user lookups; only cgo builds count them)
 //	-addr A        listen address (default 127.0.0.1:0)
+//	-nethttp       serve with net/http instead (a goroutine per connection, as a
+//	               real service does; still one request at a time): the
+//	               http_tracer sees its requests as server spans
 //
 // The first line on stdout is "listening on ADDR". Requests are served one at a
 // time on the main goroutine (no goroutine per connection), so serving a request
@@ -260,9 +263,20 @@ func serve(c net.Conn) {
 	if err != nil {
 		return
 	}
-	fail := func(status int, err error) {
+	status, b := handle(r)
+	respond(c, status, b)
+}
+
+// handleLock keeps requests one at a time under -nethttp too.
+var handleLock sync.Mutex
+
+// handle does what a request asks and returns the status and the JSON body.
+func handle(r *http.Request) (int, []byte) {
+	handleLock.Lock()
+	defer handleLock.Unlock()
+	fail := func(status int, err error) (int, []byte) {
 		b, _ := json.Marshal(map[string]string{"error": err.Error()})
-		respond(c, status, b)
+		return status, b
 	}
 	switch r.URL.Path {
 	case "/truth":
@@ -271,63 +285,53 @@ func serve(c net.Conn) {
 	case "/spawn":
 		n, err := intParam(r, "n")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		park(n)
 	case "/cgo":
 		n, err := intParam(r, "n")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		cgoCalls(n)
 	case "/leak":
 		n, err := intParam(r, "n")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		if err := leak(n); err != nil {
-			fail(500, err)
-			return
+			return fail(500, err)
 		}
 	case "/fanout":
 		n, err := intParam(r, "n")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		ms, err := intParam(r, "ms")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		fanout(n, ms)
 	case "/churn":
 		n, err := intParam(r, "ms")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		churn(n)
 	case "/alloc":
 		n, err := intParam(r, "mib")
 		if err != nil {
-			fail(400, err)
-			return
+			return fail(400, err)
 		}
 		allocGarbage(n)
 	default:
-		fail(404, fmt.Errorf("no such endpoint %s", r.URL.Path))
-		return
+		return fail(404, fmt.Errorf("no such endpoint %s", r.URL.Path))
 	}
 	b, err := json.Marshal(truth())
 	if err != nil {
-		fail(500, err)
-		return
+		return fail(500, err)
 	}
-	respond(c, 200, b)
+	return 200, b
 }
 
 func main() {
@@ -338,6 +342,7 @@ func main() {
 	churn := flag.Int("churn-mib", 32, "MiB/s of garbage to allocate in the background (ignored with -quiet)")
 	cgo := flag.Int("cgo", 1, "cgo calls to make at startup")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	netHTTP := flag.Bool("nethttp", false, "serve with net/http (a goroutine per connection)")
 	flag.Parse()
 
 	for i := 0; i < *heapMiB*16; i++ {
@@ -363,6 +368,16 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stdout, "listening on %s\n", ln.Addr())
+	if *netHTTP {
+		err := http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			status, b := handle(r)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write(b)
+		}))
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
