@@ -175,6 +175,52 @@ final class DashboardSinkTests: XCTestCase {
         XCTAssertEqual(try HTTP.get(port: port, path: "/api/profile?pid=8").status, 404)
     }
 
+    /// `ferret status` reads the overview from a running dashboard, and says
+    /// clearly when there is none.
+    func testFerretStatusReadsTheAPI() throws {
+        let sink = try DashboardSink(name: "d", host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
+        let port = try XCTUnwrap(sink.port)
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
+        let r = resource(pid: 4242, group: "checkout", go: "go1.26.6")
+        try sink.write([
+            .metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 3, timeUnixNano: now, resource: r)),
+            .event(Event(name: "go.goroutine.leak", severity: .warn, body: "goroutines of pid 4242 keep growing", timeUnixNano: now, resource: r)),
+        ])
+        let ok = try TestSupport.run(TestSupport.ferret, ["status", "--url", "http://127.0.0.1:\(port)"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        let row = ok.stdout.split(separator: "\n").first { $0.hasPrefix("checkout") }.map(String.init) ?? ""
+        for field in ["r-checkout", "1", "go1.26.6", "static", "alert"] {
+            XCTAssertTrue(row.contains(field), "\(field) in '\(row)':\n\(ok.stdout)")
+        }
+        XCTAssertTrue(ok.stdout.contains("firing: goroutines of pid 4242 keep growing"), ok.stdout)
+        let json = try TestSupport.run(TestSupport.ferret, ["status", "--url", "http://127.0.0.1:\(port)/", "--json"])
+        XCTAssertEqual(json.status, 0, json.stderr)
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        sink.close()
+        let gone = try TestSupport.run(TestSupport.ferret, ["status", "--url", "http://127.0.0.1:\(port)"])
+        XCTAssertEqual(gone.status, 1)
+        XCTAssertTrue(gone.stderr.contains("cannot reach the dashboard at http://127.0.0.1:\(port)"), gone.stderr)
+    }
+
+    /// An exited process stays on the pages for `raw_span`, then its series,
+    /// profile and entry are forgotten (the history bound is for the living).
+    func testExitedProcessesAreForgottenAfterTheRawSpan() throws {
+        let state = DashboardState()
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let r = resource(pid: 9, group: "batch", go: "go1.23.9"), keep = resource(pid: 10, group: "batch", go: "go1.23.9")
+        let t = UInt64(now - 7_200_000) * 1_000_000
+        state.apply([.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: t, resource: r)),
+                     .metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: t, resource: keep)),
+                     .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: t + 1_000_000, resource: r))])
+        XCTAssertEqual(state.processes.map(\.pid), [10], "exited two hours ago (raw_span 1 h): forgotten")
+        XCTAssertEqual(state.history.series().compactMap(\.key.pid), [10])
+        let u = UInt64(now) * 1_000_000
+        state.apply([.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: u, resource: keep)),
+                     .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: u, resource: keep))])
+        state.sweep(now: now + 60_000)
+        XCTAssertEqual(state.processes.map(\.exited), [true], "exited a minute ago: still shown, as exited")
+    }
+
     func testConfigErrorsNameTheKey() throws {
         let yaml = """
         pipeline:

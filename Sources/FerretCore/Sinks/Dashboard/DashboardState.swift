@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// What the dashboard shows, built from the signals its sink receives (issue #9):
@@ -33,6 +34,8 @@ public final class DashboardState: Sendable {
         public var firstSeen: Int64
         public var lastSeen: Int64
         public var exited: Bool
+        /// When the process exited (Unix ms): it is forgotten `rawSpan` later.
+        public var exitedAt: Int64?
         /// The last event saying the Go runtime figures cannot be read
         /// (go.runtime.unknown_layout / unverified / unavailable), if any.
         public var runtimeProblem: String?
@@ -86,6 +89,7 @@ public final class DashboardState: Sendable {
         var traceOrder: [String] = []
         var profiles: [Int64: ProfileInfo] = [:]
         var routes: HTTPRouteStats
+        var lastSweep: Int64 = 0
     }
 
     public init(options: Options = .init()) {
@@ -95,6 +99,7 @@ public final class DashboardState: Sendable {
     }
 
     public func apply(_ batch: [Signal]) {
+        defer { sweep(now: Int64(Date().timeIntervalSince1970 * 1000)) }
         for signal in batch {
             switch signal {
             case .metric(let m):
@@ -118,6 +123,7 @@ public final class DashboardState: Sendable {
                     guard let pid = e.resource.pid else { return }
                     if e.name == "process.exit" {
                         s.processes[pid]?.exited = true
+                        s.processes[pid]?.exitedAt = time
                         for k in s.active.keys where s.active[k]?.pid == pid { s.active[k] = nil }
                     }
                     if e.name.hasPrefix("go.runtime.") { s.processes[pid]?.runtimeProblem = e.body }
@@ -175,6 +181,24 @@ public final class DashboardState: Sendable {
         }
     }
 
+    /// Forgets the processes that exited more than `rawSpan` ago (their series,
+    /// profile and entry), at most every 30 s: on a host where processes come
+    /// and go, the history bound stays for the living.
+    func sweep(now: Int64) {
+        let span = Int64(options.history.rawSpan.components.seconds * 1000)
+        let gone: [Int64] = state.withLock { s in
+            guard now - s.lastSweep >= 30_000 else { return [] }
+            s.lastSweep = now
+            let old = s.processes.values.filter { ($0.exitedAt ?? .max) < now - span }.map(\.pid)
+            for pid in old {
+                s.processes[pid] = nil
+                s.profiles[pid] = nil
+            }
+            return old
+        }
+        for pid in gone { history.forget(pid: pid) }
+    }
+
     private func note(_ r: Resource, time: Int64) {
         guard let pid = r.pid, let group = r.group else { return }
         func s(_ k: String) -> String? { if case .string(let v)? = r[k] { return v }; return nil }
@@ -188,7 +212,7 @@ public final class DashboardState: Sendable {
                     goVersion: s("process.runtime.version"), linkage: s("process.linkage"), stripped: stripped,
                     module: s("go.module.path"),
                     buildSettings: s("go.build.settings")?.split(separator: "\n").map(String.init) ?? [],
-                    firstSeen: time, lastSeen: time, exited: false)
+                    firstSeen: time, lastSeen: time, exited: false, exitedAt: nil)
             } else if time > st.processes[pid]!.lastSeen {
                 st.processes[pid]!.lastSeen = time
             }

@@ -42,6 +42,7 @@ function fmtNum(v, digits) {
   if (a >= 1e6) return (v / 1e6).toFixed(2) + "M";
   if (a >= 1e4) return (v / 1e3).toFixed(1) + "k";
   if (Number.isInteger(v)) return String(v);
+  if (a < 0.01) return String(Number(v.toPrecision(2)));
   return String(Number(v.toFixed(digits == null ? (a < 1 ? 3 : 2) : digits)));
 }
 function fmtBytes(v) {
@@ -63,7 +64,13 @@ function fmtUnit(v, unit) {
   if (unit === "By") return fmtBytes(v);
   if (unit === "s") return fmtSeconds(v);
   if (unit === "%") return fmtNum(v, 1) + "%";
+  if (unit === "ratio") return fmtRatio(v);
   return fmtNum(v);
+}
+function fmtRatio(f) {
+  if (f == null || !isFinite(f)) return "–";
+  const p = f * 100, a = Math.abs(p);
+  return (a === 0 ? "0" : a >= 10 ? p.toFixed(1) : String(Number(p.toPrecision(2)))) + "%";
 }
 function fmtPercent(f) { return f == null || !isFinite(f) ? "–" : (f * 100).toFixed(f < 0.1 ? 2 : 1) + "%"; }
 function badge(text, cls) { return `<span class="badge ${esc(cls || text)}">${esc(text)}</span>`; }
@@ -138,9 +145,9 @@ function drawChart(box, lines, unit, from, to) {
 
 // The points of a series for a chart: gauges as they are (the last value of
 // each point), counters as a per-second rate between consecutive points.
-function chartPoints(s) {
+function chartPoints(s, total) {
   const p = s.points;
-  if (s.kind !== "counter") return p.map(q => [q[0], q[4]]);
+  if (s.kind !== "counter" || total) return p.map(q => [q[0], q[4]]);
   const out = [];
   for (let i = 1; i < p.length; i++) {
     const dt = (p[i][0] - p[i - 1][0]) / 1000, dv = p[i][4] - p[i - 1][4];
@@ -225,8 +232,9 @@ const CHARTS = [
   { id: "heap", title: "Memory", unit: "By", lines: [["go.memory.heap.used", null, "heap used"], ["go.memory.heap.committed", null, "heap committed"],
     ["go.memory.heap.idle", null, "heap idle"], ["go.memory.heap.released", null, "released"],
     ["go.memory.stack.committed", null, "stacks"], ["go.memory.offheap.committed", null, "off-heap"]] },
-  { id: "gc", title: "GC cycles per second", unit: "", lines: [["go.gc.count", null, "GCs/s"]] },
-  { id: "gc-pause", title: "GC suspension (s of pause per s)", unit: "", lines: [["go.gc.pause.time", null, "suspended"], ["go.gc.cpu.fraction", null, "GC CPU fraction"]] },
+  { id: "gc", title: "GC cycles (count)", unit: "", lines: [["go.gc.count", null, "GCs", "total"]] },
+  { id: "gc-pause", title: "GC suspension and GC CPU (share of time)", unit: "ratio", lines: [["go.gc.pause.time", null, "stopped the world"],
+    ["go.gc.cpu.fraction", null, "GC CPU"]] },
   { id: "cpu", title: "CPU (cores)", unit: "", lines: [["process.cpu.time", "cpu.mode=user", "user"], ["process.cpu.time", "cpu.mode=system", "system"]] },
   { id: "rss", title: "Resident memory", unit: "By", lines: [["process.memory.usage", null, "RSS"]] },
 ];
@@ -265,9 +273,9 @@ function processPage(pid) {
       }
       for (const c of CHARTS) {
         const lines = [];
-        for (const [name, attrs, label] of c.lines) {
+        for (const [name, attrs, label, total] of c.lines) {
           for (const s of data.series.filter(s => s.name === name && (attrs == null || s.attributes === attrs))) {
-            lines.push({ label: label + (attrs == null && s.attributes ? " " + s.attributes : ""), series: name, attrs: s.attributes, points: chartPoints(s) });
+            lines.push({ label: label + (attrs == null && s.attributes ? " " + s.attributes : ""), series: name, attrs: s.attributes, points: chartPoints(s, total === "total") });
           }
         }
         drawChart(main.querySelector(`.chart[data-chart="${c.id}"]`), lines, c.unit, from, now);
