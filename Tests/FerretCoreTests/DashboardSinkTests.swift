@@ -73,6 +73,18 @@ final class DashboardSinkTests: XCTestCase {
         XCTAssertEqual(spans.map { $0["kind"] as? String }, ["server", "client"])
         XCTAssertEqual(spans[1]["parent_span_id"] as? String, spans[0]["span_id"] as? String, "the client span nests under the server span")
 
+        // One trace id for ever (a client that always sends the same traceparent): bounded.
+        var flood: [Signal] = []
+        for i in 0..<1500 {
+            flood.append(.span(Span(name: "GET /same", kind: .server, traceID: Array(repeating: 0xcd, count: 16),
+                                    spanID: withUnsafeBytes(of: UInt64(i + 1).bigEndian, Array.init), parentSpanID: [],
+                                    startUnixNano: now, endUnixNano: now + 1000, status: .unset, statusMessage: "", attributes: [], resource: b)))
+        }
+        try sink.write(flood)
+        let same = try json(port, "/api/traces/" + String(repeating: "cd", count: 16))
+        XCTAssertEqual((same["spans"] as? [Any])?.count, 1000)
+        XCTAssertEqual(same["dropped_spans"] as? Int, 500)
+
         // The pages are served by the agent itself, with no reference to another host.
         for (path, type) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")] {
             let r = try HTTP.get(port: port, path: path, timeout: 5)

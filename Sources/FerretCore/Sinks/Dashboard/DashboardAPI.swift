@@ -264,6 +264,7 @@ enum DashboardAPI {
 
     static func trace(_ t: DashboardState.Trace, _ w: inout JSONWriter) {
         w.raw("{\"id\":"); w.string(t.id)
+        w.key("dropped_spans"); w.int(Int64(t.droppedSpans))
         w.key("spans")
         w.array(t.spans.sorted(by: { $0.startUnixNano < $1.startUnixNano })) { w, s in
             w.raw("{\"name\":"); w.string(s.name)

@@ -12,6 +12,9 @@ public final class DashboardState: Sendable {
         public var maxEvents = 1000
         public var maxTraces = 500
         public var maxRoutes = 500
+        /// Spans kept per trace (a client that always sends one traceparent
+        /// would otherwise grow a single trace without end); more are counted.
+        public var maxSpansPerTrace = 1000
         /// A process not heard from for this long shows as "stale".
         public var staleAfterMillis: Int64 = 30_000
         public init() {}
@@ -66,6 +69,8 @@ public final class DashboardState: Sendable {
     public struct Trace: Sendable {
         public var id: String
         public var spans: [Span]
+        /// Spans of this trace not kept (past `maxSpansPerTrace`).
+        public var droppedSpans = 0
         public var start: UInt64 { spans.map(\.startUnixNano).min() ?? 0 }
         public var end: UInt64 { spans.map(\.endUnixNano).max() ?? 0 }
         /// The root span: the one whose parent is not in the trace.
@@ -141,7 +146,11 @@ public final class DashboardState: Sendable {
                             s.traces[drop] = nil
                         }
                     }
-                    s.traces[id]!.spans.append(span)
+                    if s.traces[id]!.spans.count < options.maxSpansPerTrace {
+                        s.traces[id]!.spans.append(span)
+                    } else {
+                        s.traces[id]!.droppedSpans += 1
+                    }
                     if span.kind == .server {
                         s.routes.add(group: span.resource.group ?? "", route: span.name, endMillis: end,
                                      durationNanos: span.endUnixNano &- span.startUnixNano, error: span.status == .error)

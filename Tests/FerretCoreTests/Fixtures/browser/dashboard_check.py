@@ -61,6 +61,9 @@ class Dashboard:
         self.url = url.rstrip("/")
         self.out = out
         os.makedirs(out, exist_ok=True)
+        for f in os.listdir(out):  # the screenshots of an earlier run
+            if f.endswith(".png"):
+                os.remove(os.path.join(out, f))
         opts = Options()
         opts.binary_location = "/usr/bin/chromium"
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",

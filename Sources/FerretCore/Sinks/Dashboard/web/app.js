@@ -101,9 +101,10 @@ function niceTicks(lo, hi, n) {
 // {label, series (metric name), attrs, points: [[t, v]]}.
 function drawChart(box, lines, unit, from, to) {
   const svg = box.querySelector("svg");
-  // A process younger than the range: the time axis starts at its first point.
+  // A series younger than the range: the time axis starts at its first point
+  // (and spans a minute at least).
   const first = Math.min(...lines.flatMap(l => l.points.map(p => p[0])));
-  if (isFinite(first) && first > from && to - first >= 60e3) from = first;
+  if (isFinite(first) && first > from) from = Math.max(from, Math.min(first, to - 60e3));
   const w = svg.clientWidth || 400, h = svg.clientHeight || 170;
   const L = 62, R = 8, T = 8, B = 20;
   while (svg.firstChild) svg.removeChild(svg.firstChild);
@@ -398,10 +399,11 @@ function httpPage(group) {
       if (selected) {
         const s = await api(`/api/http/series?group=${encodeURIComponent(selected.group)}&route=${encodeURIComponent(selected.route)}&from=${from}&to=${now}`);
         if (gen !== generation) return;
-        const b = s.bucket_ms / 1000;
+        // Per second of each bucket; the current bucket has only run since its start.
+        const secs = p => Math.max(1, Math.min(s.bucket_ms, now - p[0])) / 1000;
         main.querySelector("#route-title").textContent = `Requests per second · ${selected.route}`;
-        drawChart(rate, [{ label: "requests/s", series: "rate", points: s.points.map(p => [p[0], p[1] / b]) },
-          { label: "errors/s", series: "errors", points: s.points.map(p => [p[0], p[2] / b]) }], "", from, now);
+        drawChart(rate, [{ label: "requests/s", series: "rate", points: s.points.map(p => [p[0], p[1] / secs(p)]) },
+          { label: "errors/s", series: "errors", points: s.points.map(p => [p[0], p[2] / secs(p)]) }], "", from, now);
         drawChart(lat, [["p50", 3], ["p95", 4], ["p99", 5]].map(([l, i]) => ({ label: l, series: l, points: s.points.map(p => [p[0], p[i]]) })), "s", from, now);
       } else {
         drawChart(rate, [], "", from, now); drawChart(lat, [], "s", from, now);
@@ -440,7 +442,8 @@ function tracePage(id) {
       const ordered = [];
       (function walk(list, depth) { for (const s of list.sort((a, b) => a.start - b.start)) { ordered.push([s, depth]); walk(children[s.span_id] || [], depth + 1); } })(roots, 0);
       const t0 = Math.min(...spans.map(s => s.start)), t1 = Math.max(...spans.map(s => s.end)), total = Math.max(1, t1 - t0);
-      main.querySelector("#trace-summary").textContent = `${spans.length} spans · ${fmtSeconds(total / 1e9)}`;
+      main.querySelector("#trace-summary").textContent = `${spans.length} spans · ${fmtSeconds(total / 1e9)}` +
+        (t.dropped_spans ? ` · ${t.dropped_spans} more spans not kept (max 1,000 a trace)` : "");
       main.querySelector("#waterfall").innerHTML = ordered.map(([s, depth], i) => {
         const left = (s.start - t0) / total * 100, width = Math.max(0.2, (s.end - s.start) / total * 100);
         return `<div class="span-row" data-index="${i}" data-kind="${esc(s.kind)}" data-depth="${depth}" data-span="${esc(s.span_id)}" data-parent="${esc(s.parent_span_id)}">
