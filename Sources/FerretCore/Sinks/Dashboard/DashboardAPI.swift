@@ -7,7 +7,7 @@ import NIOCore
 /// - `/api/overview`: process groups with instances, rule, Go versions,
 ///   linkage, health and the alerts firing; `/api/alerts`;
 /// - `/api/processes?group=G`, `/api/process?pid=P`;
-/// - `/api/series?pid=P`, `/api/series/points?…`, `/api/series/batch?pid=P&names=…`;
+/// - `/api/series?pid=P`, `/api/series/points?…`, `/api/series/batch?pid=P|group=G&names=…`;
 /// - `/api/events?limit=K&group=G&pid=P`;
 /// - `/api/traces?limit=K&group=G&sort=recent|slowest`, `/api/traces/ID`;
 /// - `/api/http?group=G&from=MS&to=MS`, `/api/http/series?group=G&route=R&…`;
@@ -57,12 +57,16 @@ enum DashboardAPI {
             pointList(state.history.query(key, from: from, to: to, maxPoints: points), &w)
             w.raw(",\"columns\":[\"time\",\"min\",\"max\",\"mean\",\"last\",\"count\"]}")
         case "/api/series/batch":
-            guard let pid = intParam("pid") else { return error(.badRequest, "pid is required") }
+            let pid = intParam("pid"), group = param("group")
+            guard pid != nil || group != nil else { return error(.badRequest, "pid or group is required") }
             let names = Set((param("names") ?? "").split(separator: ",").map(String.init))
-            let list = state.history.series { $0.pid == pid && (names.isEmpty || names.contains($0.name)) }
+            let list = state.history.series { k in
+                (pid.map { k.pid == $0 } ?? (k.pid != nil && k.group == group)) && (names.isEmpty || names.contains(k.name))
+            }
             w.raw("{\"series\":")
             w.array(list) { w, s in
                 w.raw("{\"name\":"); w.string(s.key.name)
+                w.key("pid"); w.int(s.key.pid)
                 w.key("attributes"); w.string(s.key.attributes)
                 w.key("unit"); w.string(s.unit)
                 w.key("kind"); w.string(s.kind)

@@ -125,6 +125,15 @@ def fixtures(d, a):
     d.shot("overview")
     d.collect_console("overview")
 
+    # Group page: its process, and a chart line per process.
+    d.open(f"/group/{a.leak_group}")
+    wait_for(lambda: d.find(f'#processes tr[data-pid="{a.leak_pid}"]'), "the group page to list the leaking process")
+    n = wait_for(lambda: len(d.find('.chart[data-chart="goroutines"] svg path')), "the group's goroutine chart")
+    check(n == 1, f"the group page charts goroutines with a line per process ({n})")
+    d.assert_layout("group page")
+    d.shot("group")
+    d.collect_console("group page")
+
     # Process page: properties and the goroutine chart against the JSON API.
     d.open(f"/process/{a.leak_pid}")
     wait_for(lambda: d.find('#props dd[data-prop="Go version"]') and a.leak_version in d.find('#props dd[data-prop="Go version"]')[0].text,

@@ -199,17 +199,50 @@ function overviewPage() {
   };
 }
 
+// The group page's charts: one line per process (the largest GROUP_LINES).
+const GROUP_CHARTS = [
+  { id: "goroutines", title: "Goroutines", unit: "", name: "go.goroutine.count" },
+  { id: "heap", title: "Heap used", unit: "By", name: "go.memory.heap.used" },
+  { id: "cpu", title: "CPU (cores, user + system)", unit: "", name: "process.cpu.time" },
+  { id: "rss", title: "Resident memory", unit: "By", name: "process.memory.usage" },
+];
+const GROUP_LINES = 8;
+
+// Adds up the series of one process that differ only by attributes (user and
+// system CPU), point by point.
+function sumByTime(lists) {
+  const m = new Map();
+  for (const pts of lists) for (const [t, v] of pts) m.set(t, (m.get(t) || 0) + v);
+  return [...m.entries()].sort((a, b) => a[0] - b[0]);
+}
+
 function groupPage(group) {
   setNav("overview");
   main.innerHTML = `<h1>Group ${esc(group)}</h1>
-    <div class="toolbar"><a href="#/http/${encodeURIComponent(group)}">HTTP</a><a href="#/events/${encodeURIComponent(group)}">Events</a></div>
+    <div class="toolbar"><a href="#/http/${encodeURIComponent(group)}">HTTP</a><a href="#/events/${encodeURIComponent(group)}">Events</a>
+    <span style="flex:1"></span>${rangePicker()}</div>
     <table id="processes"><thead><tr><th class="num">PID</th><th>Executable</th><th>Go</th><th>Linkage</th><th>Stripped</th>
-    <th>Health</th><th>Seen</th><th></th></tr></thead><tbody></tbody></table>`;
+    <th>Health</th><th>Seen</th><th></th></tr></thead><tbody></tbody></table>
+    <div class="grid" id="charts" style="margin-top:14px">${GROUP_CHARTS.map(c =>
+      `<div class="chart" data-chart="${c.id}"><h3>${esc(c.title)}</h3><svg></svg><div class="legend"></div></div>`).join("")}</div>`;
   const body = main.querySelector("#processes tbody");
-  return {
+  const p = {
     async update(gen) {
-      const r = await api("/api/processes?group=" + encodeURIComponent(group));
+      const now = Date.now(), from = now - rangeMs;
+      const [r, data] = await Promise.all([api("/api/processes?group=" + encodeURIComponent(group)),
+        api(`/api/series/batch?group=${encodeURIComponent(group)}&names=${GROUP_CHARTS.map(c => c.name).join(",")}&from=${from}&to=${now}&points=300`)]);
       if (gen !== generation) return;
+      for (const c of GROUP_CHARTS) {
+        const byPid = new Map();
+        for (const s of data.series.filter(s => s.name === c.name)) {
+          if (!byPid.has(s.pid)) byPid.set(s.pid, []);
+          byPid.get(s.pid).push(chartPoints(s));
+        }
+        const lines = [...byPid.entries()].map(([pid, lists]) => ({ label: "pid " + pid, series: c.name, attrs: "pid=" + pid, points: sumByTime(lists) }))
+          .sort((a, b) => (b.points.length ? b.points[b.points.length - 1][1] : 0) - (a.points.length ? a.points[a.points.length - 1][1] : 0))
+          .slice(0, GROUP_LINES);
+        drawChart(main.querySelector(`.chart[data-chart="${c.id}"]`), lines, c.unit, from, now);
+      }
       body.innerHTML = r.processes.length === 0 ? `<tr><td colspan="8" class="muted">No process in this group.</td></tr>` :
         r.processes.map(p => `<tr class="clickable" data-pid="${p.pid}"><td class="num"><a href="#/process/${p.pid}">${p.pid}</a></td>
           <td>${esc(p.executable)}</td><td>${esc(p.go_version || "–")}</td><td>${esc(p.linkage || "–")}</td>
@@ -222,6 +255,8 @@ function groupPage(group) {
       if (tr && e.target.tagName !== "A") location.hash = "#/process/" + tr.dataset.pid;
     },
   };
+  bindRange(() => p.update(generation));
+  return p;
 }
 
 // The process page's charts: title, unit, and the series drawn (metric name,
