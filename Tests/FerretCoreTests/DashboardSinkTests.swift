@@ -61,6 +61,11 @@ final class DashboardSinkTests: XCTestCase {
         XCTAssertEqual(points.count, 30)
         XCTAssertEqual(points.last?[4], 39, "the last point's value equals the series' last value")
 
+        let byGroup = try XCTUnwrap(try json(port, "/api/series/batch?group=leaky&names=go.goroutine.count")["series"] as? [[String: Any]])
+        XCTAssertEqual(byGroup.map { $0["pid"] as? Int }, [101], "a group's series: those of its processes")
+        XCTAssertEqual((byGroup.first?["points"] as? [[Double]])?.count, 30)
+        XCTAssertEqual(try HTTP.get(port: port, path: "/api/series/batch?names=x").status, 400)
+
         let events = try XCTUnwrap(try json(port, "/api/events")["events"] as? [[String: Any]])
         XCTAssertEqual(events.map { $0["name"] as? String }, ["go.goroutine.leak", "process.start"], "newest first")
 
