@@ -38,9 +38,11 @@ APT_PACKAGES=(
   # wrk drives the http_tracer's acceptance load (20,000 requests per build).
   wrk
   # The dashboard's browser test (issue #9): a real headless chromium, driven
-  # through chromedriver by selenium (PyPI, in the venv below).
+  # through chromedriver by selenium (PyPI, in the venv below); its fonts are
+  # only recommended, and this script installs without recommends.
   chromium
   chromium-driver
+  fonts-liberation
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is

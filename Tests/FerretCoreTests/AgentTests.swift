@@ -21,7 +21,7 @@ final class AgentTests: XCTestCase {
         for (name, lib) in plugins { TestSupport.manifest(in: dir + "/plugins.d", name: name, library: lib) }
     }
 
-    func config(_ dir: String, rules: String, queue: Int = 65536, extraSinks: String = "") -> String {
+    func config(_ dir: String, rules: String, queue: Int = 65536, sinkBuffer: Int = 65536, extraSinks: String = "") -> String {
         """
         agent:
           interval: 100ms
@@ -37,6 +37,7 @@ final class AgentTests: XCTestCase {
           sinks:
             - type: jsonl
               path: \(dir)/out.jsonl
+              buffer: \(sinkBuffer)
         \(extraSinks)
         """
     }
@@ -153,7 +154,10 @@ final class AgentTests: XCTestCase {
             collectors:
               flood: { points_per_batch: 1000, batches: 300 }
         """
-        let agent = try TestSupport.AgentProcess(config: config(dir, rules: rules, queue: 2000), dir: dir)
+        // The jsonl sink's own buffer holds every point the queue can accept, so the
+        // only drops are the queue's (a full sink buffer would drop flood.done too:
+        // the plugin learns of the queue's drops, not of a sink's).
+        let agent = try TestSupport.AgentProcess(config: config(dir, rules: rules, queue: 2000, sinkBuffer: 400_000), dir: dir)
         defer { agent.stop() }
         let done = try agent.waitFor("flood.done", timeout: 60) { $0.name == "flood.done" }
         let droppedByPlugin = (done.attributes["dropped"] as? NSNumber)?.intValue ?? 0

@@ -236,6 +236,11 @@ final class DashboardSinkTests: XCTestCase {
                      .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: u, resource: keep))])
         state.sweep(now: now + 60_000)
         XCTAssertEqual(state.processes.map(\.exited), [true], "exited a minute ago: still shown, as exited")
+        // The pid comes back, a new process.
+        let again = Resource(resource(pid: 10, group: "batch", go: "go1.27.3").attributes)
+        state.apply([.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: u + 5_000_000_000, resource: again))])
+        XCTAssertEqual(state.processes.map(\.exited), [false], "a reused pid is a new process")
+        XCTAssertEqual(state.processes.map(\.goVersion), ["go1.27.3"])
     }
 
     func testConfigErrorsNameTheKey() throws {

@@ -212,7 +212,8 @@ public final class DashboardState: Sendable {
         guard let pid = r.pid, let group = r.group else { return }
         func s(_ k: String) -> String? { if case .string(let v)? = r[k] { return v }; return nil }
         state.withLock { st in
-            if st.processes[pid] == nil {
+            // A pid seen again well after its process exited belongs to a new process.
+            if st.processes[pid] == nil || (st.processes[pid]!.exitedAt.map { time > $0 + 1000 } ?? false) {
                 var stripped: Bool?
                 if case .bool(let b)? = r["process.executable.stripped"] { stripped = b }
                 st.processes[pid] = ProcessInfo(

@@ -15,7 +15,9 @@ Modes:
              all and the overview and a process page render within a bound.
 
 Every page is loaded in a 1280x800 window; the browser's console must have no
-errors. Screenshots go to --out (test artifacts, not committed).
+errors. Screenshots go to --out (test artifacts, not committed). The pages
+re-render every 2 s, so what is read outside a retrying wait is read in one
+script (no element handle kept across a redraw).
 """
 import argparse
 import gzip
@@ -139,10 +141,10 @@ def fixtures(d, a):
     wait_for(lambda: d.find('#props dd[data-prop="Go version"]') and a.leak_version in d.find('#props dd[data-prop="Go version"]')[0].text,
              "the process page's properties")
     def last_point():
-        el = d.find('.chart[data-chart="goroutines"] .last[data-series="go.goroutine.count"]')
-        if not el or not el[0].get_attribute("data-time"):
-            return None
-        return int(el[0].get_attribute("data-time")), float(el[0].get_attribute("data-value")), el[0].text
+        p = d.driver.execute_script("""
+            const el = document.querySelector('.chart[data-chart="goroutines"] .last[data-series="go.goroutine.count"]');
+            return el && el.dataset.time ? [el.dataset.time, el.dataset.value, el.textContent] : null;""")
+        return (int(p[0]), float(p[1]), p[2]) if p else None
     t, v, text = wait_for(last_point, "the goroutine chart's last value")
     pts = d.api(f"/api/series/points?name=go.goroutine.count&pid={a.leak_pid}&from={t}&to={t + 1}")["points"]
     check(len(pts) == 1 and pts[0][0] == t, f"the JSON API has the chart's last point (time {t}): {pts}")
@@ -163,7 +165,8 @@ def fixtures(d, a):
         return names if names else None
     names = wait_for(top, "the hotspots page's top functions", timeout=90)
     check(a.hot_function in names[:3], f"the hotspots page names {a.hot_function} among the top 3 by self samples: {names[:5]}")
-    flame = [g.get_attribute("data-name") for g in d.find("#flame g[data-name]")]
+    # Read in one script: the page redraws the flame graph when a new profile window arrives.
+    flame = d.driver.execute_script("return [...document.querySelectorAll('#flame g[data-name]')].map(g => g.dataset.name)")
     check(a.hot_function in flame, f"the flame graph has a frame {a.hot_function} ({len(flame)} frames drawn)")
     href = d.find("#download")[0].get_attribute("href")
     headers, body = d.raw(href[len(d.url):])
@@ -210,7 +213,7 @@ def fixtures(d, a):
     # Events: the leak event, newest first.
     d.open("/events")
     wait_for(lambda: d.find('#events tr[data-event="go.goroutine.leak"]'), "the events page's go.goroutine.leak event", timeout=90)
-    times = [tr.find_elements(By.CSS_SELECTOR, "td")[0].text for tr in d.find("#events tbody tr[data-event]")]
+    times = d.driver.execute_script("return [...document.querySelectorAll('#events tbody tr[data-event]')].map(tr => tr.cells[0].textContent)")
     check(len(times) >= 1, f"the events page lists {len(times)} events")
     d.assert_layout("events")
     d.shot("events")
