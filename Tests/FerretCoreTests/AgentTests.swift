@@ -212,10 +212,12 @@ final class AgentTests: XCTestCase {
         _ = try agent.waitFor("A attached") { $0.name == "counter.attached" && ($0.attributes["target.pid"] as? NSNumber)?.intValue == Int(a.processIdentifier) }
 
         // Invalid: reported with its position; the old rules keep working.
-        try (config(dir, rules: rules(tokenB)) + "\nbogus_key: 1\n").write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let valid = config(dir, rules: rules(tokenB))
+        try (valid + "\nbogus_key: 1\n").write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let bogusLine = valid.split(separator: "\n", omittingEmptySubsequences: false).count + 1
         agent.signal(SIGHUP)
         try agent.waitForStderr("reload: the new configuration is invalid; keeping the old one")
-        XCTAssertTrue(agent.stderr.contains("config.yaml:19:1: unknown key 'bogus_key' at the top level"), agent.stderr)
+        XCTAssertTrue(agent.stderr.contains("config.yaml:\(bogusLine):1: unknown key 'bogus_key' at the top level"), agent.stderr)
         let before = agent.lines().count
         usleep(500_000)
         XCTAssertTrue(agent.lines()[before...].contains { $0.name == "test.collect.count" && self.pid($0) == Int(a.processIdentifier) },
