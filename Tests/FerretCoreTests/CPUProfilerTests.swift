@@ -15,25 +15,10 @@ final class CPUProfilerTests: XCTestCase {
 
     struct Failure: Error, CustomStringConvertible { var description: String }
 
-    /// Starts the burner and waits for "ready".
+    /// Starts the burner (TestSupport.startBurner), stopped at tearDown.
     func startBurner(_ path: String, _ args: [String]) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try TestSupport.startBurner(path, args)
         children.append(p)
-        let deadline = Date().addingTimeInterval(10)
-        var text = ""
-        while Date() < deadline && !text.contains("ready") {
-            let d = out.fileHandleForReading.availableData
-            if d.isEmpty { break }
-            text += String(decoding: d, as: UTF8.self)
-        }
-        guard text.contains("ready") else { throw Failure(description: "\(path) did not start: \(text)") }
-        usleep(200_000)
         return p
     }
 

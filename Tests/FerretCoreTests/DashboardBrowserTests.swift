@@ -27,22 +27,15 @@ final class DashboardBrowserTests: XCTestCase {
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out
-        final class Buffer: @unchecked Sendable {
-            let lock = NSLock()
-            var data = Data()
-        }
-        let buf = Buffer()
-        out.fileHandleForReading.readabilityHandler = { h in
-            let d = h.availableData
-            buf.lock.withLock { buf.data.append(d) }
-        }
+        let buf = TestSupport.AgentProcess.Buffer()
+        out.fileHandleForReading.readabilityHandler = { h in buf.append(h.availableData) }
         try p.run()
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(100_000) }
         if p.isRunning { p.terminate() }
         p.waitUntilExit()
         out.fileHandleForReading.readabilityHandler = nil
-        let text = buf.lock.withLock { String(decoding: buf.data, as: UTF8.self) }
+        let text = buf.text
         print(text)
         XCTAssertEqual(p.terminationStatus, 0, "browser checks failed:\n\(text)")
     }
@@ -60,22 +53,8 @@ final class DashboardBrowserTests: XCTestCase {
         let burnerBinary = try GoToolchains.build(source: CPUProfilerTests.burner, version: oldest.version, flavour: .strippedStatic)
         let leaky = try TruthServer(binary: truthBinary, arguments: ["-nethttp"])
         defer { leaky.stop() }
-        let burner = Process()
-        burner.executableURL = URL(fileURLWithPath: burnerBinary)
-        burner.arguments = ["-mode", "split"]
-        let burnerOut = Pipe()
-        burner.standardOutput = burnerOut
-        burner.standardError = FileHandle.nullDevice
-        try burner.run()
+        let burner = try TestSupport.startBurner(burnerBinary, ["-mode", "split"])
         defer { burner.terminate(); burner.waitUntilExit() }
-        var said = ""
-        let ready = Date().addingTimeInterval(10)
-        while Date() < ready && !said.contains("ready") {
-            let d = burnerOut.fileHandleForReading.availableData
-            if d.isEmpty { break }
-            said += String(decoding: d, as: UTF8.self)
-        }
-        XCTAssertTrue(said.contains("ready"), "burner: \(said)")
 
         let dir = TestSupport.tempDir("dashboard-browser")
         let config = """

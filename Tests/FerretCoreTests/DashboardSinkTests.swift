@@ -174,7 +174,9 @@ final class DashboardSinkTests: XCTestCase {
         let data = try b.gzippedData()
         try sink.write([.profile(Profile(data: data, profileType: "cpu", startUnixNano: now, durationNano: 10_000_000_000, samples: 4,
                                          path: nil, attributes: [], resource: r))])
-        XCTAssertEqual(try json(port, "/api/process?pid=7")["has_profile"] as? Bool, true)
+        let withProfile = try json(port, "/api/process?pid=7")
+        XCTAssertEqual(withProfile["has_profile"] as? Bool, true)
+        XCTAssertEqual(withProfile["profile_start"] as? Int, Int(now / 1_000_000), "what the hotspots page compares to skip an unchanged profile")
         let prof = try json(port, "/api/profile?pid=7")
         let view = try XCTUnwrap(prof["view"] as? [String: Any])
         XCTAssertEqual(view["total"] as? Int, 4)

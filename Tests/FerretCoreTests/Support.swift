@@ -115,6 +115,31 @@ enum TestSupport {
         return out
     }
 
+    /// Starts the burner fixture (Fixtures/burner) with `args` and waits for
+    /// its "ready" line. The caller terminates it.
+    static func startBurner(_ path: String, _ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(10)
+        var text = ""
+        while Date() < deadline && !text.contains("ready") {
+            let d = out.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            text += String(decoding: d, as: UTF8.self)
+        }
+        guard text.contains("ready") else {
+            p.terminate()
+            throw TestError("\(path) did not start: \(text)")
+        }
+        usleep(200_000)
+        return p
+    }
+
     /// Starts a demo binary quietly on a free port, without its self-load.
     /// The caller terminates it.
     static func startDemo(_ exe: String) throws -> Process {

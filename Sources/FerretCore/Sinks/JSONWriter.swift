@@ -93,9 +93,9 @@ public struct JSONWriter {
         byte(UInt8(ascii: "]"))
     }
 
-    /// `"key":` after a `{` or after a previous member (`,` is written when `comma`).
-    public mutating func key(_ k: StaticString, comma: Bool = true) {
-        if comma { byte(UInt8(ascii: ",")) }
+    /// `,"key":`: a member after a previous one.
+    public mutating func key(_ k: StaticString) {
+        byte(UInt8(ascii: ","))
         byte(UInt8(ascii: "\""))
         raw(k)
         raw("\":")

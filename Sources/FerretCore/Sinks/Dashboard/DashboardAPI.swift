@@ -81,7 +81,10 @@ enum DashboardAPI {
         case "/api/traces":
             var list = state.traces
             if let g = param("group") { list = list.filter { $0.groups.contains(g) } }
-            if param("sort") == "slowest" { list.sort { $0.end &- $0.start > $1.end &- $1.start } }
+            if param("sort") == "slowest" {
+                // A trace's duration scans its spans: once per trace, not per comparison.
+                list = list.map { ($0, $0.end &- $0.start) }.sorted { $0.1 > $1.1 }.map(\.0)
+            }
             traces(Array(list.prefix(Int(intParam("limit") ?? 100))), &w)
         case "/api/http":
             w.raw("{\"routes\":")
@@ -207,7 +210,9 @@ enum DashboardAPI {
         w.key("exited"); w.bool(p.exited)
         w.key("health"); w.string(state.health(p, alerts: alerts, now: now))
         w.key("runtime_problem"); w.string(p.runtimeProblem)
-        w.key("has_profile"); w.bool(state.profile(pid: p.pid) != nil)
+        let profile = state.profile(pid: p.pid)
+        w.key("has_profile"); w.bool(profile != nil)
+        w.key("profile_start"); w.int(profile?.start)
         w.byte(UInt8(ascii: "}"))
     }
 

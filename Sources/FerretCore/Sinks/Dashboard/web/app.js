@@ -379,8 +379,10 @@ function hotspotsPage(pid) {
         if (gen === generation) main.querySelector("#window").textContent = "No profile of this process yet (the cpu_profiler collector sends one per window).";
         return;
       }
+      // The profile is decoded only when a new window has arrived.
+      if (proc.profile_start === shown) return;
       const r = await api("/api/profile?pid=" + pid + "&limit=40");
-      if (gen !== generation || (shown && shown === r.start)) return;
+      if (gen !== generation) return;
       shown = r.start;
       const v = r.view;
       main.querySelector("#window").textContent =
