@@ -64,7 +64,11 @@ final class HeapReaderTests: XCTestCase {
         // Right after a forced GC, then at quiescence: truth, ours, truth. Serving a
         // truth request allocates a little, so the two truths differ slightly; ours was
         // taken between them and must lie between them, give or take the tolerance.
-        // No GC may end in between (NumGC equal), else the three are retaken.
+        // No GC may end in between (NumGC equal), and the heap may not grow in between
+        // (HeapSys within 2%), else the three are retaken: a growth maps fresh pages that
+        // count as idle and released, so those two can dip (a truth request's allocation)
+        // and then jump by megabytes, and ours is then outside the two truths. Seen once
+        // in CI on go1.27.3: idle 1.69 MB / 1.50 MB / 5.59 MB, the heap 4 MB larger at t2.
         var lines: [String] = []
         for (phase, path) in [("after GC", "/gc"), ("quiescent", "/truth")] {
             var last = ""
@@ -75,12 +79,15 @@ final class HeapReaderTests: XCTestCase {
                 let table = try tableReader.read()
                 let t2 = try srv.truth().memstats
                 last = Self.compared.map { "\($0.0) \(t1[$0.0] ?? 0)/\($0.2(ours))/\(t2[$0.0] ?? 0)" }.joined(separator: " ")
-                guard t1["NumGC"] == t2["NumGC"] else { usleep(200_000); continue }
+                guard t1["NumGC"] == t2["NumGC"], Self.close(t1["HeapSys"] ?? 0, t2["HeapSys"] ?? 0, 0.02) else {
+                    usleep(200_000)
+                    continue
+                }
                 for (name, tol, pick) in Self.compared {
                     let lo = min(t1[name] ?? 0, t2[name] ?? 0), hi = max(t1[name] ?? 0, t2[name] ?? 0)
                     let v = pick(ours)
                     XCTAssertTrue(Self.close(v, lo, tol) || Self.close(v, hi, tol) || (v >= lo && v <= hi),
-                                  "\(tag) \(phase): \(name) ours \(v) vs program \(lo)...\(hi) (±\(Int(tol * 100))%)")
+                                  "\(tag) \(phase): \(name) ours \(v) vs program \(t1[name] ?? 0) before, \(t2[name] ?? 0) after (±\(Int(tol * 100))%)")
                 }
                 XCTAssertEqual(UInt64(ours.numGC), t2["NumGC"], "\(tag) \(phase): NumGC exact")
                 XCTAssertEqual(ours.pauseTotalNs, t2["PauseTotalNs"], "\(tag) \(phase): PauseTotalNs exact")
@@ -93,7 +100,7 @@ final class HeapReaderTests: XCTestCase {
                 done = true
                 break
             }
-            if !done { throw Failure(description: "\(tag) \(phase): a GC ended under every reading: \(last)") }
+            if !done { throw Failure(description: "\(tag) \(phase): a GC ended or the heap grew under every reading: \(last)") }
         }
 
         // GC CPU fraction over a GC-heavy interval, against runtime/metrics (Go 1.20+).
