@@ -8,9 +8,10 @@ Three conditions run in alternating rounds (the order rotates every round):
 
   none    nothing attached
   ferret  `ferret run` with one rule matching the fixture's pid, collectors
-          cpu_profiler { frequency: F, window: 10s }, sinks pprof_dir (temp dir)
+          cpu_profiler { frequency: F, window: 10s, stack_copy: S }, sinks pprof_dir (temp dir)
           and jsonl (temp file); only the cpu_profiler manifest on the plugin path
-  perf    `perf record -F F -g -p PID -o TMP/perf-N.data` (Debian's linux-perf)
+  perf    `perf record -F F --call-graph G -p PID -o TMP/perf-N.data` (Debian's
+          linux-perf; G is fp, the same as -g, or dwarf,4096: perf's own stack copy)
 
 By default the fixture runs on CPU 1 and the profilers on CPU 0 (taskset; --no-pin
 turns it off), so what a profiler's own process does is not taken from the
@@ -46,7 +47,7 @@ context (timer interrupt, callchain walk, ring write) and the shared caches.
    1,000 samples reported as perf's symbolization cost.
 
 Usage: bench/profiler_bench.py BIN_DIR BURNER [--rounds 4] [--duration 10]
-       [--workers 1] [--frequency 99] [--no-pin] [--keep]
+       [--workers 1] [--frequency 99] [--stack-copy 4096] [--perf-call-graph fp] [--no-pin] [--keep]
 """
 import argparse, glob, gzip, json, math, os, random, re, shutil, signal, statistics, struct, subprocess, sys, tempfile, time
 
@@ -58,6 +59,10 @@ ap.add_argument("--duration", type=float, default=10, help="measured span of the
 ap.add_argument("--workers", type=int, default=1)
 ap.add_argument("--frequency", type=int, default=99)
 ap.add_argument("--no-pin", action="store_true")
+ap.add_argument("--stack-copy", type=int, default=4096,
+                help="cpu_profiler stack_copy (bytes of user stack per sample; 0: frame pointers only)")
+ap.add_argument("--perf-call-graph", default="fp",
+                help="perf record --call-graph (fp, or dwarf,4096 for perf's own stack copy)")
 ap.add_argument("--keep", action="store_true", help="keep the temp dir (profiles, perf.data, logs)")
 args = ap.parse_args()
 
@@ -158,7 +163,8 @@ def run_none(r, fixture):
 
 def run_perf(r, fixture):
     data = f"{tmp}/perf-{r}.data"
-    p = subprocess.Popen(taskset(0, [perf, "record", "-F", str(args.frequency), "-g", "-p", str(fixture), "-o", data]),
+    p = subprocess.Popen(taskset(0, [perf, "record", "-F", str(args.frequency), "--call-graph", args.perf_call_graph,
+                                       "-p", str(fixture), "-o", data]),
                          stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/perf-{r}.log", "w"))
     live.append(p)
     start = time.monotonic()
@@ -188,7 +194,7 @@ rules:
   - name: bench
     match: {{ pid: {pid} }}
     collectors:
-      cpu_profiler: {{ frequency: {args.frequency}, window: {WINDOW}s }}
+      cpu_profiler: {{ frequency: {args.frequency}, window: {WINDOW}s, stack_copy: {args.stack_copy} }}
 pipeline:
   sinks:
     - {{ type: pprof_dir, path: {tmp}/profiles-{name} }}

@@ -31,8 +31,18 @@
 #define FERRET_SAMPLE_TYPE \
     (PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_PERIOD | PERF_SAMPLE_CALLCHAIN)
 
+/* With a stack copy, PERF_SAMPLE_REGS_USER then PERF_SAMPLE_STACK_USER follow
+ * the callchain. The registers come in the order of their bits: BP, SP, IP
+ * (arch/x86/include/uapi/asm/perf_regs.h). */
+#if defined(__x86_64__)
+#define FERRET_REG_BP 6
+#define FERRET_REG_SP 7
+#define FERRET_REG_IP 8
+#define FERRET_REGS_MASK ((1ULL << FERRET_REG_BP) | (1ULL << FERRET_REG_SP) | (1ULL << FERRET_REG_IP))
+#endif
+
 int ferret_perf_cpu_clock_open(int32_t tid, int32_t cpu, uint32_t frequency_hz, int include_kernel,
-                               uint16_t max_stack, uint32_t wakeup_bytes) {
+                               uint16_t max_stack, uint32_t wakeup_bytes, uint32_t stack_bytes) {
     struct perf_event_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.size = sizeof(attr);
@@ -43,6 +53,16 @@ int ferret_perf_cpu_clock_open(int32_t tid, int32_t cpu, uint32_t frequency_hz, 
     attr.freq = 1;
     attr.sample_freq = frequency_hz;
     attr.sample_type = FERRET_SAMPLE_TYPE;
+    if (stack_bytes > 0) {
+#if defined(__x86_64__)
+        if ((stack_bytes & 7) != 0) return -EINVAL;
+        attr.sample_type |= PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
+        attr.sample_regs_user = FERRET_REGS_MASK;
+        attr.sample_stack_user = stack_bytes;
+#else
+        return -EOPNOTSUPP;
+#endif
+    }
     attr.sample_max_stack = max_stack;
     /* User callchains always. Time the thread spends in the kernel is sampled
      * either way (like ITIMER_PROF); without include_kernel its samples carry
@@ -140,7 +160,8 @@ int ferret_perf_ring_drain(void *ring, ferret_perf_drain *d) {
             uint64_t nr = ring_word(data, mask, tail + 40);
             if (nr > words - 6) { d->malformed++; break; }
             if (d->sample_count >= d->sample_capacity ||
-                (d->frame_count + nr > d->frame_capacity && d->sample_count > 0)) {
+                (d->frame_count + nr > d->frame_capacity && d->sample_count > 0) ||
+                (d->stack_bytes > 0 && d->stack_count + d->stack_bytes > d->stack_capacity && d->sample_count > 0)) {
                 result = 1; /* out of room: leave this record for the next call */
                 goto out;
             }
@@ -185,6 +206,42 @@ int ferret_perf_ring_drain(void *ring, ferret_perf_drain *d) {
             s->kernel_count = (uint32_t)kernel_n;
             s->user_start = (uint32_t)(base + kernel_n);
             s->user_count = (uint32_t)user_n;
+            s->user_ip = s->user_sp = s->user_bp = 0;
+            s->has_regs = 0;
+            s->stack_start = d->stack_count;
+            s->stack_len = 0;
+            /* A record shorter than its registers and stack say leaves the sample
+             * without them (its callchain is whole). */
+            if (d->stack_bytes > 0) {
+                /* u64 abi; u64 regs[3] (when abi != 0); u64 size; char data[size]; u64 dyn_size (when size != 0) */
+                uint64_t w = 6 + nr;
+                if (w >= words) { s->has_regs = 0; break; }
+                uint64_t abi = ring_word(data, mask, tail + 8 * w++);
+                if (abi != 0) {
+                    if (w + 3 > words) { s->has_regs = 0; break; }
+                    s->user_bp = ring_word(data, mask, tail + 8 * w);
+                    s->user_sp = ring_word(data, mask, tail + 8 * w + 8);
+                    s->user_ip = ring_word(data, mask, tail + 8 * w + 16);
+                    s->has_regs = 1;
+                    w += 3;
+                }
+                if (w >= words) { s->has_regs = 0; break; }
+                uint64_t size = ring_word(data, mask, tail + 8 * w++);
+                if (size > 0) {
+                    if ((size & 7) != 0 || w + size / 8 + 1 > words) { s->has_regs = 0; break; }
+                    uint64_t dyn = ring_word(data, mask, tail + 8 * (w + size / 8));
+                    if (dyn > size) dyn = size;
+                    dyn &= ~(uint64_t)7;
+                    if (d->stack && d->stack_count + dyn <= d->stack_capacity) {
+                        for (uint64_t k = 0; k < dyn; k += 8) {
+                            uint64_t v = ring_word(data, mask, tail + 8 * w + k);
+                            memcpy(d->stack + d->stack_count + k, &v, 8);
+                        }
+                        s->stack_len = (uint32_t)dyn;
+                        d->stack_count += (uint32_t)dyn;
+                    }
+                }
+            }
             break;
         }
         case PERF_RECORD_LOST:

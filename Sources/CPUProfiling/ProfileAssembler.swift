@@ -19,6 +19,8 @@ public final class ProfileAssembler: @unchecked Sendable {
     public var lost: UInt64 = 0
     /// Stacks cut at a return address outside executable memory (all windows).
     public private(set) var truncated = 0
+    /// Samples whose frame-pointer stack Go's unwind tables changed, by outcome (all windows).
+    public private(set) var repaired: [GoStackRepair.Outcome: Int] = [:]
     private let symbolizer: ProcessSymbolizer
     private let kernel: KernelSymbols?
     private var builder: PprofBuilder
@@ -49,8 +51,21 @@ public final class ProfileAssembler: @unchecked Sendable {
     }
 
     /// Adds one sample: `user` leaf first (the sample IP, then return addresses),
-    /// `kernel` leaf first (empty unless kernel frames are on).
-    public func add(user: [UInt64], kernel kstack: [UInt64]) {
+    /// `kernel` leaf first (empty unless kernel frames are on). With the user
+    /// registers (`ip`, `sp`, `bp`) and a copy of the user stack from `sp` up,
+    /// the frames the frame-pointer walk missed in Go code are recovered first
+    /// (`GoStackRepair`).
+    public func add(user chain: [UInt64], kernel kstack: [UInt64],
+                    registers: (ip: UInt64, sp: UInt64, bp: UInt64)? = nil, stackCopy: [UInt8] = []) {
+        var user = chain
+        if let r = registers, !stackCopy.isEmpty {
+            let (s, outcome) = GoStackRepair.repair(chain: chain, ip: r.ip, sp: r.sp, bp: r.bp, stack: stackCopy,
+                                                    symbolizer: symbolizer)
+            if outcome != .unchanged {
+                user = s
+                repaired[outcome, default: 0] += 1
+            }
+        }
         var stack: [PprofStackElement] = []
         stack.reserveCapacity(user.count + kstack.count)
         if let kernel {

@@ -270,6 +270,30 @@ public final class PclnTable: @unchecked Sendable {
         return out
     }
 
+    /// How to step from a frame at `pc` to its caller, as Go's own traceback does
+    /// (runtime.funcspdelta): `spDelta` is the bytes the function has pushed below
+    /// its return address at `pc` (the pcsp table), so the return address is at
+    /// SP + spDelta. `isTop` marks the outermost frame of a stack (goexit, mstart,
+    /// rt0_go: funcFlag_TOPFRAME) and `writesSP` a function that switches stacks
+    /// or otherwise sets SP (funcFlag_SPWRITE: systemstack, mcall, morestack),
+    /// past which SP-based unwinding cannot go. Nil when `pc` is in no function or
+    /// its table is corrupt. For a return address, pass `pc - 1`.
+    public struct UnwindInfo: Sendable, Equatable {
+        public var spDelta: Int32
+        public var isTop: Bool
+        public var writesSP: Bool
+    }
+
+    public func unwindInfo(at pc: UInt64) -> UnwindInfo? {
+        guard let i = index(containing: pc), let f = rawFunc(i) else { return nil }
+        let entry = textStart + UInt64(entries[i])
+        let pcsp = data.u32(at: f.offset + 16) ?? 0
+        guard let delta = pcvalue(Int(pcsp), entry: entry, target: pc), delta >= 0, delta < 1 << 24 else { return nil }
+        // _func.flag: byte 41 from Go 1.20 (after startLine), 37 in 1.18–1.19.
+        let flag = data[f.offset + (format == .go120 ? 41 : 37)]
+        return UnwindInfo(spDelta: delta, isTop: flag & 1 != 0, writesSP: flag & 2 != 0)
+    }
+
     /// File and line of `pc` in its function, ignoring inlining (the innermost position).
     public func position(at pc: UInt64) -> (file: String, line: Int)? {
         guard let i = index(containing: pc), let f = rawFunc(i) else { return nil }

@@ -122,6 +122,9 @@ public final class ObjectSymbols: @unchecked Sendable {
     }
 
     public var isGo: Bool { pcln != nil }
+
+    /// How to unwind a Go frame at a link-time address (nil for non-Go code).
+    public func goUnwindInfo(at address: UInt64) -> PclnTable.UnwindInfo? { pcln?.unwindInfo(at: address) }
 }
 
 /// ObjectSymbols shared across processes and plugins' calls, keyed by the file's
@@ -224,4 +227,24 @@ public final class ProcessSymbolizer: @unchecked Sendable {
     }
 
     public var cachedAddresses: Int { cache.count }
+
+    /// How to step from a Go frame at `address` to its caller (see
+    /// `PclnTable.UnwindInfo`); nil when the address is not Go code with a
+    /// pcsp table. A return address is looked up at `address − 1`. Cached.
+    public func goUnwindInfo(_ address: UInt64, isReturnAddress: Bool) -> PclnTable.UnwindInfo? {
+        let key = isReturnAddress ? address : address | (1 << 63)
+        if let hit = unwindCache[key] { return hit }
+        var info: PclnTable.UnwindInfo?
+        let lookup = isReturnAddress ? address &- 1 : address
+        var m = mappings.first { $0.contains(lookup) }
+        if m == nil && reloadIfDue() { m = mappings.first { $0.contains(lookup) } }
+        if let m, let objects = ObjectSymbolsCache.symbols(for: m, pid: pid), objects.isGo,
+           let link = objects.linkAddress(fileOffset: lookup &- m.start &+ m.offset) {
+            info = objects.goUnwindInfo(at: link)
+        }
+        if unwindCache.count >= Self.maxCached { unwindCache.removeAll(keepingCapacity: true) }
+        unwindCache[key] = .some(info)
+        return info
+    }
+    private var unwindCache: [UInt64: PclnTable.UnwindInfo?] = [:]
 }

@@ -36,12 +36,18 @@ struct ProfileCommand: ParsableCommand {
     @Flag(help: "Include kernel frames (needs root for kernel symbol addresses).")
     var kernelFrames = false
 
+    @Option(help: "Bytes of user stack copied with each sample, for the frames Go's unwind tables recover and frame pointers miss (0 turns it off).")
+    var stackCopy = 4096
+
     @Option(help: "A folder of plugin manifests holding cpu_profiler (default: the plugin next to ferret).")
     var plugins: String?
 
     func validate() throws {
         if case .failure(let e) = DurationParser.parse(duration) { throw ValidationError("--duration '\(duration)': \(e)") }
         guard (1...1000).contains(frequency) else { throw ValidationError("--frequency must be 1 to 1000, got \(frequency)") }
+        guard (0...32768).contains(stackCopy), stackCopy % 8 == 0 else {
+            throw ValidationError("--stack-copy must be a multiple of 8 from 0 to 32768, got \(stackCopy)")
+        }
         guard ["pprof", "collapsed"].contains(format) else { throw ValidationError("--format must be pprof or collapsed, got '\(format)'") }
         guard pid > 0, FileManager.default.fileExists(atPath: "/proc/\(pid)") else {
             throw ValidationError("no process \(pid)")
@@ -75,7 +81,7 @@ struct ProfileCommand: ParsableCommand {
             match: { pid: \(pid) }
             group: "profile"
             collectors:
-              cpu_profiler: { frequency: \(frequency), window: 24h, kernel_frames: \(kernelFrames), hotspots: false }
+              cpu_profiler: { frequency: \(frequency), window: 24h, kernel_frames: \(kernelFrames), hotspots: false, stack_copy: \(stackCopy) }
         pipeline:
           sinks:
             - { type: pprof_dir, path: "\(dir)/profiles" }

@@ -59,10 +59,14 @@ final class Attachment {
     var attempts = 0
     var stats = SamplerStats()
 
-    init(pid: Int32, pidfd: Int32, dataPages: UInt32) {
+    /// Bytes of user stack each sample carries (0: none); the drain needs it to parse records.
+    let stackBytes: UInt32
+
+    init(pid: Int32, pidfd: Int32, dataPages: UInt32, stackBytes: UInt32 = 0) {
         self.pid = pid
         self.pidfd = pidfd
         self.dataPages = dataPages
+        self.stackBytes = stackBytes
     }
 
     /// Unmaps the rings and closes every descriptor (idempotent). Closing
@@ -96,6 +100,8 @@ final class Attachment {
         var dataPages: UInt32
         var wakeupBytes: UInt32
         var maxAttempts: Int
+        /// Bytes of user stack copied with each sample (0: none).
+        var stackBytes: UInt32 = 0
     }
 
     /// Opens and maps the events of every thread of `pid` on every CPU in `cpus`.
@@ -105,7 +111,7 @@ final class Attachment {
                        afterListing: ((Int) -> Void)? = nil) throws(SamplerError) -> Attachment {
         let pidfd = ferret_pidfd_open(pid)
         guard pidfd >= 0 else { throw .noProcess(pid: pid, errno: -pidfd) }
-        let a = Attachment(pid: pid, pidfd: pidfd, dataPages: s.dataPages)
+        let a = Attachment(pid: pid, pidfd: pidfd, dataPages: s.dataPages, stackBytes: s.stackBytes)
         do throws(SamplerError) {
             while a.attempts < s.maxAttempts {
                 a.attempts += 1
@@ -116,7 +122,7 @@ final class Attachment {
                 threadLoop: for tid in tids {
                     for (i, cpu) in cpus.enumerated() {
                         let fd = ferret_perf_cpu_clock_open(tid, cpu, s.frequencyHz, s.includeKernel ? 1 : 0,
-                                                            s.maxStack, s.wakeupBytes)
+                                                            s.maxStack, s.wakeupBytes, s.stackBytes)
                         if fd < 0 {
                             if -fd == ESRCH {
                                 // Exited (or an exited leader still listed): it runs no more;

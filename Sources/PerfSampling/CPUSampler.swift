@@ -29,14 +29,34 @@ public struct CPUSample: Sendable, Equatable {
     public var userStack: [UInt64]
     /// Leaf first; empty unless `includeKernel`.
     public var kernelStack: [UInt64]
+    /// With a stack copy (`stackBytes` > 0): the user registers when the
+    /// sample was taken (at kernel entry when it hit in the kernel).
+    public var userRegisters: UserRegisters?
+    /// With a stack copy: the top of the user stack, from `userRegisters.sp` up.
+    public var userStackCopy: [UInt8]
 
-    public init(pid: Int32, tid: Int32, timeNanos: UInt64, periodNanos: UInt64, userStack: [UInt64], kernelStack: [UInt64]) {
+    public init(pid: Int32, tid: Int32, timeNanos: UInt64, periodNanos: UInt64, userStack: [UInt64], kernelStack: [UInt64],
+                userRegisters: UserRegisters? = nil, userStackCopy: [UInt8] = []) {
         self.pid = pid
         self.tid = tid
         self.timeNanos = timeNanos
         self.periodNanos = periodNanos
         self.userStack = userStack
         self.kernelStack = kernelStack
+        self.userRegisters = userRegisters
+        self.userStackCopy = userStackCopy
+    }
+}
+
+/// The user-mode registers a stack unwinder starts from (x86-64).
+public struct UserRegisters: Sendable, Equatable {
+    public var ip: UInt64
+    public var sp: UInt64
+    public var bp: UInt64
+    public init(ip: UInt64, sp: UInt64, bp: UInt64) {
+        self.ip = ip
+        self.sp = sp
+        self.bp = bp
     }
 }
 
@@ -68,10 +88,13 @@ public final class CPUSampler: @unchecked Sendable {
     public static let frequencyRange = 1...1000
     /// The callchain depth asked of the kernel (kernel.perf_event_max_stack caps it).
     public static let maxStack = 127
+    /// Stack copy sizes `start` accepts (0 turns the copy off).
+    public static let stackBytesRange = 0...32768
 
     public let frequencyHz: Int
     public let includeKernel: Bool
     public let ringPages: Int
+    public let stackBytes: Int
     private let engine: Engine
 
     /// - Parameters:
@@ -79,17 +102,22 @@ public final class CPUSampler: @unchecked Sendable {
     ///     (checked by `start`).
     ///   - includeKernel: also record kernel frames.
     ///   - ringPages: data pages per ring, a power of two, 1...1024 (checked by `start`).
+    ///   - stackBytes: bytes of each thread's user stack (from SP up) copied with
+    ///     each sample, with its IP, SP and BP: a multiple of 8 in `stackBytesRange`
+    ///     (checked by `start`); 0 for none. x86-64 only. Each sample's record
+    ///     grows by about this much, so rings fill that much sooner.
     ///   - onSamples: every batch of samples drained (any processes).
     ///   - onLost: (pid, samples the kernel dropped since the last call) when > 0.
     ///   - onDetach: (pid, final stats) when a process that exited has been
     ///     released (not after `stop`).
-    public init(frequencyHz: Int = 99, includeKernel: Bool = false, ringPages: Int = 16,
+    public init(frequencyHz: Int = 99, includeKernel: Bool = false, ringPages: Int = 16, stackBytes: Int = 0,
                 onSamples: @escaping @Sendable ([CPUSample]) -> Void,
                 onLost: (@Sendable (Int32, UInt64) -> Void)? = nil,
                 onDetach: (@Sendable (Int32, SamplerStats) -> Void)? = nil) {
         self.frequencyHz = frequencyHz
         self.includeKernel = includeKernel
         self.ringPages = ringPages
+        self.stackBytes = stackBytes
         engine = Engine(onSamples: onSamples, onLost: onLost, onDetach: onDetach)
     }
 
@@ -104,11 +132,17 @@ public final class CPUSampler: @unchecked Sendable {
         guard (1...1024).contains(ringPages), ringPages & (ringPages - 1) == 0 else {
             throw .invalidConfiguration(pid: pid, "ringPages \(ringPages) is not a power of two in 1...1024")
         }
+        guard Self.stackBytesRange.contains(stackBytes), stackBytes % 8 == 0 else {
+            throw .invalidConfiguration(pid: pid, "stackBytes \(stackBytes) is not a multiple of 8 in \(Self.stackBytesRange)")
+        }
         let dataBytes = UInt32(ringPages) * UInt32(sysconf(Int32(_SC_PAGESIZE)))
+        guard stackBytes == 0 || UInt32(stackBytes) * 2 <= dataBytes else {
+            throw .invalidConfiguration(pid: pid, "a ring of \(ringPages) pages holds fewer than 2 samples with a \(stackBytes)-byte stack copy")
+        }
         let settings = Attachment.Settings(
             frequencyHz: UInt32(frequencyHz), includeKernel: includeKernel,
             maxStack: UInt16(min(Self.maxStack, Engine.kernelMaxStack)),
-            dataPages: UInt32(ringPages), wakeupBytes: dataBytes / 2, maxAttempts: 8)
+            dataPages: UInt32(ringPages), wakeupBytes: dataBytes / 2, maxAttempts: 8, stackBytes: UInt32(stackBytes))
         try engine.start(pid: pid, settings: settings, afterListing: attachHook)
     }
 
@@ -175,6 +209,9 @@ final class Engine: @unchecked Sendable {
     private static let frameCapacity = 64 * 1024
     private let sampleBuffer = UnsafeMutablePointer<ferret_perf_sample>.allocate(capacity: sampleCapacity)
     private let frameBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: frameCapacity)
+    private static let stackCapacity = 1 << 20
+    /// Stack copies; allocated at the first drain of a ring that has them.
+    private var stackBuffer: UnsafeMutablePointer<UInt8>?
 
     init(onSamples: @escaping @Sendable ([CPUSample]) -> Void,
          onLost: (@Sendable (Int32, UInt64) -> Void)?,
@@ -190,6 +227,7 @@ final class Engine: @unchecked Sendable {
     deinit {
         sampleBuffer.deallocate()
         frameBuffer.deallocate()
+        stackBuffer?.deallocate()
     }
 
     // MARK: - API
@@ -368,6 +406,12 @@ final class Engine: @unchecked Sendable {
             d.sample_capacity = UInt32(Self.sampleCapacity)
             d.frames = frameBuffer
             d.frame_capacity = UInt32(Self.frameCapacity)
+            if a.stackBytes > 0 {
+                if stackBuffer == nil { stackBuffer = .allocate(capacity: Self.stackCapacity) }
+                d.stack_bytes = a.stackBytes
+                d.stack = stackBuffer
+                d.stack_capacity = UInt32(Self.stackCapacity)
+            }
             let r = ferret_perf_ring_drain(base, &d)
             for i in 0..<Int(d.sample_count) {
                 let s = sampleBuffer[i]
@@ -377,8 +421,13 @@ final class Engine: @unchecked Sendable {
                 if user.isEmpty && s.misc & 7 == 2 {
                     user = [s.ip]
                 }
-                pendingSamples.append(CPUSample(pid: s.pid, tid: s.tid, timeNanos: s.time_ns, periodNanos: s.period,
-                                                userStack: user, kernelStack: kernel))
+                var sample = CPUSample(pid: s.pid, tid: s.tid, timeNanos: s.time_ns, periodNanos: s.period,
+                                       userStack: user, kernelStack: kernel)
+                if s.has_regs != 0, let stack = d.stack {
+                    sample.userRegisters = UserRegisters(ip: s.user_ip, sp: s.user_sp, bp: s.user_bp)
+                    sample.userStackCopy = Array(UnsafeBufferPointer(start: stack + Int(s.stack_start), count: Int(s.stack_len)))
+                }
+                pendingSamples.append(sample)
             }
             a.stats.samples &+= UInt64(d.sample_count)
             a.stats.lost &+= d.lost

@@ -146,6 +146,60 @@ final class CPUProfilerTests: XCTestCase {
         XCTAssertGreaterThan(Self.flatShares(t)["cburn"] ?? 0, 50, t)
     }
 
+    // MARK: - Frames the frame-pointer walk misses, recovered from the stack copy
+
+    /// Two ways frame pointers lose Go frames, on both _func layouts (Go 1.19; 1.20+),
+    /// plain and stripped: a leaf without a frame of its own (the walk skips its
+    /// caller) and assembly using RBP for data (the walk stops at the leaf, as in
+    /// crypto/sha256's block). With the stack copy every such sample has its whole
+    /// stack, from runtime.goexit to the leaf; without it (`--stack-copy 0`) they do
+    /// not, which shows the fixture does what it claims.
+    func testGoUnwindTablesRecoverWhatFramePointersMiss() throws {
+        // Between goexit and main.burn is the `go` statement's wrapper (main.main.func2
+        // in 1.19, main.main.gowrap2 from 1.22).
+        let cases: [(mode: String, leaf: String, expected: String)] = [
+            ("leaf", "main.leafSpin", ";main.burn;main.leafCaller;main.leafSpin"),
+            ("asm", "ferret.test/burner/spin.ClobberSpin", ";main.burn;main.asmCaller;ferret.test/burner/spin.ClobberSpin"),
+        ]
+        let builds: [(String, GoToolchains.Flavour)] = [("go1.19.8", .strippedStatic), ("go1.22.10", .plain), ("go1.27.3", .strippedStatic)]
+        let dir = TestSupport.tempDir("unwind")
+        var lines: [String] = []
+        for (version, flavour) in builds {
+            let path = try GoToolchains.build(source: Self.burner, version: version, flavour: flavour)
+            for c in cases {
+                let tag = "\(version) \(flavour.rawValue) \(c.mode)"
+                let p = try startBurner(path, ["-mode", c.mode])
+                var figures: [String] = []
+                for copy in [4096, 0] {
+                    let out = "\(dir)/\(version)-\(flavour.rawValue)-\(c.mode)-\(copy).folded"
+                    try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--stack-copy", "\(copy)",
+                                                      "--format", "collapsed", "--output", out])
+                    var inLeaf = 0, whole = 0
+                    for line in try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n") {
+                        guard let space = line.lastIndex(of: " "), let n = Int(line[line.index(after: space)...]) else { continue }
+                        let stack = line[..<space]
+                        guard stack.hasSuffix(";" + c.leaf) || stack == c.leaf else { continue }
+                        inLeaf += n
+                        if stack.hasPrefix("runtime.goexit;main.main.") && stack.hasSuffix(c.expected)
+                            && stack.split(separator: ";").count == 5 { whole += n }
+                    }
+                    let share = Double(whole) / Double(max(inLeaf, 1))
+                    figures.append("copy \(copy): \(whole)/\(inLeaf) whole")
+                    XCTAssertGreaterThan(inLeaf, 300, "\(tag) copy \(copy): samples in \(c.leaf)")
+                    if copy > 0 {
+                        XCTAssertGreaterThanOrEqual(share, 0.97, "\(tag): whole stacks with the stack copy (\(whole) of \(inLeaf))")
+                    } else {
+                        XCTAssertLessThan(share, 0.1, "\(tag): frame pointers alone miss frames (\(whole) of \(inLeaf) whole)")
+                    }
+                }
+                p.terminate()
+                p.waitUntilExit()
+                lines.append("\(tag): " + figures.joined(separator: ", "))
+            }
+        }
+        print("CPUProfilerTests unwind:\n" + lines.joined(separator: "\n"))
+    }
+
     /// Kernel frames (optional): a read(/dev/zero) loop spends its time in the
     /// kernel, named from /proc/kallsyms (read to its end: it is megabytes).
     func testKernelFramesAreNamed() throws {

@@ -438,6 +438,12 @@ final class CPUSamplerTests: XCTestCase {
         }
         let badRing = CPUSampler(ringPages: 3, onSamples: { _ in })
         XCTAssertThrowsError(try badRing.start(pid: getpid()))
+        for (stack, ring, words) in [(12, 16, "stackBytes 12"), (65536, 16, "stackBytes 65536"), (32768, 4, "fewer than 2 samples")] {
+            let badStack = CPUSampler(ringPages: ring, stackBytes: stack, onSamples: { _ in })
+            XCTAssertThrowsError(try badStack.start(pid: getpid())) { e in
+                XCTAssert("\(e)".contains(words) && "\(e)".contains("pid \(getpid())"), "\(e)")
+            }
+        }
         XCTAssertEqual(sampler.pids, [])
         // The kernel's refusal, formatted: EMFILE with the thread and CPU counts.
         let open = SamplerError.open(pid: 42, tid: 43, cpu: 1, errno: EMFILE, threads: 7, cpus: 2, fdLimit: 1024)
@@ -689,10 +695,90 @@ final class CPUSamplerTests: XCTestCase {
         XCTAssertEqual(mem.load(fromByteOffset: 1032, as: UInt64.self), head)
     }
 
+    /// Records with user registers and a stack copy (PERF_SAMPLE_REGS_USER,
+    /// PERF_SAMPLE_STACK_USER) on a hand-made ring, the copy wrapping around the
+    /// end: registers in bit order (BP, SP, IP), only `dyn_size` bytes kept, a
+    /// sample taken with no user registers (abi 0) keeps its callchain alone, and
+    /// a full stack buffer leaves the record for the next call.
+    func testRingParserReadsRegistersAndStackCopy() throws {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let dataSize = page
+        let mem = UnsafeMutableRawPointer.allocate(byteCount: page + dataSize, alignment: page)
+        defer { mem.deallocate() }
+        mem.initializeMemory(as: UInt8.self, repeating: 0, count: page + dataSize)
+        mem.storeBytes(of: UInt64(page), toByteOffset: 1040, as: UInt64.self)
+        mem.storeBytes(of: UInt64(dataSize), toByteOffset: 1048, as: UInt64.self)
+        let data = mem + page
+        func header(_ n: Int, misc: UInt16 = 2) -> UInt64 { 9 | UInt64(misc) << 32 | UInt64(n * 8) << 48 }
+        let userMarker = UInt64(bitPattern: -512)
+        let stackBytes = 64  // the size asked for; the second record's copy is 40 bytes deep (dyn_size)
+        let stackWords: [UInt64] = (0..<8).map { 0x1111_0000 + UInt64($0) }
+        var words: [UInt64] = []
+        // ip, pid|tid, time, period, nr, ips; abi, bp, sp, ip; size, data[64], dyn_size
+        let chain: [UInt64] = [userMarker, 0x401000, 0x401100]
+        var body: [UInt64] = [0x401000, UInt64(7) | UInt64(8) << 32, 1, 2, UInt64(chain.count)] + chain
+        body += [2 /* PERF_SAMPLE_REGS_ABI_64 */, 0x7ff0_0040, 0x7ff0_0000, 0x401000]
+        body += [UInt64(stackBytes)] + stackWords + [UInt64(stackBytes)]
+        words += [header(1 + body.count)] + body
+        var second = body
+        second[1] = UInt64(7) | UInt64(9) << 32
+        second[second.count - 1] = 40
+        words += [header(1 + second.count)] + second
+        // abi 0 (a kernel thread, no user registers): no registers, and size 0 (no data, no dyn_size).
+        let third: [UInt64] = [0xffff_ffff_8100_0000, UInt64(7) | UInt64(10) << 32, 3, 4, 0, 0, 0]
+        words += [header(1 + third.count, misc: 1)] + third
+        let tail = UInt64(2 * dataSize - 8 * 20)  // the first record's copy wraps around the end
+        for (i, w) in words.enumerated() {
+            data.storeBytes(of: w, toByteOffset: (Int(tail) + 8 * i) & (dataSize - 1), as: UInt64.self)
+        }
+        let head = tail + UInt64(8 * words.count)
+        mem.storeBytes(of: head, toByteOffset: 1024, as: UInt64.self)
+        mem.storeBytes(of: tail, toByteOffset: 1032, as: UInt64.self)
+
+        let samples = UnsafeMutablePointer<ferret_perf_sample>.allocate(capacity: 8)
+        let frames = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
+        let stack = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        defer { samples.deallocate(); frames.deallocate(); stack.deallocate() }
+        func drain(stackCapacity: UInt32) -> (Int32, ferret_perf_drain) {
+            var d = ferret_perf_drain()
+            d.samples = samples; d.sample_capacity = 8; d.frames = frames; d.frame_capacity = 64
+            d.stack_bytes = UInt32(stackBytes); d.stack = stack; d.stack_capacity = stackCapacity
+            return (ferret_perf_ring_drain(mem, &d), d)
+        }
+        var (r, d) = drain(stackCapacity: 256)
+        XCTAssertEqual(r, 0)
+        XCTAssertEqual(d.sample_count, 3)
+        XCTAssertEqual(d.malformed, 0)
+        XCTAssertEqual(mem.load(fromByteOffset: 1032, as: UInt64.self), head)
+        let a = samples[0], b = samples[1], c = samples[2]
+        XCTAssertEqual(a.has_regs, 1)
+        XCTAssertEqual([a.user_bp, a.user_sp, a.user_ip], [0x7ff0_0040, 0x7ff0_0000, 0x401000])
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: frames + Int(a.user_start), count: Int(a.user_count))), [0x401000, 0x401100])
+        func copied(_ s: ferret_perf_sample) -> [UInt64] {
+            (0..<Int(s.stack_len) / 8).map { UnsafeRawPointer(stack + Int(s.stack_start)).loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self) }
+        }
+        XCTAssertEqual(copied(a), stackWords)
+        XCTAssertEqual(b.tid, 9)
+        XCTAssertEqual(copied(b), Array(stackWords.prefix(5)), "only dyn_size bytes")
+        XCTAssertEqual(c.tid, 10)
+        XCTAssertEqual(c.has_regs, 0)
+        XCTAssertEqual(c.stack_len, 0)
+
+        // Room for one copy: the second record waits for the next call.
+        mem.storeBytes(of: tail, toByteOffset: 1032, as: UInt64.self)
+        (r, d) = drain(stackCapacity: 100)
+        XCTAssertEqual(r, 1)
+        XCTAssertEqual(d.sample_count, 1)
+        (r, d) = drain(stackCapacity: 100)
+        XCTAssertEqual(r, 1)
+        XCTAssertEqual(samples[0].tid, 9)
+        XCTAssertEqual(copied(samples[0]), Array(stackWords.prefix(5)))
+    }
+
     /// Why events are per CPU: the kernel refuses to mmap an inherited event
     /// that follows a thread on any CPU, and maps one bound to a CPU.
     func testKernelRefusesRingOfInheritedPerThreadEvent() throws {
-        let anyCPU = ferret_perf_cpu_clock_open(getpid(), -1, 99, 0, 127, 0)
+        let anyCPU = ferret_perf_cpu_clock_open(getpid(), -1, 99, 0, 127, 0, 0)
         XCTAssertGreaterThanOrEqual(anyCPU, 0, "open: \(SamplerError.errnoText(-anyCPU))")
         defer { ferret_perf_close(anyCPU) }
         var err: Int32 = 0
@@ -701,18 +787,18 @@ final class CPUSamplerTests: XCTestCase {
         XCTAssertEqual(err, EINVAL, SamplerError.errnoText(err))
         if let refused { ferret_perf_ring_unmap(refused, 1) }
 
-        let cpu0 = ferret_perf_cpu_clock_open(getpid(), 0, 99, 0, 127, 0)
+        let cpu0 = ferret_perf_cpu_clock_open(getpid(), 0, 99, 0, 127, 0, 0)
         XCTAssertGreaterThanOrEqual(cpu0, 0)
         defer { ferret_perf_close(cpu0) }
         let ring = ferret_perf_ring_map(cpu0, 1, &err)
         XCTAssertNotNil(ring, SamplerError.errnoText(err))
         defer { if let ring { ferret_perf_ring_unmap(ring, 1) } }
         // Another event on the same CPU can write into that ring; one on another CPU cannot.
-        let cpu0b = ferret_perf_cpu_clock_open(getpid(), 0, 99, 0, 127, 0)
+        let cpu0b = ferret_perf_cpu_clock_open(getpid(), 0, 99, 0, 127, 0, 0)
         defer { ferret_perf_close(cpu0b) }
         XCTAssertEqual(ferret_perf_set_output(cpu0b, cpu0), 0)
         if Attachment.onlineCPUs().count > 1 {
-            let cpu1 = ferret_perf_cpu_clock_open(getpid(), 1, 99, 0, 127, 0)
+            let cpu1 = ferret_perf_cpu_clock_open(getpid(), 1, 99, 0, 127, 0, 0)
             defer { ferret_perf_close(cpu1) }
             XCTAssertEqual(ferret_perf_set_output(cpu1, cpu0), -EINVAL)
         }

@@ -60,9 +60,13 @@ void ferret_perf_close(int fd);
  *  frames; kernel frames only with `include_kernel`). Inherit + inherit_thread:
  *  threads `tid` creates later (and their threads) sample into this event's
  *  ring; child processes do not. Pollers wake once `wakeup_bytes` are unread
- *  (0: every sample). Close-on-exec. Returns the fd (>= 0) or -errno. */
+ *  (0: every sample). With `stack_bytes` > 0 (a multiple of 8; x86-64 only,
+ *  -EOPNOTSUPP elsewhere) each sample also carries the user registers IP, SP
+ *  and BP and a copy of the top `stack_bytes` of the user stack (from SP up),
+ *  for unwinding what the frame-pointer callchain misses. Close-on-exec.
+ *  Returns the fd (>= 0) or -errno. */
 int ferret_perf_cpu_clock_open(int32_t tid, int32_t cpu, uint32_t frequency_hz, int include_kernel,
-                               uint16_t max_stack, uint32_t wakeup_bytes);
+                               uint16_t max_stack, uint32_t wakeup_bytes, uint32_t stack_bytes);
 
 /** Send `fd`'s records to the ring of `ring_fd` (same CPU). Returns 0 or -errno. */
 int ferret_perf_set_output(int fd, int ring_fd);
@@ -91,6 +95,13 @@ typedef struct ferret_perf_sample {
     uint16_t misc;    /* perf_event_header.misc (PERF_RECORD_MISC_USER / _KERNEL) */
     uint32_t kernel_start, kernel_count;
     uint32_t user_start, user_count;
+    /* With a stack copy (stack_bytes > 0): the user registers at the sample
+     * (or at kernel entry), valid when `has_regs`, and the copied bytes of
+     * the user stack from `user_sp` up, at [stack_start, +stack_len) of the
+     * drain's `stack`. */
+    uint64_t user_ip, user_sp, user_bp;
+    uint32_t has_regs;
+    uint32_t stack_start, stack_len;
 } ferret_perf_sample;
 
 /** Output of ferret_perf_ring_drain. The caller provides the arrays and
@@ -108,6 +119,12 @@ typedef struct ferret_perf_drain {
     uint64_t other_records;    /* any other record type (skipped) */
     uint64_t malformed;        /* records that did not parse (skipped) */
     uint64_t truncated_frames; /* frames dropped for want of room in `frames` */
+    /* The ring's events were opened with this stack_bytes (0: no registers
+     * and no stack copy in the records); set by the caller. */
+    uint32_t stack_bytes;
+    unsigned char *stack;      /* the stack copies; NULL when stack_bytes is 0 */
+    uint32_t stack_capacity;
+    uint32_t stack_count;
 } ferret_perf_drain;
 
 /** Parse the records between data_tail and data_head of a ring mapped with

@@ -21,7 +21,11 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         var kernelFrames = false
         var hotspots = true
         var top = 10
-        var ringPages = 16
+        /// Default 32 with a stack copy (its records are ~4 KiB larger), else 16.
+        var ringPages: Int?
+        /// Bytes of user stack copied with each sample, for Go's unwind tables (0: off).
+        var stackCopy = 4096
+        var effectiveRingPages: Int { ringPages ?? (stackCopy > 0 ? 32 : 16) }
     }
 
     private final class Target {
@@ -52,7 +56,7 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
     private let workerDone = DispatchSemaphore(value: 0)
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["frequency", "window", "kernel_frames", "hotspots", "top", "ring_pages"])
+        try context.requireKnownKeys(["frequency", "window", "kernel_frames", "hotspots", "top", "ring_pages", "stack_copy"])
         let c = try context.configObject()
         var s = Settings()
         if let v = c["frequency"] {
@@ -85,13 +89,28 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
             }
             s.ringPages = n
         }
+        if let v = c["stack_copy"] {
+            guard let n = v as? Int, CPUSampler.stackBytesRange.contains(n), n % 8 == 0 else {
+                throw PluginError.invalidConfig(
+                    "stack_copy must be a multiple of 8 from 0 to \(CPUSampler.stackBytesRange.upperBound) (bytes; 0 turns it off), got \(v)",
+                    path: "/stack_copy")
+            }
+            s.stackCopy = n
+        }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        if s.stackCopy > 0 && s.effectiveRingPages * pageSize < 2 * s.stackCopy {
+            throw PluginError.invalidConfig(
+                "ring_pages \(s.effectiveRingPages) holds fewer than 2 samples with stack_copy \(s.stackCopy); raise ring_pages",
+                path: "/ring_pages")
+        }
         settings = s
         emit = context.emit
     }
 
     public func start() throws {
         sampler = CPUSampler(
-            frequencyHz: settings.frequency, includeKernel: settings.kernelFrames, ringPages: settings.ringPages,
+            frequencyHz: settings.frequency, includeKernel: settings.kernelFrames, ringPages: settings.effectiveRingPages,
+            stackBytes: settings.stackCopy,
             onSamples: { [weak self] batch in self?.received(batch) },
             onLost: { [weak self] pid, n in self?.pending.withLock { $0[pid]?.lost &+= n } })
         running.store(true, ordering: .relaxed)
@@ -162,7 +181,10 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
 
     /// Symbolizes taken samples into the window (outside the pending lock).
     private func feed(_ t: Target, _ p: Pending) {
-        for s in p.samples { t.assembler.add(user: s.userStack, kernel: settings.kernelFrames ? s.kernelStack : []) }
+        for s in p.samples {
+            t.assembler.add(user: s.userStack, kernel: settings.kernelFrames ? s.kernelStack : [],
+                            registers: s.userRegisters.map { ($0.ip, $0.sp, $0.bp) }, stackCopy: s.userStackCopy)
+        }
         t.totalSamples &+= UInt64(p.samples.count)
         t.assembler.lost &+= p.lost
         t.totalLost &+= p.lost

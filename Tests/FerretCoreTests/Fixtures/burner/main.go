@@ -8,6 +8,11 @@
 //	inline  the work happens in inlinedHot, which the compiler inlines into
 //	        outerLoop: the profile must show the inlined frame with its file:line
 //	cgo     the work happens in C (cburn, through cgo; only cgo builds)
+//	leaf    the work happens in leafSpin, a leaf without a frame of its own (no frame
+//	        pointer pushed), called by leafCaller: a frame-pointer walk skips leafCaller
+//	asm     the work happens in spin.ClobberSpin (spin/spin_amd64.s), assembly that uses RBP as
+//	        its loop counter as crypto/sha256's block does, called by asmCaller: a
+//	        frame-pointer walk from it reads garbage
 //	work    throughput: each worker repeats a fixed-size work unit (workUnit, 2^16
 //	        iterations of the same multiply-add loop, ~75 µs) and counts it; every
 //	        second a line "units TOTAL RATE/s" goes to stdout, or with -report FILE
@@ -32,6 +37,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"ferret.test/burner/spin"
 )
 
 var sink uint64
@@ -92,6 +99,33 @@ func outerLoop(n int) uint64 {
 	return x
 }
 
+// leafSpin needs no stack frame (no locals, no calls; arguments in registers), so
+// the compiler gives it none and it does not push RBP.
+//
+//go:noinline
+func leafSpin(x uint64, n int) uint64 {
+	for i := 0; i < n; i++ {
+		x = x*6364136223846793005 + uint64(i)
+	}
+	return x
+}
+
+//go:noinline
+func leafCaller(x uint64) uint64 {
+	for j := 0; j < 64; j++ {
+		x = leafSpin(x, 1<<14)
+	}
+	return x
+}
+
+//go:noinline
+func asmCaller(x uint64) uint64 {
+	for j := 0; j < 64; j++ {
+		x = spin.ClobberSpin(x, 1<<14)
+	}
+	return x
+}
+
 // workUnit is one unit of -mode work: a fixed number of iterations, so the
 // units completed per second measure the CPU the program actually got.
 //
@@ -148,6 +182,10 @@ func burn(mode string) {
 			sink += outerLoop(chunk)
 		case "cgo":
 			sink += cgoBurn(chunk)
+		case "leaf":
+			sink += leafCaller(sink)
+		case "asm":
+			sink += asmCaller(sink)
 		case "work":
 			x := workUnit(sink)
 			atomic.AddUint64(units, 1)
@@ -159,7 +197,7 @@ func burn(mode string) {
 }
 
 func main() {
-	mode := flag.String("mode", "split", "split, inline, cgo or work")
+	mode := flag.String("mode", "split", "split, inline, cgo, leaf, asm or work")
 	workers := flag.Int("workers", 1, "burning goroutines")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address")
 	report := flag.String("report", "", "-mode work: keep the unit count in this file (8 bytes, shared mapping) instead of printing it")
