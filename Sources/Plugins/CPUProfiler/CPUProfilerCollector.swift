@@ -24,7 +24,12 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
         /// Default 32 with a stack copy (its records are ~4 KiB larger), else 16.
         var ringPages: Int?
         /// Bytes of user stack copied with each sample, for Go's unwind tables (0: off).
+        /// The copy and its registers are x86-64 only.
+        #if arch(x86_64)
         var stackCopy = 4096
+        #else
+        var stackCopy = 0
+        #endif
         var effectiveRingPages: Int { ringPages ?? (stackCopy > 0 ? 32 : 16) }
     }
 
@@ -95,6 +100,9 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
                     "stack_copy must be a multiple of 8 from 0 to \(CPUSampler.stackBytesRange.upperBound) (bytes; 0 turns it off), got \(v)",
                     path: "/stack_copy")
             }
+            #if !arch(x86_64)
+            if n > 0 { throw PluginError.invalidConfig("stack_copy is x86-64 only; set it to 0 here", path: "/stack_copy") }
+            #endif
             s.stackCopy = n
         }
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
