@@ -72,24 +72,31 @@ public enum GoStackRepair {
             isReturn = true
         }
         if joined {
-            if frames.count == 1 { return trimmed(chain, symbolizer) }
-            return (trimmed(frames + chain.dropFirst(), symbolizer).stack, .joined)
+            // The walked frames are not outermost (the walk stops at one): only the
+            // chain's frames after them are looked at for the cut.
+            if frames.count == 1 { return trimmed(chain, from: 1, symbolizer) }
+            return (trimmed(frames + chain.dropFirst(), from: frames.count, symbolizer).stack, .joined)
         }
         if complete { return frames == chain ? (chain, .unchanged) : (frames, .complete) }
         // The chain's frames up to the first that is not code (a broken chain reads garbage).
         var valid = 1
         while valid < chain.count, symbolizer.isCode(chain[valid]) { valid += 1 }
-        return frames.count > valid ? (frames, .partial) : trimmed(chain, symbolizer)
+        return frames.count > valid ? (frames, .partial) : trimmed(chain, from: 0, symbolizer)
     }
 
-    /// `stack` cut after its first outermost Go frame (goexit, mstart), as Go's
-    /// traceback stops there: a frame-pointer chain can go on past it into whatever
-    /// the stack held before (an old frame of another goroutine on a g0 stack).
-    static func trimmed(_ stack: [UInt64], _ symbolizer: ProcessSymbolizer) -> (stack: [UInt64], outcome: Outcome) {
-        for (i, a) in stack.enumerated() where i + 1 < stack.count {
-            if symbolizer.goUnwindInfo(a, isReturnAddress: i > 0)?.isTop == true {
+    /// `stack` cut after its first outermost Go frame (goexit, mstart) at index
+    /// `start` or later, as Go's traceback stops there: a frame-pointer chain can go
+    /// on past it into whatever the stack held before (an old frame of another
+    /// goroutine on a g0 stack).
+    static func trimmed(_ stack: [UInt64], from start: Int, _ symbolizer: ProcessSymbolizer)
+        -> (stack: [UInt64], outcome: Outcome)
+    {
+        var i = start
+        while i + 1 < stack.count {  // an outermost frame that is last needs no cut
+            if symbolizer.goUnwindInfo(stack[i], isReturnAddress: i > 0)?.isTop == true {
                 return (Array(stack[...i]), .trimmed)
             }
+            i += 1
         }
         return (stack, .unchanged)
     }

@@ -207,15 +207,12 @@ public final class ProcessSymbolizer: @unchecked Sendable {
     /// looked up at `address − 1`, inside the call instruction, as Go's own
     /// profiler does; the location keeps `address`.
     public func symbolize(_ address: UInt64, isReturnAddress: Bool) -> SymbolizedLocation {
-        let key = isReturnAddress ? address : address | (1 << 63) // user addresses never set bit 63
+        let key = Self.cacheKey(address, isReturnAddress)
         if let hit = cache[key] { return hit }
-        var m = mappings.first { $0.contains(address) }
-        if m == nil && reloadIfDue() { m = mappings.first { $0.contains(address) } }
         var loc = SymbolizedLocation(address: address, mapping: nil, frames: [])
-        if let m {
+        if let m = mapping(containing: address) {
             let objects = ObjectSymbolsCache.symbols(for: m, pid: pid)
-            let lookup = isReturnAddress ? address &- 1 : address
-            if let objects, let link = objects.linkAddress(fileOffset: lookup &- m.start &+ m.offset) {
+            if let objects, let link = Self.linkAddress(isReturnAddress ? address &- 1 : address, m, objects) {
                 loc.frames = objects.frames(at: link)
             }
             loc.mapping = SymbolizedMapping(start: m.start, limit: m.end, offset: m.offset, path: m.path,
@@ -232,14 +229,12 @@ public final class ProcessSymbolizer: @unchecked Sendable {
     /// `PclnTable.UnwindInfo`); nil when the address is not Go code with a
     /// pcsp table. A return address is looked up at `address − 1`. Cached.
     public func goUnwindInfo(_ address: UInt64, isReturnAddress: Bool) -> PclnTable.UnwindInfo? {
-        let key = isReturnAddress ? address : address | (1 << 63)
+        let key = Self.cacheKey(address, isReturnAddress)
         if let hit = unwindCache[key] { return hit }
         var info: PclnTable.UnwindInfo?
         let lookup = isReturnAddress ? address &- 1 : address
-        var m = mappings.first { $0.contains(lookup) }
-        if m == nil && reloadIfDue() { m = mappings.first { $0.contains(lookup) } }
-        if let m, let objects = ObjectSymbolsCache.symbols(for: m, pid: pid), objects.isGo,
-           let link = objects.linkAddress(fileOffset: lookup &- m.start &+ m.offset) {
+        if let m = mapping(containing: lookup), let objects = ObjectSymbolsCache.symbols(for: m, pid: pid), objects.isGo,
+           let link = Self.linkAddress(lookup, m, objects) {
             info = objects.goUnwindInfo(at: link)
         }
         if unwindCache.count >= Self.maxCached { unwindCache.removeAll(keepingCapacity: true) }
@@ -247,4 +242,22 @@ public final class ProcessSymbolizer: @unchecked Sendable {
         return info
     }
     private var unwindCache: [UInt64: PclnTable.UnwindInfo?] = [:]
+
+    /// A cache key telling a return address from a leaf IP at the same address
+    /// (user addresses never set bit 63).
+    private static func cacheKey(_ address: UInt64, _ isReturnAddress: Bool) -> UInt64 {
+        isReturnAddress ? address : address | (1 << 63)
+    }
+
+    /// The executable file mapping holding `address`; when none does, the maps
+    /// are read again (at most once a second) and looked at once more.
+    private func mapping(containing address: UInt64) -> MemoryMapping? {
+        if let m = mappings.first(where: { $0.contains(address) }) { return m }
+        return reloadIfDue() ? mappings.first { $0.contains(address) } : nil
+    }
+
+    /// The link-time address in `objects` of `address`, mapped by `m`.
+    private static func linkAddress(_ address: UInt64, _ m: MemoryMapping, _ objects: ObjectSymbols) -> UInt64? {
+        objects.linkAddress(fileOffset: address &- m.start &+ m.offset)
+    }
 }

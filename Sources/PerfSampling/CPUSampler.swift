@@ -125,6 +125,12 @@ public final class CPUSampler: @unchecked Sendable {
 
     /// Starts sampling every thread of `pid`, and every thread they create
     /// later (not child processes). Does nothing if `pid` is already sampled.
+    /// Whether a ring of `ringPages` pages holds at least two samples carrying a
+    /// `stackBytes`-byte stack copy (always, without a copy).
+    public static func ringHoldsTwoSamples(ringPages: Int, stackBytes: Int) -> Bool {
+        stackBytes == 0 || 2 * stackBytes <= ringPages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     public func start(pid: Int32) throws(SamplerError) {
         guard Self.frequencyRange.contains(frequencyHz) else {
             throw .invalidConfiguration(pid: pid, "frequencyHz \(frequencyHz) is outside \(Self.frequencyRange)")
@@ -136,7 +142,7 @@ public final class CPUSampler: @unchecked Sendable {
             throw .invalidConfiguration(pid: pid, "stackBytes \(stackBytes) is not a multiple of 8 in \(Self.stackBytesRange)")
         }
         let dataBytes = UInt32(ringPages) * UInt32(sysconf(Int32(_SC_PAGESIZE)))
-        guard stackBytes == 0 || UInt32(stackBytes) * 2 <= dataBytes else {
+        guard Self.ringHoldsTwoSamples(ringPages: ringPages, stackBytes: stackBytes) else {
             throw .invalidConfiguration(pid: pid, "a ring of \(ringPages) pages holds fewer than 2 samples with a \(stackBytes)-byte stack copy")
         }
         let settings = Attachment.Settings(

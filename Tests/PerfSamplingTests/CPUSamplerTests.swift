@@ -619,15 +619,9 @@ final class CPUSamplerTests: XCTestCase {
     /// end, callchain markers split into kernel and user frames, LOST and
     /// THROTTLE records counted, data_tail advanced.
     func testRingParserHandlesWrapAndMarkers() throws {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let dataSize = page  // one data page
-        let mem = UnsafeMutableRawPointer.allocate(byteCount: page + dataSize, alignment: page)
-        defer { mem.deallocate() }
-        mem.initializeMemory(as: UInt8.self, repeating: 0, count: page + dataSize)
-        // struct perf_event_mmap_page: data_head @1024, data_tail @1032, data_offset @1040, data_size @1048.
-        mem.storeBytes(of: UInt64(page), toByteOffset: 1040, as: UInt64.self)
-        mem.storeBytes(of: UInt64(dataSize), toByteOffset: 1048, as: UInt64.self)
-        let data = mem + page
+        let ring = HandMadeRing()
+        defer { withExtendedLifetime(ring) {} }  // `mem` is used after the last use of `ring`
+        let mem = ring.mem, data = ring.data, dataSize = ring.dataSize
         var words: [UInt64] = []
         func header(_ type: UInt32, misc: UInt16, words n: Int) -> UInt64 {
             UInt64(type) | UInt64(misc) << 32 | UInt64(n * 8) << 48
@@ -644,13 +638,7 @@ final class CPUSamplerTests: XCTestCase {
         words += [header(9, misc: 2, words: 6), 0x402000, UInt64(77) | UInt64(79) << 32, 123_999, 10_101_010, 0]
         // Start 3 words before the end of the data area, two laps in.
         let tail = UInt64(2 * dataSize - 24)
-        for (i, w) in words.enumerated() {
-            let pos = (Int(tail) + 8 * i) & (dataSize - 1)
-            data.storeBytes(of: w, toByteOffset: pos, as: UInt64.self)
-        }
-        let head = tail + UInt64(8 * words.count)
-        mem.storeBytes(of: head, toByteOffset: 1024, as: UInt64.self)
-        mem.storeBytes(of: tail, toByteOffset: 1032, as: UInt64.self)
+        let head = ring.write(words, tail: tail)
 
         let samples = UnsafeMutablePointer<ferret_perf_sample>.allocate(capacity: 8)
         let frames = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
@@ -701,14 +689,9 @@ final class CPUSamplerTests: XCTestCase {
     /// sample taken with no user registers (abi 0) keeps its callchain alone, and
     /// a full stack buffer leaves the record for the next call.
     func testRingParserReadsRegistersAndStackCopy() throws {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let dataSize = page
-        let mem = UnsafeMutableRawPointer.allocate(byteCount: page + dataSize, alignment: page)
-        defer { mem.deallocate() }
-        mem.initializeMemory(as: UInt8.self, repeating: 0, count: page + dataSize)
-        mem.storeBytes(of: UInt64(page), toByteOffset: 1040, as: UInt64.self)
-        mem.storeBytes(of: UInt64(dataSize), toByteOffset: 1048, as: UInt64.self)
-        let data = mem + page
+        let ring = HandMadeRing()
+        defer { withExtendedLifetime(ring) {} }  // `mem` is used after the last use of `ring`
+        let mem = ring.mem
         func header(_ n: Int, misc: UInt16 = 2) -> UInt64 { 9 | UInt64(misc) << 32 | UInt64(n * 8) << 48 }
         let userMarker = UInt64(bitPattern: -512)
         let stackBytes = 64  // the size asked for; the second record's copy is 40 bytes deep (dyn_size)
@@ -727,13 +710,8 @@ final class CPUSamplerTests: XCTestCase {
         // abi 0 (a kernel thread, no user registers): no registers, and size 0 (no data, no dyn_size).
         let third: [UInt64] = [0xffff_ffff_8100_0000, UInt64(7) | UInt64(10) << 32, 3, 4, 0, 0, 0]
         words += [header(1 + third.count, misc: 1)] + third
-        let tail = UInt64(2 * dataSize - 8 * 20)  // the first record's copy wraps around the end
-        for (i, w) in words.enumerated() {
-            data.storeBytes(of: w, toByteOffset: (Int(tail) + 8 * i) & (dataSize - 1), as: UInt64.self)
-        }
-        let head = tail + UInt64(8 * words.count)
-        mem.storeBytes(of: head, toByteOffset: 1024, as: UInt64.self)
-        mem.storeBytes(of: tail, toByteOffset: 1032, as: UInt64.self)
+        let tail = UInt64(2 * ring.dataSize - 8 * 20)  // the first record's copy wraps around the end
+        let head = ring.write(words, tail: tail)
 
         let samples = UnsafeMutablePointer<ferret_perf_sample>.allocate(capacity: 8)
         let frames = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
@@ -802,5 +780,36 @@ final class CPUSamplerTests: XCTestCase {
             defer { ferret_perf_close(cpu1) }
             XCTAssertEqual(ferret_perf_set_output(cpu1, cpu0), -EINVAL)
         }
+    }
+}
+
+/// A perf ring made by hand for the parser tests: a control page and one data
+/// page, zeroed, with data_offset and data_size set.
+final class HandMadeRing {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    var dataSize: Int { page }
+    let mem: UnsafeMutableRawPointer
+    var data: UnsafeMutableRawPointer { mem + page }
+
+    init() {
+        mem = UnsafeMutableRawPointer.allocate(byteCount: 2 * page, alignment: page)
+        mem.initializeMemory(as: UInt8.self, repeating: 0, count: 2 * page)
+        // struct perf_event_mmap_page: data_head @1024, data_tail @1032, data_offset @1040, data_size @1048.
+        mem.storeBytes(of: UInt64(page), toByteOffset: 1040, as: UInt64.self)
+        mem.storeBytes(of: UInt64(dataSize), toByteOffset: 1048, as: UInt64.self)
+    }
+
+    deinit { mem.deallocate() }
+
+    /// Writes `words` from ring position `tail` on (wrapping around the data
+    /// area's end), sets data_tail to `tail` and data_head past them; returns the head.
+    func write(_ words: [UInt64], tail: UInt64) -> UInt64 {
+        for (i, w) in words.enumerated() {
+            data.storeBytes(of: w, toByteOffset: (Int(tail) + 8 * i) & (dataSize - 1), as: UInt64.self)
+        }
+        let head = tail + UInt64(8 * words.count)
+        mem.storeBytes(of: head, toByteOffset: 1024, as: UInt64.self)
+        mem.storeBytes(of: tail, toByteOffset: 1032, as: UInt64.self)
+        return head
     }
 }

@@ -105,8 +105,7 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
             #endif
             s.stackCopy = n
         }
-        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
-        if s.stackCopy > 0 && s.effectiveRingPages * pageSize < 2 * s.stackCopy {
+        if !CPUSampler.ringHoldsTwoSamples(ringPages: s.effectiveRingPages, stackBytes: s.stackCopy) {
             throw PluginError.invalidConfig(
                 "ring_pages \(s.effectiveRingPages) holds fewer than 2 samples with stack_copy \(s.stackCopy); raise ring_pages",
                 path: "/ring_pages")
