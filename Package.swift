@@ -36,9 +36,12 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
+        // Linux processes as the host sees them: the procfs root (host_proc), PID
+        // namespaces (NSpid), cgroups and the container and pod identity behind them.
+        .target(name: "LinuxProcess", path: "Sources/LinuxProcess"),
         // The CPU profiler's sampling engine (issue #5): perf CPU-clock samples with
         // callchains from every thread of a process, rings drained by its own thread.
-        .target(name: "PerfSampling", dependencies: ["CLinuxSupport"], path: "Sources/PerfSampling"),
+        .target(name: "PerfSampling", dependencies: ["CLinuxSupport", "LinuxProcess"], path: "Sources/PerfSampling"),
         // elfutils: libelf and libdw in one module (see its module map).
         .systemLibrary(
             name: "CElf", path: "Sources/CElf", pkgConfig: "libdw",
@@ -46,7 +49,7 @@ let package = Package(
         // Go binary and process introspection: ELF, build info, pclntab, DWARF layouts,
         // the per-version layout table, process memory.
         .target(
-            name: "GoIntrospection", dependencies: ["CElf", "CCapstone"], path: "Sources/GoIntrospection",
+            name: "GoIntrospection", dependencies: ["LinuxProcess", "CElf", "CCapstone"], path: "Sources/GoIntrospection",
             resources: [.embedInCode("Layouts/layouts.json"), .embedInCode("Layouts/globalrefs.json")]),
         .systemLibrary(
             name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -66,7 +69,7 @@ let package = Package(
         .target(
             name: "FerretCore",
             dependencies: [
-                "FerretPluginABI", "CYAML", "CLinuxSupport", "GoIntrospection", "OTLP", "Pprof",
+                "FerretPluginABI", "CYAML", "CLinuxSupport", "LinuxProcess", "GoIntrospection", "OTLP", "Pprof",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -85,16 +88,16 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "FerretCore", "GoIntrospection", "Pprof",
+                "FerretCore", "GoIntrospection", "LinuxProcess", "Pprof",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Host"),
         .target(
-            name: "ProcIOPlugin", dependencies: ["FerretPluginKit"],
+            name: "ProcIOPlugin", dependencies: ["FerretPluginKit", "LinuxProcess"],
             path: "Sources/Plugins/ProcIO", exclude: ["README.md", "sample.yaml"]),
         .target(
-            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "CLinuxSupport"],
+            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "LinuxProcess", "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
         // CPU profiling shared by the cpu_profiler plugin and tests: samples to pprof.
         .target(name: "CPUProfiling", dependencies: ["GoIntrospection", "Pprof"]),
@@ -114,7 +117,7 @@ let package = Package(
         // The http_tracer's engine: RET finding, probe planning, the libbpf loader
         // and event decoding (a library so tests drive it without the host).
         .target(
-            name: "HTTPTracing", dependencies: ["GoIntrospection", "CBPF"],
+            name: "HTTPTracing", dependencies: ["GoIntrospection", "LinuxProcess", "CBPF"],
             path: "Sources/HTTPTracing"),
         // The BPF C under bpf/ is compiled by scripts/build.sh, not SwiftPM.
         .target(
@@ -161,6 +164,9 @@ let package = Package(
         .testTarget(
             name: "HTTPTracingTests", dependencies: ["HTTPTracing", "GoIntrospection", "GoTestSupport"],
             path: "Tests/HTTPTracingTests", exclude: ["Fixtures"]),
+        .testTarget(
+            name: "LinuxProcessTests", dependencies: ["LinuxProcess"],
+            path: "Tests/LinuxProcessTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],
             path: "Tests/FerretPluginKitTests"),

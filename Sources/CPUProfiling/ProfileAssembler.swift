@@ -142,7 +142,7 @@ public final class KernelSymbols: @unchecked Sendable {
     let mapping = PprofMappingInfo(start: 0xffff_8000_0000_0000, limit: UInt64.max, offset: 0,
                                    file: "[kernel.kallsyms]", hasFunctions: true)
 
-    init(path: String = "/proc/kallsyms") {
+    init(path: String = HostProc.path + "/kallsyms") {
         var out: [(UInt64, String)] = []
         // Read to EOF: /proc files report size 0, and a one-shot read of one gets
         // only its first page (kallsyms is megabytes).

@@ -37,6 +37,12 @@ public final class ELFFile {
     public let machine: UInt16
     /// Size of the file in bytes.
     public let fileSize: UInt64
+    /// The opened file's identity (fstat of the descriptor, not of the path: the
+    /// path may name another file by now), for caches keyed by file identity.
+    public let device: UInt64
+    public let inode: UInt64
+    /// Modification time, nanoseconds since the epoch.
+    public let modified: Int64
     private let fd: Int32
     private let elf: OpaquePointer
     var elfHandle: OpaquePointer { elf }
@@ -54,6 +60,9 @@ public final class ELFFile {
         var st = stat()
         fstat(fd, &st)
         fileSize = UInt64(max(st.st_size, 0))
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        modified = Int64(st.st_mtim.tv_sec) &* 1_000_000_000 &+ Int64(st.st_mtim.tv_nsec)
         guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
             close(fd)
             throw .init("\(path): \(Self.lastError())")

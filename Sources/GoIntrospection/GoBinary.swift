@@ -16,9 +16,14 @@ public final class GoBinary: @unchecked Sendable {
 
     /// Opens `path` (use /proc/PID/exe for a running process: it works for
     /// deleted binaries and other mount namespaces).
-    public init(path: String) throws(IntrospectionError) {
-        self.path = path
-        elf = try ELFFile(path: path)
+    public convenience init(path: String) throws(IntrospectionError) {
+        try self.init(elf: try ELFFile(path: path))
+    }
+
+    /// Wraps an opened file.
+    public init(elf: ELFFile) throws(IntrospectionError) {
+        self.path = elf.path
+        self.elf = elf
         buildInfo = try GoBuildInfo.read(from: elf)
     }
 
@@ -78,17 +83,23 @@ public final class GoBinary: @unchecked Sendable {
 
 /// Shares parsed binaries by file identity (device, inode, size, mtime).
 public enum GoBinaryCache {
-    struct Key: Hashable { var dev: UInt64; var ino: UInt64; var size: Int64; var mtime: Int64; var mtimeNs: Int64 }
+    /// A file's identity: the build id *and* (device, inode, size, mtime). Two
+    /// containers may run different builds at one path, and a replaced binary may
+    /// get the old one's inode back (tmpfs reuses them): offsets computed for one
+    /// build applied to another could read, or for a tracer patch, the wrong place.
+    struct Key: Hashable { var dev: UInt64; var ino: UInt64; var size: UInt64; var modified: Int64; var buildID: String }
     private static let cache = Mutex<[Key: GoBinary]>([:])
 
-    /// The parsed binary behind `path`, from the cache when the same file was seen.
+    /// The parsed binary behind `path`, from the cache when the same file was
+    /// seen. The file is opened once either way: its identity comes from the open
+    /// descriptor and its notes, so a path that now names another file (a reused
+    /// pid's /proc/PID/exe) cannot return the old file's parse.
     public static func binary(path: String) throws(IntrospectionError) -> GoBinary {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw .init("\(path): \(String(cString: strerror(errno)))") }
-        let key = Key(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino), size: Int64(st.st_size),
-                      mtime: Int64(st.st_mtim.tv_sec), mtimeNs: Int64(st.st_mtim.tv_nsec))
+        let elf = try ELFFile(path: path)
+        let key = Key(dev: elf.device, ino: elf.inode, size: elf.fileSize, modified: elf.modified,
+                      buildID: elf.gnuBuildID ?? elf.goBuildID ?? "")
         if let hit = cache.withLock({ $0[key] }) { return hit }
-        let b = try GoBinary(path: path)
+        let b = try GoBinary(elf: elf)
         cache.withLock { c in
             if c.count >= 256 { c.removeAll() }
             c[key] = b

@@ -14,6 +14,11 @@ public struct ProcessFacts: Sendable {
     public var user: String
     public var cgroup: String
     public var executable: ExecutableFacts?
+    /// The container and pod the cgroup names; nil outside any known runtime.
+    public var container: ContainerIdentity?
+    /// False when only stat and the executable were read (`ProcFS.executableFacts(pid:)`):
+    /// comm, cmdline, user and cgroup are then empty until `ProcFS.complete(_:)`.
+    public var complete: Bool = true
 
     public var exeName: String { (exePath as NSString).lastPathComponent }
     public var isGo: Bool { executable?.isGo ?? false }
@@ -33,7 +38,7 @@ public final class ProcFS: Sendable {
 
     struct ExecutableKey: Hashable { var dev: UInt64; var ino: UInt64; var size: Int64; var mtime: Int64 }
 
-    public init(root: String = "/proc") { self.root = root }
+    public init(root: String = HostProc.path) { self.root = root }
 
     /// Every process id (thread-group leaders only).
     public func pids() -> [Int32] {
@@ -51,21 +56,44 @@ public final class ProcFS: Sendable {
 
     /// Reads a process's facts, or nil if it is gone or is a kernel thread.
     public func facts(pid: Int32) -> ProcessFacts? {
+        guard var f = executableFacts(pid: pid) else { return nil }
+        return complete(&f) ? f : nil
+    }
+
+    /// The first, cheap part of a process's facts: /proc/PID/stat (parent, start
+    /// time), the executable's path and its facts (cached per file identity, so a
+    /// binary already seen costs a readlink and a stat). Enough to rule a process
+    /// out by runtime, executable or pid without reading anything else: under an
+    /// exec storm of programs no rule wants, that is all discovery reads.
+    public func executableFacts(pid: Int32) -> ProcessFacts? {
         let base = "\(root)/\(pid)"
-        guard let stat = readSmall("\(base)/stat"), let (ppid, start) = Self.parseStat(stat) else { return nil }
+        guard let (ppid, start) = Self.readStat("\(base)/stat") else { return nil }
         guard let exe = readLink("\(base)/exe") else { return nil } // kernel threads have no exe
-        let comm = readSmall("\(base)/comm").map { $0.trimmingCharacters(in: .newlines) } ?? ""
-        let cmdline = readSmall("\(base)/cmdline", limit: 1 << 16).map {
+        return ProcessFacts(pid: pid, ppid: ppid, startTicks: start, exePath: exe, comm: "", cmdline: [],
+                            uid: 0, user: "", cgroup: "", executable: executableFacts("\(base)/exe"), complete: false)
+    }
+
+    /// Reads the rest of a process's facts (comm, cmdline, owner, cgroup and the
+    /// container identity behind it); false when the process is gone.
+    @discardableResult
+    public func complete(_ f: inout ProcessFacts) -> Bool {
+        if f.complete { return true }
+        let base = "\(root)/\(f.pid)"
+        guard let status = readSmall("\(base)/status") else { return false }
+        f.comm = readSmall("\(base)/comm").map { $0.trimmingCharacters(in: .newlines) } ?? ""
+        f.cmdline = readSmall("\(base)/cmdline", limit: 1 << 16).map {
             $0.split(separator: "\0", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
         } ?? []
-        var uid: UInt32 = 0
-        if let status = readSmall("\(base)/status"),
-           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) {
-            uid = UInt32(line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first ?? "0") ?? 0
+        if let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) {
+            f.uid = UInt32(line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first ?? "0") ?? 0
         }
-        let cgroup = readSmall("\(base)/cgroup").map(Self.parseCgroup) ?? ""
-        return ProcessFacts(pid: pid, ppid: ppid, startTicks: start, exePath: exe, comm: comm, cmdline: cmdline,
-                            uid: uid, user: userName(uid), cgroup: cgroup, executable: executableFacts("\(base)/exe"))
+        f.user = userName(f.uid)
+        if let text = readSmall("\(base)/cgroup") {
+            f.cgroup = Self.parseCgroup(text)
+            f.container = ContainerIdentity.parse(cgroupFile: text)
+        }
+        f.complete = true
+        return true
     }
 
     /// Go build info and linkage of the executable behind `path`, cached per file identity.
@@ -84,7 +112,50 @@ public final class ProcFS: Sendable {
 
     /// The start time (field 22) of a process, to tell a reused pid apart.
     public func startTicks(pid: Int32) -> UInt64? {
-        readSmall("\(root)/\(pid)/stat").flatMap(Self.parseStat)?.1
+        Self.readStat("\(root)/\(pid)/stat")?.1
+    }
+
+    /// Parent pid and start time from a stat file, read into a stack buffer and
+    /// parsed as bytes (discovery reads one per exec).
+    static func readStat(_ path: String) -> (Int32, UInt64)? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buf -> (Int32, UInt64)? in
+            var n = 0
+            while n < buf.count {
+                let r = read(fd, buf.baseAddress! + n, buf.count - n)
+                if r < 0 { if errno == EINTR { continue }; return nil }
+                if r == 0 { break }
+                n += r
+            }
+            return parseStat(UnsafeBufferPointer(rebasing: buf[0..<n]))
+        }
+    }
+
+    /// Fields 4 (ppid) and 22 (starttime) of a stat line: the space-separated
+    /// tokens after the last ')' are fields 3, 4, …
+    static func parseStat(_ bytes: UnsafeBufferPointer<UInt8>) -> (Int32, UInt64)? {
+        guard let close = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        var field = 2
+        var value: UInt64 = 0
+        var inToken = false
+        var ppid: Int32?
+        for i in (close + 1)..<bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: " ") || c == UInt8(ascii: "\n") {
+                if inToken {
+                    if field == 4 { ppid = Int32(truncatingIfNeeded: value) }
+                    if field == 22 { return ppid.map { ($0, value) } }
+                }
+                inToken = false
+                continue
+            }
+            if !inToken { inToken = true; field += 1; value = 0 }
+            if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") { value = value &* 10 &+ UInt64(c - UInt8(ascii: "0")) }
+        }
+        if inToken && field == 22 { return ppid.map { ($0, value) } }
+        return nil
     }
 
     /// The fields of a /proc/PID/stat line after the command name: element 0
@@ -93,12 +164,6 @@ public final class ProcFS: Sendable {
     public static func statFields(_ s: String) -> [Substring]? {
         guard let close = s.lastIndex(of: ")") else { return nil }
         return s[s.index(after: close)...].split(separator: " ")
-    }
-
-    static func parseStat(_ s: String) -> (Int32, UInt64)? {
-        // ppid is field 4; starttime field 22.
-        guard let fields = statFields(s), fields.count > 19, let ppid = Int32(fields[1]), let start = UInt64(fields[19]) else { return nil }
-        return (ppid, start)
     }
 
     static func parseCgroup(_ s: String) -> String {

@@ -82,7 +82,7 @@ extension Array where Element == MemoryMapping {
 public enum ProcessMaps {
     /// The mappings of process `pid`, sorted by address. Throws `.exited` if the process is
     /// gone and `.permission` if the agent may not read its maps. A zombie has no mappings.
-    public static func read(pid: Int32, procRoot: String = "/proc") throws(ProcessReadError) -> [MemoryMapping] {
+    public static func read(pid: Int32, procRoot: String = HostProc.path) throws(ProcessReadError) -> [MemoryMapping] {
         let bytes = try ProcFile.read("\(procRoot)/\(pid)/maps", pid: pid)
         return parse(bytes)
     }
@@ -178,7 +178,7 @@ public enum ProcessMaps {
         /// stat() and readlink() of `\(procRoot)/\(pid)/exe`. stat follows the magic link to the
         /// very file the process executes, so this works for deleted binaries and binaries in
         /// other mount namespaces (containers), where the path means nothing to the agent.
-        public static func of(pid: Int32, procRoot: String = "/proc") throws(ProcessReadError) -> ExecutableIdentity {
+        public static func of(pid: Int32, procRoot: String = HostProc.path) throws(ProcessReadError) -> ExecutableIdentity {
             let exe = "\(procRoot)/\(pid)/exe"
             var st = stat()
             guard stat(exe, &st) == 0 else { throw ProcessReadError.from(errno: errno, pid: pid) }
@@ -223,7 +223,7 @@ public enum ProcessMaps {
     ///
     /// Throws ``ProcessReadError`` if the process is gone or unreadable, and
     /// ``IntrospectionError`` if the executable's mappings cannot be found.
-    public static func loadBias(pid: Int32, elf: ELFFile, procRoot: String = "/proc") throws -> UInt64 {
+    public static func loadBias(pid: Int32, elf: ELFFile, procRoot: String = HostProc.path) throws -> UInt64 {
         if elf.type == UInt16(ET_EXEC) { return 0 }
         let exe = try ExecutableIdentity.of(pid: pid, procRoot: procRoot)
         let maps = try read(pid: pid, procRoot: procRoot)
@@ -266,26 +266,5 @@ public enum ProcessMaps {
             }
         }
         throw .init("\(path): cannot match the process's mappings to the file's PT_LOAD segments")
-    }
-}
-
-/// Reading small /proc files whose size stat does not report.
-enum ProcFile {
-    static func read(_ path: String, pid: Int32) throws(ProcessReadError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ProcessReadError.from(errno: errno, pid: pid) }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ProcessReadError.from(errno: errno, pid: pid)
-            }
-            if n == 0 { break }
-            out.append(contentsOf: chunk[..<n])
-        }
-        return out
     }
 }

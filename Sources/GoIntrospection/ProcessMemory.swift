@@ -1,46 +1,6 @@
 import Glibc
 import Synchronization
 
-/// Why a read of another process's memory failed.
-public enum ProcessReadError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The process no longer exists (ESRCH), or is a zombie that has no address space left.
-    case exited(pid: Int32)
-    /// The memory is not mapped (EFAULT, or a short read): it was never mapped, was unmapped,
-    /// or moved (a Go heap span freed, a stack grown and copied). `address` is the start of the
-    /// first request that could not be read in full.
-    case fault(pid: Int32, address: UInt64)
-    /// The agent may not read this process (EPERM/EACCES): not root, or a Yama/LSM policy refuses.
-    case permission(pid: Int32)
-    /// Any other errno.
-    case other(pid: Int32, errno: Int32)
-
-    public var pid: Int32 {
-        switch self {
-        case .exited(let p), .fault(let p, _), .permission(let p), .other(let p, _): p
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .exited(let pid): "process \(pid) has exited"
-        case .fault(let pid, let address): "process \(pid): memory at 0x\(String(address, radix: 16)) is not mapped"
-        case .permission(let pid): "process \(pid): permission denied"
-        case .other(let pid, let e): "process \(pid): \(String(cString: strerror(e))) (errno \(e))"
-        }
-    }
-
-    /// Classifies an errno from process_vm_readv or from opening a /proc/PID file.
-    /// `faultAddress` is used for EFAULT.
-    static func from(errno e: Int32, pid: Int32, faultAddress: UInt64 = 0) -> ProcessReadError {
-        switch e {
-        case ESRCH, ENOENT: .exited(pid: pid)
-        case EFAULT: .fault(pid: pid, address: faultAddress)
-        case EPERM, EACCES: .permission(pid: pid)
-        default: .other(pid: pid, errno: e)
-        }
-    }
-}
-
 /// Reads another process's memory with `process_vm_readv(2)`.
 ///
 /// The target is never stopped, traced or written: there is no ptrace attach, no

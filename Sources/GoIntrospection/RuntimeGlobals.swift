@@ -97,9 +97,12 @@ public struct RuntimeGlobalsLocator: Sendable {
     private static let cache = Mutex<[String: [RuntimeGlobal]]>([:])
 
     /// Every global of ``names`` and ``optionalNames`` in `binary`, located once per
-    /// binary: by build id (copies of one build share it), else by path.
+    /// file: by build id and (device, inode), so two builds at one path in two
+    /// containers, or a replaced binary that got the old inode back, are located
+    /// apart.
     public static func located(in binary: GoBinary) -> [RuntimeGlobal] {
-        let key = "\(binary.buildID ?? binary.path) \(binary.goVersion ?? "")"
+        let e = binary.elf
+        let key = "\(binary.buildID ?? "-") \(e.device):\(e.inode):\(e.fileSize):\(e.modified) \(binary.goVersion ?? "")"
         if let hit = cache.withLock({ $0[key] }) { return hit }
         let all = standard.locate(in: binary, names: names + optionalNames)
         cache.withLock { c in

@@ -61,9 +61,17 @@ public final class ObjectSymbols: @unchecked Sendable {
 
     /// `openPath` is where the file is opened (e.g. through /proc/PID/root);
     /// `path` is the name recorded in profiles.
-    public init(path: String, openPath: String? = nil, debugRoot: String = "/usr/lib/debug") throws(IntrospectionError) {
+    public convenience init(path: String, openPath: String? = nil,
+                            debugRoots: [String] = ["/usr/lib/debug"]) throws(IntrospectionError) {
+        try self.init(path: path, elf: try ELFFile(path: openPath ?? path), debugRoots: debugRoots)
+    }
+
+    /// The symbols of an opened file. Separate debug files are looked up by build
+    /// id under each of `debugRoots` in turn (a container's own /usr/lib/debug,
+    /// through /proc/PID/root, before the host's).
+    public init(path: String, elf: ELFFile, debugRoots: [String]) {
         self.path = path
-        elf = try ELFFile(path: openPath ?? path)
+        self.elf = elf
         buildID = elf.gnuBuildID ?? elf.goBuildID ?? ""
         var symbols = elf.readSymbols()
         // Go: pclntab, when the object has one (found by section or by magic scan).
@@ -74,10 +82,13 @@ public final class ObjectSymbols: @unchecked Sendable {
         }
         var source = elf.hasSymbolTable ? "symtab" : "dynsym"
         if !elf.hasSymbolTable, let id = elf.gnuBuildID, id.count > 2 {
-            let debugPath = "\(debugRoot)/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
-            if let debug = try? ELFFile(path: debugPath), debug.gnuBuildID == id {
-                symbols += debug.readSymbols()
-                source = "debug file \(debugPath)"
+            for root in debugRoots {
+                let debugPath = "\(root)/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
+                if let debug = try? ELFFile(path: debugPath), debug.gnuBuildID == id {
+                    symbols += debug.readSymbols()
+                    source = "debug file \(debugPath)"
+                    break
+                }
             }
         }
         nativeSource = source
@@ -128,26 +139,39 @@ public final class ObjectSymbols: @unchecked Sendable {
 }
 
 /// ObjectSymbols shared across processes and plugins' calls, keyed by the file's
-/// identity (device, inode, size and build id), so a binary that 100 processes run
-/// is parsed once.
+/// identity (device, inode, size, mtime) *and* its build id, so a binary that 100
+/// processes run is parsed once, and a replaced binary that got the old inode
+/// back is parsed anew.
 public enum ObjectSymbolsCache {
     private static let cache = Mutex([String: ObjectSymbols]())
     private static let failures = Mutex([String: String]())
 
     public static func symbols(for m: MemoryMapping, pid: Int32) -> ObjectSymbols? {
-        let key = "\(m.device):\(m.inode):\(m.path)"
-        if let hit = cache.withLock({ $0[key] }) { return hit }
-        if failures.withLock({ $0[key] }) != nil { return nil }
-        // Through the process's root, so programs in containers resolve their own files.
-        let open = FileManager.default.fileExists(atPath: "/proc/\(pid)/root\(m.path)") ? "/proc/\(pid)/root\(m.path)" : m.path
-        do {
-            let s = try ObjectSymbols(path: m.path, openPath: open)
-            cache.withLock { $0[key] = s }
-            return s
-        } catch {
-            failures.withLock { $0[key] = "\(error)" }
+        let mapped = "\(m.device):\(m.inode):\(m.path)"
+        if failures.withLock({ $0[mapped] }) != nil { return nil }
+        // The file the process mapped, read through the process's own root, so
+        // programs in containers resolve their own files. When the path there names
+        // another file by now (replaced on disk), the mapping itself is opened
+        // through map_files.
+        let root = HostProc.file(pid, "root")
+        var elf = try? ELFFile(path: root + m.path)
+        if elf.map({ $0.inode != m.inode }) ?? true {
+            let mapFile = HostProc.file(pid, "map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))")
+            elf = (try? ELFFile(path: mapFile)) ?? elf
+        }
+        if elf == nil { elf = try? ELFFile(path: m.path) }
+        guard let elf else {
+            failures.withLock { $0[mapped] = "\(m.path): cannot be opened through \(root) or map_files" }
             return nil
         }
+        let key = "\(elf.device):\(elf.inode):\(elf.fileSize):\(elf.modified):\(elf.gnuBuildID ?? elf.goBuildID ?? "")"
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        let s = ObjectSymbols(path: m.path, elf: elf, debugRoots: [root + "/usr/lib/debug", "/usr/lib/debug"])
+        cache.withLock { c in
+            if c.count >= 1024 { c.removeAll() }
+            c[key] = s
+        }
+        return s
     }
 
     /// Forgets everything (tests; a host that wants the memory back).

@@ -1,5 +1,6 @@
 import CBPF
 import Foundation
+import LinuxProcess
 import Synchronization
 
 /// The loaded BPF object of the http_tracer (bpf/http_tracer.bpf.c) and its
@@ -146,7 +147,7 @@ public final class TracerBPF: @unchecked Sendable {
         let value = plan.offsets.bytes
         let st = value.withUnsafeBytes { v in bpf_map_update_elem(procsFD, &key, v.baseAddress, UInt64(BPF_ANY)) }
         guard st == 0 else { throw Failure("pid \(pid): procs map update failed: \(Self.errnoText())") }
-        let path = "/proc/\(pid)/exe"
+        let path = "\(HostProc.path)/\(pid)/exe"
         var made: [OpaquePointer] = []
         func undo() {
             for l in made { bpf_link__destroy(l) }

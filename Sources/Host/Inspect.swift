@@ -15,7 +15,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         let pid = Int32(target)
-        let path = pid.map { "/proc/\($0)/exe" } ?? target
+        let path = pid.map { HostProc.file($0, "exe") } ?? target
         let binary: GoBinary
         do {
             binary = try GoBinaryCache.binary(path: path)
@@ -23,7 +23,7 @@ struct Inspect: ParsableCommand {
             FileHandle.standardError.write(Data("ferret inspect: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        let report = InspectReport(binary: binary, pid: pid, displayPath: pid.flatMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe") } ?? target)
+        let report = InspectReport(binary: binary, pid: pid, displayPath: pid.flatMap { try? FileManager.default.destinationOfSymbolicLink(atPath: HostProc.file($0, "exe")) } ?? target)
         print(json ? report.json() : report.text())
     }
 }
@@ -40,6 +40,9 @@ struct InspectReport {
     let mappings: [MemoryMapping]
     /// The checks of the globals against the live process (with a pid).
     let validation: GlobalsValidation?
+    /// The process's PID namespace ids (outermost first) and container (with a pid).
+    let nsPIDs: [Int32]
+    let container: ContainerIdentity?
 
     static let layoutTypes = ["runtime.schedt", "runtime.p", "runtime.m", "runtime.g", "runtime.mstats", "runtime.gcControllerState", "net/http.Request"]
 
@@ -65,6 +68,9 @@ struct InspectReport {
         if let pid {
             do { bias = .success(try ProcessMaps.loadBias(pid: pid, elf: binary.elf)) } catch { bias = .failure(error) }
             mappings = (try? ProcessMaps.read(pid: pid)) ?? []
+            nsPIDs = (try? PIDNamespace.ids(pid: pid)) ?? []
+            container = (try? ProcFile.read(HostProc.file(pid, "cgroup"), pid: pid))
+                .flatMap { ContainerIdentity.parse(cgroupFile: String(decoding: $0, as: UTF8.self)) }
             if case .success(let b)? = bias, binary.isGo {
                 validation = RuntimeGlobalsValidator.validate(pid: pid, binary: binary, globals: globals, bias: b)
             } else {
@@ -74,6 +80,8 @@ struct InspectReport {
             bias = nil
             mappings = []
             validation = nil
+            nsPIDs = []
+            container = nil
         }
     }
 
@@ -90,6 +98,12 @@ struct InspectReport {
         row("stripped", binary.isStripped ? "yes (no .symtab)" : "no")
         row("DWARF", binary.hasDWARF ? "yes" : "no")
         if let id = binary.buildID { row("build id", id) }
+        if nsPIDs.count > 1 { row("PID namespaces", nsPIDs.map(String.init).joined(separator: " → ") + " (host first)") }
+        if let c = container {
+            for (k, v) in c.attributes { row(k, v) }
+        } else if pid != nil {
+            row("container", "none (the cgroup names no known container runtime)")
+        }
         switch pcln {
         case .success(let t)?: row("functions", "\(t.functionCount) (pclntab \(t.format.rawValue) format at \(hex(t.address)), text \(hex(t.textStart))\(t.hasInlineTree ? ", inline trees" : ""))")
         case .failure(let e)?: row("functions", "unavailable: \(e)")
@@ -152,6 +166,15 @@ struct InspectReport {
         key("stripped"); o += binary.isStripped ? "true" : "false"
         key("has_dwarf"); o += binary.hasDWARF ? "true" : "false"
         key("build_id"); str(binary.buildID)
+        if pid != nil {
+            key("ns_pids"); o += "[" + nsPIDs.map(String.init).joined(separator: ",") + "]"
+            key("container"); o += "{"
+            for (i, (k, v)) in (container?.attributes ?? []).enumerated() {
+                if i > 0 { o += "," }
+                JSONText.appendString(k, to: &o); o += ":"; JSONText.appendString(v, to: &o)
+            }
+            o += "}"
+        }
         switch pcln {
         case .success(let t)?:
             key("functions"); o += "\(t.functionCount)"

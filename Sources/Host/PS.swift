@@ -24,17 +24,20 @@ struct PS: ParsableCommand {
             throw ExitCode(1)
         }
         let matcher = RuleMatcher(rules: config.rules)
+        if let root = config.agent.hostProc { HostProc.configure(root) }
         let procfs = ProcFS()
-        var rows: [(ProcessFacts, RuleConfig?, String?)] = []
+        let resolver = ContainerNameResolver(hostRoot: config.agent.hostRoot)
+        var rows: [(ProcessFacts, RuleConfig?, String?, ContainerNames)] = []
         for pid in procfs.pids().sorted() {
             guard let f = procfs.facts(pid: pid) else { continue }
             let rule = matcher.match(f)
             if matched && rule == nil { continue }
-            rows.append((f, rule, rule.map { RuleMatcher.groupName($0.group, rule: $0.name, f) }))
+            let names = config.agent.containerNames ? resolver.names(for: f.container) : ContainerNames()
+            rows.append((f, rule, rule.map { RuleMatcher.groupName($0.group, rule: $0.name, f, names: names) }, names))
         }
         if json {
             var out = "["
-            for (i, (f, rule, group)) in rows.enumerated() {
+            for (i, (f, rule, group, names)) in rows.enumerated() {
                 if i > 0 { out += "," }
                 out += "\n  {\"pid\":\(f.pid),\"exe\":"
                 JSONText.appendString(f.exePath, to: &out)
@@ -48,17 +51,37 @@ struct PS: ParsableCommand {
                 out += ",\"rule\":" + (rule.map { "\"\($0.name)\"" } ?? "null")
                 out += ",\"group\":"
                 if let g = group { JSONText.appendString(g, to: &out) } else { out += "null" }
-                out += ",\"collectors\":[" + (rule?.collectors.map { "\"\($0.plugin)\"" }.joined(separator: ",") ?? "") + "]}"
+                out += ",\"collectors\":[" + (rule?.collectors.map { "\"\($0.plugin)\"" }.joined(separator: ",") ?? "") + "]"
+                // Container and pod identity, by OpenTelemetry's names; absent outside containers.
+                for (k, v) in (f.container?.attributes ?? []) + names.attributes {
+                    out += ","
+                    JSONText.appendString(k, to: &out)
+                    out += ":"
+                    JSONText.appendString(v, to: &out)
+                }
+                out += "}"
             }
             print(out + "\n]")
             return
         }
-        print(pad("PID", 8) + pad("RUNTIME", 14) + pad("RULE", 18) + pad("GROUP", 22) + pad("COLLECTORS", 24) + "EXE")
-        for (f, rule, group) in rows {
+        print(pad("PID", 8) + pad("RUNTIME", 14) + pad("CONTAINER", 24) + pad("RULE", 18) + pad("GROUP", 22) + pad("COLLECTORS", 24) + "EXE")
+        for (f, rule, group, _) in rows {
             let runtime = f.goVersion ?? "native"
-            print(pad(String(f.pid), 8) + pad(runtime, 14) + pad(rule?.name ?? "-", 18) + pad(group ?? "-", 22)
+            print(pad(String(f.pid), 8) + pad(runtime, 14) + pad(Self.containerColumn(f.container), 24)
+                + pad(rule?.name ?? "-", 18) + pad(group ?? "-", 22)
                 + pad(rule.map { $0.collectors.isEmpty ? "(none)" : $0.collectors.map(\.plugin).joined(separator: ",") } ?? "-", 24) + f.exePath)
         }
+    }
+}
+
+extension PS {
+    /// "runtime:short id" (12 characters, as `docker ps` shows ids), "pod:uid
+    /// prefix" for a pod process whose container id is unknown, else "-".
+    static func containerColumn(_ c: ContainerIdentity?) -> String {
+        guard let c else { return "-" }
+        if let id = c.containerID { return "\(c.runtime ?? "container"):\(id.prefix(12))" }
+        if let uid = c.podUID { return "pod:\(uid.prefix(8))" }
+        return "-"
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerretCore
 import Foundation
+import LinuxProcess
 import Logging
 import Pprof
 
@@ -49,7 +50,7 @@ struct ProfileCommand: ParsableCommand {
             throw ValidationError("--stack-copy must be a multiple of 8 from 0 to 32768, got \(stackCopy)")
         }
         guard ["pprof", "collapsed"].contains(format) else { throw ValidationError("--format must be pprof or collapsed, got '\(format)'") }
-        guard pid > 0, FileManager.default.fileExists(atPath: "/proc/\(pid)") else {
+        guard pid > 0, FileManager.default.fileExists(atPath: "\(HostProc.path)/\(pid)") else {
             throw ValidationError("no process \(pid)")
         }
     }
@@ -102,7 +103,7 @@ struct ProfileCommand: ParsableCommand {
             .filter { $0.hasSuffix(".pb.gz") && $0.split(separator: "/").last?.hasPrefix("\(pid)-") == true }
             .sorted()
         guard let first = found.first, let bytes = FileManager.default.contents(atPath: dir + "/profiles/" + first) else {
-            let alive = FileManager.default.fileExists(atPath: "/proc/\(pid)")
+            let alive = FileManager.default.fileExists(atPath: "\(HostProc.path)/\(pid)")
             FileHandle.standardError.write(Data(("ferret profile: no CPU samples from pid \(pid) in \(duration)"
                 + (alive ? " (it did not run on a CPU, or it could not be sampled: see the messages above)\n" : " (it exited)\n")).utf8))
             throw ExitCode(1)

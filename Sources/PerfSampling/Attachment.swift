@@ -38,6 +38,7 @@
 // than miss threads (as the scheduler plugin's SyscallCounter does).
 import CLinuxSupport
 import Foundation
+import LinuxProcess
 
 /// One process's ring on one CPU.
 struct Ring {
@@ -169,7 +170,7 @@ final class Attachment {
 
     /// Thread ids from /proc/PID/task; nil when the process is gone.
     static func threads(of pid: Int32) -> [Int32]? {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return nil }
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "\(HostProc.path)/\(pid)/task") else { return nil }
         return names.compactMap { Int32($0) }.sorted()
     }
 

@@ -14,6 +14,7 @@
 // drained one last time and released.
 import CLinuxSupport
 import Foundation
+import LinuxProcess
 
 /// One sample: where a thread was when its CPU clock ticked.
 public struct CPUSample: Sendable, Equatable {
@@ -180,7 +181,7 @@ public final class CPUSampler: @unchecked Sendable {
 final class Engine: @unchecked Sendable {
     static let drainInterval: Int32 = 100  // ms
     static let kernelMaxStack: Int = {
-        Int(readSmallFile("/proc/sys/kernel/perf_event_max_stack")?
+        Int(readSmallFile(HostProc.path + "/sys/kernel/perf_event_max_stack")?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? CPUSampler.maxStack
     }()
 

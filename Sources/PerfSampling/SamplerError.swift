@@ -1,4 +1,5 @@
 import Foundation
+import LinuxProcess
 
 /// Why a process could not be sampled. Every case names the pid; kernel
 /// refusals carry the errno, spelled out with a hint in `description`.
@@ -85,7 +86,7 @@ public enum SamplerError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     static func sysctl(_ name: String) -> String {
-        guard let s = readSmallFile("/proc/sys/kernel/" + name) else { return "?" }
+        guard let s = readSmallFile(HostProc.path + "/sys/kernel/" + name) else { return "?" }
         return s.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

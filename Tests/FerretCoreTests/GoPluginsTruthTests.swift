@@ -44,7 +44,7 @@ final class GoPluginsTruthTests: XCTestCase {
         var summary: [String] = []
         for s in servers {
             do {
-                summary.append("\(s.tag): " + (try compare(s.srv, isStatic: s.isStatic, tag: s.tag, agent: agent)))
+                summary.append("\(s.tag): " + (try Self.compare(s.srv, isStatic: s.isStatic, tag: s.tag, agent: agent)))
             } catch {
                 XCTFail("\(s.tag): \(error)")
             }
@@ -54,10 +54,10 @@ final class GoPluginsTruthTests: XCTestCase {
         // The leak of the seed article, on one build: a new http.Transport per
         // request; go.goroutine.count grows by what leaked, as the program counts it.
         let leaky = servers[servers.count / 2]
-        let before = try compare(leaky.srv, isStatic: leaky.isStatic, tag: "\(leaky.tag) before leak", agent: agent)
+        let before = try Self.compare(leaky.srv, isStatic: leaky.isStatic, tag: "\(leaky.tag) before leak", agent: agent)
         let g0 = try leaky.srv.truth().goroutines
         _ = try leaky.srv.truth("/leak?n=30")
-        let after = try compare(leaky.srv, isStatic: leaky.isStatic, tag: "\(leaky.tag) after leak", agent: agent)
+        let after = try Self.compare(leaky.srv, isStatic: leaky.isStatic, tag: "\(leaky.tag) after leak", agent: agent)
         let g1 = try leaky.srv.truth().goroutines
         XCTAssertGreaterThanOrEqual(g1 - g0, 60, "each leaked client keeps its read and write loops: \(before) → \(after)")
 
@@ -93,7 +93,7 @@ final class GoPluginsTruthTests: XCTestCase {
 
     /// Truth, the agent's next interval, truth; retried while the program moved.
     /// Returns a summary line.
-    private func compare(_ srv: TruthServer, isStatic: Bool, tag: String, agent: TestSupport.AgentProcess) throws -> String {
+    static func compare(_ srv: TruthServer, isStatic: Bool, tag: String, agent: TestSupport.AgentProcess) throws -> String {
         var last = ""
         for _ in 0..<8 {
             let t1 = try srv.truth()

@@ -65,10 +65,10 @@ final class SymbolizerTests: XCTestCase {
         let debugFile = debugDir + "/" + id.dropFirst(2) + ".debug"
         XCTAssertEqual(try GoToolchains.run("/usr/bin/objcopy", ["--only-keep-debug", exe, debugFile]).0, 0)
         XCTAssertEqual(try GoToolchains.run("/usr/bin/strip", ["--strip-all", exe]).0, 0)
-        let bare = try ObjectSymbols(path: exe, debugRoot: dir + "/nowhere")
+        let bare = try ObjectSymbols(path: exe, debugRoots: [dir + "/nowhere"])
         XCTAssertTrue(bare.frames(at: fn.value + 1).first?.function != "native_marker_function",
                       "stripped: not in .dynsym")
-        let withDebug = try ObjectSymbols(path: exe, debugRoot: dir + "/debug")
+        let withDebug = try ObjectSymbols(path: exe, debugRoots: [dir + "/debug"])
         XCTAssertEqual(withDebug.frames(at: fn.value + 1).first?.function, "native_marker_function")
         XCTAssertTrue(withDebug.nativeSource.hasPrefix("debug file"), withDebug.nativeSource)
     }

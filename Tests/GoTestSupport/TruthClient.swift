@@ -121,16 +121,29 @@ public final class TruthServer: @unchecked Sendable {
     private let errPipe = Pipe()
     private let outPipe = Pipe()
 
-    public var pid: Int32 { process.processIdentifier }
+    /// The program's host pid (nsenter's child when it runs in a container).
+    public private(set) var pid: Int32 = 0
+    /// The GET requests made through `truth` (what a tracer must count as spans).
+    public var requests: Int { lock.withLock { requestCount } }
+    private var requestCount = 0
 
     /// The truthsrv fixture's source folder (Tests/GoIntrospectionTests/Fixtures/truthsrv).
     public static let fixtureSource = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
         .deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("GoIntrospectionTests/Fixtures/truthsrv").path
 
-    public init(binary: String, arguments: [String], environment: [String: String] = [:], startTimeout: Double = 20) throws {
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
+    /// Starts `binary`; in `container`, `binary` is the path inside it
+    /// (`TestContainer.install`).
+    public init(binary: String, arguments: [String], environment: [String: String] = [:], startTimeout: Double = 20,
+                container: TestContainer? = nil) throws {
+        if let container {
+            let c = container.command(binary, arguments)
+            process.executableURL = URL(fileURLWithPath: c.executable)
+            process.arguments = c.arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
@@ -166,16 +179,19 @@ public final class TruthServer: @unchecked Sendable {
         }
         host = String(hp[0])
         self.port = port
+        pid = try container?.programPID(launcher: process.processIdentifier) ?? process.processIdentifier
     }
 
     public var stderr: String { lock.withLock { stderrText } }
 
     public func truth(_ path: String = "/truth") throws -> Truth {
-        Truth(raw: try TruthClient.json(host: host, port: port, path: path))
+        lock.withLock { requestCount += 1 }
+        return Truth(raw: try TruthClient.json(host: host, port: port, path: path))
     }
 
     public func stop() {
         if process.isRunning {
+            if pid != process.processIdentifier && pid > 0 { kill(pid, SIGKILL) }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }

@@ -26,6 +26,7 @@ public final class Agent: @unchecked Sendable {
     let reloads = Atomic<Int>(0)
     let reloadFailures = Atomic<Int>(0)
     let attachLatency = LatencyHistogram()
+    let containerNames: ContainerNameResolver
     private var threads: [DispatchSemaphore] = []
 
     struct TrackedProcess {
@@ -36,13 +37,19 @@ public final class Agent: @unchecked Sendable {
         var instances: [String] = []
     }
 
-    /// Loads and validates the configuration; nothing runs yet.
-    public init(configPath: String, logger: Logger, procfs: ProcFS = ProcFS()) throws {
+    /// Loads and validates the configuration; nothing runs yet. `host_proc` takes
+    /// effect here, before anything (the plugins included) reads procfs; `procfs`
+    /// defaults to a reader of that root.
+    public init(configPath: String, logger: Logger, procfs: ProcFS? = nil) throws {
         self.configPath = configPath
         self.logger = logger
-        self.procfs = procfs
         self.registry = PluginRegistry(logger: logger)
         config = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+        if let root = config.agent.hostProc, !HostProc.configure(root) {
+            throw AgentStartError("\(configPath): 'host_proc' \(root) cannot take effect: this process already reads procfs at \(HostProc.path) (set \(HostProc.environmentVariable) before starting)")
+        }
+        self.procfs = procfs ?? ProcFS()
+        containerNames = ContainerNameResolver(hostRoot: config.agent.hostRoot)
         hostname = config.agent.hostname.flatMap { $0.isEmpty ? nil : $0 } ?? ProcessInfo.processInfo.hostName
         agentResource = Resource.agent(host: hostname)
         matcher = RuleMatcher(rules: config.rules)
@@ -118,6 +125,9 @@ public final class Agent: @unchecked Sendable {
             logger.error("reload: the new configuration is invalid; keeping the old one:\n\(error)")
             submitEvent("ferret.reload.failed", .error, "configuration \(configPath) is invalid; the old configuration stays in force: \(error)")
             return false
+        }
+        if (newConfig.agent.hostProc ?? "/proc") != (config.agent.hostProc ?? "/proc") {
+            logger.warning("reload: 'host_proc' changed to \(newConfig.agent.hostProc ?? "/proc"); procfs stays at \(HostProc.path) until the agent restarts")
         }
         control.sync {
             config = newConfig
@@ -196,7 +206,7 @@ public final class Agent: @unchecked Sendable {
         for pid in tracked.keys where !live.contains(pid) { release(pid, exited: true, exitCode: nil) }
         for pid in live.sorted() {
             if let t = tracked[pid], procfs.startTicks(pid: pid) == t.facts.startTicks { continue }
-            if let facts = procfs.facts(pid: pid) { consider(facts, kernelNanos: nil) }
+            if let facts = procfs.executableFacts(pid: pid) { consider(facts, kernelNanos: nil) }
         }
     }
 
@@ -204,14 +214,17 @@ public final class Agent: @unchecked Sendable {
         for c in changes {
             switch c {
             case .started(let pid, let ns):
-                if let facts = procfs.facts(pid: pid) {
-                    if let t = tracked[pid] {
-                        if t.facts.startTicks == facts.startTicks && t.facts.exePath == facts.exePath
-                            && t.facts.cmdline == facts.cmdline && t.facts.comm == facts.comm { continue }
-                        release(pid, exited: false, exitCode: nil)
-                    }
-                    consider(facts, kernelNanos: ns)
+                // Only stat and the executable first: a process no rule could want
+                // (by runtime, executable or pid) costs nothing more.
+                guard var facts = procfs.executableFacts(pid: pid) else { continue }
+                if matcher.couldMatch(facts) && !procfs.complete(&facts) { continue }
+                if let t = tracked[pid] {
+                    if t.facts.startTicks == facts.startTicks && t.facts.exePath == facts.exePath
+                        && t.facts.complete == facts.complete
+                        && t.facts.cmdline == facts.cmdline && t.facts.comm == facts.comm { continue }
+                    release(pid, exited: false, exitCode: nil)
                 }
+                consider(facts, kernelNanos: ns)
             case .exited(let pid, let code, _):
                 release(pid, exited: true, exitCode: code)
             case .overrun:
@@ -222,15 +235,21 @@ public final class Agent: @unchecked Sendable {
     }
 
     /// Matches a process against the rules and attaches its rule's collectors.
-    func consider(_ facts: ProcessFacts, kernelNanos: UInt64?) {
-        if facts.pid == getpid() { return }
+    /// Facts of which only the executable is known are completed when a rule
+    /// could want the process, and kept as they are (tracked, unmatched) otherwise.
+    func consider(_ initial: ProcessFacts, kernelNanos: UInt64?) {
+        if initial.pid == getpid() { return }
+        var read = initial
+        if !read.complete && matcher.couldMatch(read) && !procfs.complete(&read) { return }
+        let facts = read
         var t = TrackedProcess(facts: facts)
-        guard let rule = matcher.match(facts) else {
+        guard facts.complete, let rule = matcher.match(facts) else {
             tracked[facts.pid] = t
             return
         }
-        let group = RuleMatcher.groupName(rule.group, rule: rule.name, facts)
-        let resource = Resource.forProcess(facts, group: group, rule: rule.name, host: hostname)
+        let names = config.agent.containerNames ? containerNames.names(for: facts.container) : ContainerNames()
+        let group = RuleMatcher.groupName(rule.group, rule: rule.name, facts, names: names)
+        let resource = Resource.forProcess(facts, group: group, rule: rule.name, host: hostname, names: names)
         t.rule = rule.name
         t.group = group
         t.resource = resource
@@ -354,4 +373,10 @@ public final class LatencyHistogram: Sendable {
     }
 
     public var max: Double { state.withLock { $0.max } }
+}
+
+/// Why the agent could not be set up from a valid configuration.
+public struct AgentStartError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -24,6 +24,16 @@ public struct AgentSettings: Sendable {
     public var hostname: String?
     /// Log level: debug, info, warning, error.
     public var logLevel: String = "info"
+    /// Where the host's procfs is mounted (`host_proc`): "/proc", or e.g.
+    /// "/host/proc" for an agent in a container (see docs/containers.md).
+    public var hostProc: String?
+    /// Read container and pod names from the node's own files (`container_names`):
+    /// the kubelet's pod log folders and Docker's container configs, under
+    /// `host_root`. Off by default; never a network call.
+    public var containerNames = false
+    /// Where the host's root filesystem is mounted (`host_root`), for the files
+    /// `container_names` reads: "/" or e.g. "/host".
+    public var hostRoot = "/"
 }
 
 public struct RuleConfig: Sendable {
@@ -43,6 +53,12 @@ public struct MatchConfig: Sendable {
     public var cmdline: String?           // regular expression, searched
     public var user: String?
     public var cgroup: String?
+    /// Globs on the container identity derived from the cgroup (`container_id`,
+    /// `container_runtime`, `pod_uid`); a process in no known container has none,
+    /// so it matches none of them.
+    public var containerID: String?
+    public var containerRuntime: String?
+    public var podUID: String?
     public var cmdlineRegex: NSRegularExpressionBox?
     /// Exact process ids (`ferret profile` uses it; operators rarely need it).
     public var pids: Set<Int32>?
@@ -83,7 +99,9 @@ public struct ComponentConfig: Sendable {
 extension AgentConfig {
     /// Host keys a collector's config may carry besides the plugin's own.
     public static let hostCollectorKeys = ["interval", "timeout"]
-    public static let groupPlaceholders = ["rule", "exe.name", "exe.path", "comm", "user", "pid", "cgroup", "go.version", "runtime"]
+    public static let groupPlaceholders = ["rule", "exe.name", "exe.path", "comm", "user", "pid", "cgroup", "go.version", "runtime",
+                                           "container.id", "container.runtime", "k8s.pod.uid", "container.name",
+                                           "k8s.namespace.name", "k8s.pod.name", "k8s.container.name"]
 
     /// Loads and validates a configuration file.
     /// - Parameter knownPlugins: plugin names from the manifests; collectors
@@ -156,13 +174,30 @@ extension AgentConfig {
         var a = AgentSettings()
         let ctx = "in 'agent'"
         for (k, _, v) in d.mapping(node, "agent", context: ctx,
-                                   allowed: ["interval", "rescan", "call_timeout", "self_metrics_interval", "hostname", "log_level"]) ?? [] {
+                                   allowed: ["interval", "rescan", "call_timeout", "self_metrics_interval", "hostname", "log_level",
+                                             "host_proc", "host_root", "container_names"]) ?? [] {
             switch k {
             case "interval": a.interval = d.duration(v, "'interval'", context: ctx, minimum: .milliseconds(100)) ?? a.interval
             case "rescan": a.rescan = d.duration(v, "'rescan'", context: ctx, minimum: .milliseconds(100)) ?? a.rescan
             case "call_timeout": a.callTimeout = d.duration(v, "'call_timeout'", context: ctx, minimum: .milliseconds(10)) ?? a.callTimeout
             case "self_metrics_interval": a.selfMetricsInterval = d.duration(v, "'self_metrics_interval'", context: ctx, minimum: .milliseconds(100)) ?? a.selfMetricsInterval
             case "hostname": a.hostname = d.string(v, "'hostname'", context: ctx)
+            case "host_proc", "host_root":
+                if let path = d.string(v, "'\(k)'", context: ctx) {
+                    var isDir: ObjCBool = false
+                    if !path.hasPrefix("/") {
+                        d.fail(v.mark, "'\(k)' must be an absolute path \(ctx), got '\(path)'")
+                    } else if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) || !isDir.boolValue {
+                        d.fail(v.mark, "'\(k)' \(ctx): \(path) is not a directory")
+                    } else if k == "host_proc" && !FileManager.default.fileExists(atPath: path + "/self/stat") {
+                        d.fail(v.mark, "'host_proc' \(ctx): \(path) is not a procfs mount (no \(path)/self/stat)")
+                    } else if k == "host_proc" {
+                        a.hostProc = path
+                    } else {
+                        a.hostRoot = path
+                    }
+                }
+            case "container_names": a.containerNames = d.bool(v, "'container_names'", context: ctx) ?? a.containerNames
             case "log_level":
                 if let s = d.string(v, "'log_level'", context: ctx) {
                     let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -235,7 +270,8 @@ extension AgentConfig {
     private static func decodeMatch(_ node: YAMLNode, _ d: ConfigDecoder, _ ctx: String) -> MatchConfig {
         var m = MatchConfig()
         for (k, _, v) in d.mapping(node, "'match'", context: ctx,
-                                   allowed: ["runtime", "exe", "comm", "cmdline", "user", "cgroup", "pid"]) ?? [] {
+                                   allowed: ["runtime", "exe", "comm", "cmdline", "user", "cgroup", "pid",
+                                             "container_id", "container_runtime", "pod_uid"]) ?? [] {
             switch k {
             case "runtime":
                 if let s = d.string(v, "'runtime'", context: ctx) {
@@ -247,6 +283,9 @@ extension AgentConfig {
             case "comm": m.comm = d.string(v, "'comm'", context: ctx)
             case "user": m.user = d.string(v, "'user'", context: ctx)
             case "cgroup": m.cgroup = d.string(v, "'cgroup'", context: ctx)
+            case "container_id": m.containerID = d.string(v, "'container_id'", context: ctx)
+            case "container_runtime": m.containerRuntime = d.string(v, "'container_runtime'", context: ctx)
+            case "pod_uid": m.podUID = d.string(v, "'pod_uid'", context: ctx)
             case "pid":
                 if case .scalar = v.kind {
                     if let one = d.int(v, "'pid'", context: ctx, range: 1...Int(Int32.max)) { m.pids = [Int32(one)] }

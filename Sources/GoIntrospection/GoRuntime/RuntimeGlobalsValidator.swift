@@ -39,7 +39,8 @@ public struct GlobalsValidation: Sendable {
 /// - the `allm` list has `sched.mnext − sched.nmfreed` Ms, each in a writable
 ///   mapping;
 /// - the thread count read through `sched` (minus idle extra Ms) equals the
-///   Ms running on a thread of /proc/PID/task, and equals the task count when
+///   Ms running on a thread of /proc/PID/task (their ids mapped from the
+///   program's PID namespace to the host's through NSpid), and equals the task count when
 ///   the program was built without cgo (with cgo, C code may start threads of
 ///   its own, so it may only be smaller);
 /// - `ncgocall` is 0 while no M has exited (mexit is its only writer);
@@ -88,7 +89,7 @@ public enum RuntimeGlobalsValidator {
         var checks: [GlobalsCheck] = []
         var environment: [String: String] {
             var out: [String: String] = [:]
-            let raw = (try? ProcFile.read("/proc/\(pid)/environ", pid: pid)) ?? []
+            let raw = (try? ProcFile.read(HostProc.file(pid, "environ"), pid: pid)) ?? []
             for entry in raw.split(separator: 0) {
                 let s = String(decoding: entry, as: UTF8.self)
                 if let eq = s.firstIndex(of: "=") { out[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
@@ -151,7 +152,7 @@ public enum RuntimeGlobalsValidator {
             check("the int32 at \(fact.global.dropFirst(8))\(fact.offset < 0 ? "−" : "+")\(fact.offset.magnitude) is argc", [fact.global]) {
                 let a = at[fact.global]! &+ UInt64(bitPattern: fact.offset)
                 let v = Int64(Int32(truncatingIfNeeded: try word(a & ~7) >> ((a & 7) * 8)))
-                let cmdline = (try? ProcFile.read("/proc/\(pid)/cmdline", pid: pid)) ?? []
+                let cmdline = (try? ProcFile.read(HostProc.file(pid, "cmdline"), pid: pid)) ?? []
                 let argc = cmdline.split(separator: 0, omittingEmptySubsequences: false).count - (cmdline.last == 0 ? 1 : 0)
                 return (argc >= 1 && v == Int64(argc), "\(v), /proc/PID/cmdline has \(argc) arguments")
             }
@@ -192,13 +193,17 @@ public enum RuntimeGlobalsValidator {
         let extraName = noCgo ? nil : ["runtime.extraMLength", "runtime.extraMCount"].first { at[$0] != nil }
         check("Ms on threads = /proc/PID/task", ["runtime.sched", "runtime.allm"] + (extraName.map { [$0] } ?? [])) {
             guard mcount >= 1, !ms.isEmpty else { throw Failed(detail: "allm unread") }
-            let tids: Set<Int64>
-            do { tids = Set(try ProcessTasks.threadIDs(pid: pid).map(Int64.init)) } catch { throw Failed(detail: "\(error)") }
+            // m.procid is the thread id as the program sees it: in a container, an id
+            // of its own PID namespace, mapped to the host's through NSpid.
+            let threads: ThreadIDMap
+            do { threads = try ThreadIDMap.read(pid: pid) } catch { throw Failed(detail: "\(error)") }
+            let tids = threads.hostTIDs
             let procid = try field("procid", "runtime.m")
             var live = 0
-            for m in ms where tids.contains(try read(procid, base: m)) { live += 1 }
+            for m in ms where threads.hostTID(ofNamespaced: try read(procid, base: m)) != nil { live += 1 }
             let extra = try extraName.map { Int64(Int32(truncatingIfNeeded: try word(at[$0]!) & 0xffff_ffff)) }
             var detail = "Ms \(mcount), on live threads \(live), tasks \(tids.count)"
+            if threads.depth > 0 { detail += ", PID namespace depth \(threads.depth)" }
             if let extra { detail += ", idle extra Ms \(extra)" }
             if let extra {
                 let os = mcount &- extra

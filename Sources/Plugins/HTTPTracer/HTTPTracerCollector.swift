@@ -70,7 +70,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
     /// library was loaded from (found in /proc/self/maps; Glibc's dladdr is not
     /// visible to Swift).
     static func defaultObjectPath() -> String? {
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        guard let maps = try? String(contentsOfFile: HostProc.path + "/self/maps", encoding: .utf8) else { return nil }
         for line in maps.split(separator: "\n") {
             guard let slash = line.firstIndex(of: "/") else { continue }
             let path = line[slash...]
@@ -115,7 +115,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
         guard target.isGo else { throw PluginError.unsupported("pid \(target.pid) (\(target.comm)) is not a Go program") }
         let plan: ProbePlan
         do {
-            let binary = try GoBinaryCache.binary(path: "/proc/\(target.pid)/exe")
+            let binary = try GoBinaryCache.binary(path: "\(HostProc.path)/\(target.pid)/exe")
             plan = try ProbePlan.make(for: binary, goroutineParents: settings.goroutineParents)
         } catch {
             // One clear event per refused process: no probes were attached.

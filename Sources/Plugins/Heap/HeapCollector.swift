@@ -54,7 +54,7 @@ public final class HeapCollector: FerretCollector {
         var t = Target(comm: target.comm)
         if includeGo && target.isGo {
             do {
-                let binary = try GoBinaryCache.binary(path: "/proc/\(target.pid)/exe")
+                let binary = try GoBinaryCache.binary(path: "\(HostProc.path)/\(target.pid)/exe")
                 t.reader = try HeapReader(pid: target.pid, binary: binary)
             } catch {
                 // No guessed numbers: say why once, keep the OS figures.
@@ -127,7 +127,7 @@ public final class HeapCollector: FerretCollector {
 
     /// /proc/PID/statm: size and resident, in pages.
     func readOS(pid: Int32) -> (rss: UInt64, virtual: UInt64)? {
-        guard text.read("/proc/\(pid)/statm"), let size = text.number(at: 0), let resident = text.number(at: 1) else {
+        guard text.read("\(HostProc.path)/\(pid)/statm"), let size = text.number(at: 0), let resident = text.number(at: 1) else {
             return nil
         }
         return (resident * Self.pageSize, size * Self.pageSize)
@@ -137,7 +137,7 @@ public final class HeapCollector: FerretCollector {
 
     /// The `Pss:` line of /proc/PID/smaps_rollup (kB), in bytes.
     func readPSS(pid: Int32) -> Result<UInt64, Unavailable> {
-        let path = "/proc/\(pid)/smaps_rollup"
+        let path = "\(HostProc.path)/\(pid)/smaps_rollup"
         guard text.read(path) else {
             return .failure(Unavailable(description: "\(path) is not readable (kernel < 4.14, or no ptrace access)"))
         }

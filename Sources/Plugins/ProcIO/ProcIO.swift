@@ -5,6 +5,7 @@
 // disk.io.direction=read|write). It is a real, small, pull collector.
 import FerretPluginKit
 import Foundation
+import LinuxProcess
 
 public final class ProcIOCollector: FerretCollector {
     public static let name = "procio"
@@ -39,7 +40,7 @@ public final class ProcIOCollector: FerretCollector {
     public func collect(now: UInt64) throws {
         var points: [Metric] = []
         for pid in pids.keys.sorted() {
-            guard let text = try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8) else {
+            guard let text = try? String(contentsOfFile: "\(HostProc.path)/\(pid)/io", encoding: .utf8) else {
                 if warned.insert(pid).inserted { emit.log(.warn, "cannot read /proc/\(pid)/io (gone, or not permitted)") }
                 continue
             }

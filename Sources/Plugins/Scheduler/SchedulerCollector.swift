@@ -43,7 +43,7 @@ public final class SchedulerCollector: FerretCollector {
         var t = Target(comm: target.comm, reader: nil)
         if includeGo && target.isGo {
             do {
-                let binary = try GoBinaryCache.binary(path: "/proc/\(target.pid)/exe")
+                let binary = try GoBinaryCache.binary(path: "\(HostProc.path)/\(target.pid)/exe")
                 t.reader = try SchedulerReader(pid: target.pid, binary: binary)
             } catch {
                 // No guessed numbers: say why once, keep the OS figures.
@@ -141,14 +141,14 @@ public final class SchedulerCollector: FerretCollector {
     static func readOS(pid: Int32) -> OSFigures? {
         procText.withLock { t in
             // utime is field 14, stime 15, num_threads 20 (proc(5)).
-            guard t.read("/proc/\(pid)/stat"), let f = t.statFields([14, 15, 20]) else { return nil }
+            guard t.read("\(HostProc.path)/\(pid)/stat"), let f = t.statFields([14, 15, 20]) else { return nil }
             var vol: UInt64 = 0, invol: UInt64 = 0
-            if t.read("/proc/\(pid)/status") {
+            if t.read("\(HostProc.path)/\(pid)/status") {
                 vol = t.value(after: "voluntary_ctxt_switches:") ?? 0
                 invol = t.value(after: "nonvoluntary_ctxt_switches:") ?? 0
             }
             var delayNs: UInt64 = 0
-            for tid in ProcText.numericEntries("/proc/\(pid)/task") where t.read("/proc/\(pid)/task/\(tid)/schedstat") {
+            for tid in ProcText.numericEntries("\(HostProc.path)/\(pid)/task") where t.read("\(HostProc.path)/\(pid)/task/\(tid)/schedstat") {
                 delayNs &+= t.number(at: 1) ?? 0 // time runnable but waiting, ns
             }
             return OSFigures(user: Double(f[0]) / ticksPerSecond, system: Double(f[1]) / ticksPerSecond,

@@ -17,6 +17,7 @@
 // report a number that may miss threads.
 import CLinuxSupport
 import Foundation
+import LinuxProcess
 
 /// Why `process.syscalls` is not available for a process.
 enum SyscallCountError: Error, CustomStringConvertible {
@@ -39,7 +40,7 @@ enum SyscallCountError: Error, CustomStringConvertible {
             var s = "perf_event_open(raw_syscalls:sys_enter, pid \(pid) thread \(tid)) failed: \(Self.errnoText(e))"
             switch e {
             case EACCES, EPERM:
-                let paranoid = (try? String(contentsOfFile: "/proc/sys/kernel/perf_event_paranoid", encoding: .utf8))?
+                let paranoid = (try? String(contentsOfFile: HostProc.path + "/sys/kernel/perf_event_paranoid", encoding: .utf8))?
                     .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
                 s += "; kernel.perf_event_paranoid is \(paranoid): counting a tracepoint needs root or CAP_PERFMON, or perf_event_paranoid <= 1 and ptrace access to the process"
             case ENOENT, ENODEV, EOPNOTSUPP:
@@ -138,7 +139,7 @@ final class SyscallCounter {
 
     /// Thread ids from /proc/PID/task; nil when the process is gone.
     static func threads(of pid: Int32) -> [Int32]? {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return nil }
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "\(HostProc.path)/\(pid)/task") else { return nil }
         return names.compactMap { Int32($0) }.sorted()
     }
 }

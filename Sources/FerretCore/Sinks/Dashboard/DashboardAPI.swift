@@ -204,6 +204,12 @@ enum DashboardAPI {
         w.key("linkage"); w.string(p.linkage)
         w.key("stripped"); if let s = p.stripped { w.bool(s) } else { w.raw("null") }
         w.key("module"); w.string(p.module)
+        w.key("container"); w.raw("{")
+        for (i, a) in p.container.enumerated() {
+            if i > 0 { w.raw(",") }
+            w.string(a.key); w.raw(":"); w.string(a.value)
+        }
+        w.raw("}")
         w.key("build_settings"); w.array(p.buildSettings) { $0.string($1) }
         w.key("first_seen"); w.int(p.firstSeen)
         w.key("last_seen"); w.int(p.lastSeen)

@@ -32,6 +32,9 @@ public final class DashboardState: Sendable {
         public var linkage: String?
         public var stripped: Bool?
         public var module: String?
+        /// The container and pod attributes of the resource (container.id,
+        /// container.runtime, k8s.pod.uid and the names), in the resource's order.
+        public var container: [(key: String, value: String)] = []
         /// "key=value" per entry, as `go version -m` prints them.
         public var buildSettings: [String]
         public var firstSeen: Int64
@@ -221,6 +224,10 @@ public final class DashboardState: Sendable {
                     executablePath: s("process.executable.path") ?? "", commandLine: s("process.command_line") ?? "",
                     goVersion: s("process.runtime.version"), linkage: s("process.linkage"), stripped: stripped,
                     module: s("go.module.path"),
+                    container: r.attributes.compactMap { a in
+                        guard a.key.hasPrefix("container.") || a.key.hasPrefix("k8s."), case .string(let v) = a.value else { return nil }
+                        return (a.key, v)
+                    },
                     buildSettings: s("go.build.settings")?.split(separator: "\n").map(String.init) ?? [],
                     firstSeen: time, lastSeen: time, exited: false, exitedAt: nil)
             } else if time > st.processes[pid]!.lastSeen {

@@ -303,6 +303,12 @@ function processPage(pid) {
           ["Module", proc.module || "–"], ["Executable", proc.executable_path], ["Command line", proc.command_line],
           ["Build settings", null, proc.build_settings.length ? `<details><summary>${proc.build_settings.length} settings</summary>` +
             proc.build_settings.map(esc).join("<br>") + "</details>" : "–"]];
+        const ct = proc.container || {};
+        if (ct["container.id"] || ct["k8s.pod.uid"]) {
+          rows.splice(3, 0, ["Container", [ct["container.runtime"], ct["container.name"], (ct["container.id"] || "").slice(0, 12)].filter(Boolean).join(" · ") || "–"]);
+          if (ct["container.image.name"]) rows.splice(4, 0, ["Image", ct["container.image.name"] + (ct["container.image.tags"] ? ":" + ct["container.image.tags"] : "")]);
+          if (ct["k8s.pod.uid"]) rows.splice(4, 0, ["Pod", [ct["k8s.namespace.name"], ct["k8s.pod.name"]].filter(Boolean).join("/") || ct["k8s.pod.uid"]]);
+        }
         if (proc.runtime_problem) rows.push(["Runtime figures", null, `<span class="error-text">${esc(proc.runtime_problem)}</span>`]);
         document.getElementById("props").innerHTML = rows.map(([k, v, html]) =>
           `<dt>${esc(k)}</dt><dd data-prop="${esc(k)}">${html != null ? html : esc(v)}</dd>`).join("");

@@ -105,25 +105,9 @@ public final class ProcText {
         return (i > start ? v : nil, i)
     }
 
-    /// The numeric entries of a /proc directory (pids, tids), via readdir.
+    /// The numeric entries of a /proc directory (pids, tids), via readdir; empty
+    /// when it cannot be opened.
     public static func numericEntries(_ path: String) -> [Int32] {
-        guard let d = opendir(path) else { return [] }
-        defer { closedir(d) }
-        var out: [Int32] = []
-        while let e = readdir(d) {
-            let n = withUnsafeBytes(of: e.pointee.d_name) { raw -> Int32? in
-                var v: Int32 = 0
-                var any = false
-                for c in raw {
-                    if c == 0 { break }
-                    guard c >= 48, c <= 57 else { return nil }
-                    v = v &* 10 &+ Int32(c - 48)
-                    any = true
-                }
-                return any ? v : nil
-            }
-            if let n { out.append(n) }
-        }
-        return out
+        (try? ProcDirectory.numericEntries(path, pid: 0)) ?? []
     }
 }

@@ -5,30 +5,13 @@ public enum ProcessTasks {
     /// The thread ids (TIDs) of process `pid`, ascending, from the entries of /proc/PID/task.
     /// The main thread's id equals `pid`. Threads may come and go while this runs; the
     /// result is a snapshot. Throws `.exited` if the process is gone.
-    public static func threadIDs(pid: Int32, procRoot: String = "/proc") throws(ProcessReadError) -> [Int32] {
-        guard let dir = opendir("\(procRoot)/\(pid)/task") else { throw ProcessReadError.from(errno: errno, pid: pid) }
-        defer { closedir(dir) }
-        var out: [Int32] = []
-        while let e = readdir(dir) {
-            let tid = withUnsafeBytes(of: e.pointee.d_name) { raw -> Int32? in
-                var v: Int32 = 0
-                var n = 0
-                for c in raw {
-                    if c == 0 { break }
-                    guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), n < 10 else { return nil }
-                    v = v &* 10 &+ Int32(c - UInt8(ascii: "0"))
-                    n += 1
-                }
-                return n > 0 && v > 0 ? v : nil
-            }
-            if let tid { out.append(tid) }
-        }
-        return out.sorted()
+    public static func threadIDs(pid: Int32, procRoot: String = HostProc.path) throws(ProcessReadError) -> [Int32] {
+        try ProcDirectory.numericEntries("\(procRoot)/\(pid)/task", pid: pid).sorted()
     }
 
     /// The number of threads of process `pid`: the `Threads:` line of /proc/PID/status
     /// (one read, cheaper than listing /proc/PID/task).
-    public static func threadCount(pid: Int32, procRoot: String = "/proc") throws(ProcessReadError) -> Int {
+    public static func threadCount(pid: Int32, procRoot: String = HostProc.path) throws(ProcessReadError) -> Int {
         let bytes = try ProcFile.read("\(procRoot)/\(pid)/status", pid: pid)
         guard let n = parseThreadCount(String(decoding: bytes, as: UTF8.self)) else {
             throw .other(pid: pid, errno: EINVAL)
