@@ -153,7 +153,7 @@ public struct DockerContainerNames: Sendable, Equatable {
     /// 64-hex id (it becomes a path component), when the file is missing, larger
     /// than `configSizeLimit` or not valid JSON, or when it names nothing.
     public static func lookup(containerID: String, root: String = "/var/lib/docker/containers") -> DockerContainerNames? {
-        guard ContainerIdentity.isContainerID(containerID[...].utf8),
+        guard ContainerIdentity.isContainerID(containerID),
               let data = readBounded(root + "/" + containerID + "/config.v2.json", limit: configSizeLimit)
         else { return nil }
         return parse(configJSON: data)
