@@ -24,14 +24,14 @@ final class CPUProfilerTests: XCTestCase {
 
     /// `ferret profile PID ...`; returns stderr.
     @discardableResult
-    func profile(_ pid: Int32, _ args: [String]) throws -> String {
+    static func profile(_ pid: Int32, _ args: [String]) throws -> String {
         let r = try TestSupport.run(TestSupport.ferret, ["profile", "\(pid)"] + args)
         guard r.status == 0 else { throw Failure(description: "ferret profile failed (\(r.status)): \(r.stderr)") }
         return r.stderr
     }
 
     /// `go tool pprof ARGS` with the Go 1.22 toolchain (it ships pprof prebuilt).
-    func pprof(_ args: [String]) throws -> (stdout: String, stderr: String) {
+    static func pprof(_ args: [String]) throws -> (stdout: String, stderr: String) {
         let go = try GoToolchains.go(for: "go1.22.10")
         let home = NSTemporaryDirectory() + "ferret-pprof-home"
         try? FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
@@ -64,35 +64,40 @@ final class CPUProfilerTests: XCTestCase {
             let tag = "\(b.version) \(b.flavour.rawValue)"
             do {
                 let p = try startBurner(b.path, ["-mode", "split"])
-                let out = "\(dir)/\(b.version)-\(b.flavour.rawValue).pb.gz"
-                // 3 s at 1000 Hz gives ~3,000 samples; a loaded machine gives the
-                // burner less CPU, so profile longer until there are 2,000.
-                var total = 0
-                for seconds in [3, 6, 12] where total < 2000 {
-                    try profile(p.processIdentifier, ["--duration", "\(seconds)s", "--frequency", "1000", "--output", out])
-                    let raw = try pprof(["-raw", out]).stdout
-                    total = raw.split(separator: "\n").drop { !$0.hasPrefix("Samples:") }.dropFirst(2)
-                        .prefix { !$0.hasPrefix("Locations") }
-                        .compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).first.flatMap { Int($0) } }
-                        .reduce(0, +)
-                }
+                lines.append(try Self.checkSplit(pid: p.processIdentifier, tag: tag, out: "\(dir)/\(b.version)-\(b.flavour.rawValue).pb.gz"))
                 p.terminate()
                 p.waitUntilExit()
-                let top = try pprof(["-top", "-nodecount=20", out])
-                XCTAssertEqual(top.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "", "\(tag): pprof warned")
-                XCTAssertGreaterThanOrEqual(total, 2000, "\(tag): at least 2,000 samples")
-                let shares = Self.flatShares(top.stdout)
-                let a = shares["main.hotA"] ?? 0, bb = shares["main.hotB"] ?? 0
-                // The program splits its own CPU time 3:1 between hotA and hotB; the
-                // runtime's background work (sysmon, GC) is outside that split.
-                XCTAssertGreaterThanOrEqual(a + bb, 88, "\(tag): hotA and hotB hold the profile\n\(top.stdout)")
-                XCTAssertEqual(100 * a / max(a + bb, 1), 75, accuracy: 3, "\(tag): hotA's part of hotA + hotB\n\(top.stdout)")
-                lines.append("\(tag): \(total) samples, hotA \(a)%, hotB \(bb)%")
             } catch {
                 XCTFail("\(tag): \(error)")
             }
         }
         print("CPUProfilerTests split:\n" + lines.joined(separator: "\n"))
+    }
+
+    /// Profiles a burner running `-mode split` with `ferret profile` and checks
+    /// the program's own 3:1 split of its CPU time between hotA and hotB.
+    static func checkSplit(pid: Int32, tag: String, out: String) throws -> String {
+        // 3 s at 1000 Hz gives ~3,000 samples; a loaded machine gives the
+        // burner less CPU, so profile longer until there are 2,000.
+        var total = 0
+        for seconds in [3, 6, 12] where total < 2000 {
+            try profile(pid, ["--duration", "\(seconds)s", "--frequency", "1000", "--output", out])
+            let raw = try pprof(["-raw", out]).stdout
+            total = raw.split(separator: "\n").drop { !$0.hasPrefix("Samples:") }.dropFirst(2)
+                .prefix { !$0.hasPrefix("Locations") }
+                .compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).first.flatMap { Int($0) } }
+                .reduce(0, +)
+        }
+        let top = try pprof(["-top", "-nodecount=20", out])
+        XCTAssertEqual(top.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "", "\(tag): pprof warned")
+        XCTAssertGreaterThanOrEqual(total, 2000, "\(tag): at least 2,000 samples")
+        let shares = flatShares(top.stdout)
+        let a = shares["main.hotA"] ?? 0, bb = shares["main.hotB"] ?? 0
+        // The program splits its own CPU time 3:1 between hotA and hotB; the
+        // runtime's background work (sysmon, GC) is outside that split.
+        XCTAssertGreaterThanOrEqual(a + bb, 88, "\(tag): hotA and hotB hold the profile\n\(top.stdout)")
+        XCTAssertEqual(100 * a / max(a + bb, 1), 75, accuracy: 3, "\(tag): hotA's part of hotA + hotB\n\(top.stdout)")
+        return "\(tag): \(total) samples, hotA \(a)%, hotB \(bb)%"
     }
 
     // MARK: - Inlined frames, native code, cgo
@@ -101,18 +106,18 @@ final class CPUProfilerTests: XCTestCase {
         let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .plain)
         let p = try startBurner(path, ["-mode", "inline"])
         let out = TestSupport.tempDir("inline") + "/p.pb.gz"
-        try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", out])
+        try Self.profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", out])
         let source = try String(contentsOfFile: Self.burner + "/main.go", encoding: .utf8)
         let line = try XCTUnwrap(source.split(separator: "\n", omittingEmptySubsequences: false)
             .firstIndex { $0.contains("INLINED-HOT-LINE") }) + 1
-        let traces = try pprof(["-traces", "-lines", out]).stdout
+        let traces = try Self.pprof(["-traces", "-lines", out]).stdout
         XCTAssertTrue(traces.contains("main.inlinedHot") && traces.contains("main.go:\(line)"),
                       "the inlined frame with main.go:\(line):\n\(traces.prefix(3000))")
         XCTAssertTrue(traces.contains("(inline)"), "marked inline")
         XCTAssertTrue(traces.contains("main.outerLoop"), "its caller follows")
         // Collapsed stacks from the same plugin.
         let folded = TestSupport.tempDir("inline") + "/p.folded"
-        try profile(p.processIdentifier, ["--duration", "1s", "--frequency", "500", "--output", folded, "--format", "collapsed"])
+        try Self.profile(p.processIdentifier, ["--duration", "1s", "--frequency", "500", "--output", folded, "--format", "collapsed"])
         let text = try String(contentsOfFile: folded, encoding: .utf8)
         XCTAssertTrue(text.split(separator: "\n").contains { $0.contains("main.outerLoop;main.inlinedHot ") },
                       "collapsed: inlined frame after its caller\n\(text.prefix(2000))")
@@ -134,15 +139,15 @@ final class CPUProfilerTests: XCTestCase {
         let cc = try TestSupport.run("/usr/bin/cc", ["-O1", "-g", "-fno-omit-frame-pointer", "-o", dir + "/chot", c])
         XCTAssertEqual(cc.status, 0, cc.stderr)
         let p = try startBurner(dir + "/chot", [])
-        try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", dir + "/c.pb.gz"])
-        let top = try pprof(["-top", dir + "/c.pb.gz"])
+        try Self.profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", dir + "/c.pb.gz"])
+        let top = try Self.pprof(["-top", dir + "/c.pb.gz"])
         XCTAssertGreaterThan(Self.flatShares(top.stdout)["c_hot_function"] ?? 0, 80, top.stdout)
 
         // cgo: the C function called from Go, named by the binary's ELF symbols.
         let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .plain)
         let g = try startBurner(path, ["-mode", "cgo"])
-        try profile(g.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", dir + "/cgo.pb.gz"])
-        let t = try pprof(["-top", dir + "/cgo.pb.gz"]).stdout
+        try Self.profile(g.processIdentifier, ["--duration", "2s", "--frequency", "500", "--output", dir + "/cgo.pb.gz"])
+        let t = try Self.pprof(["-top", dir + "/cgo.pb.gz"]).stdout
         XCTAssertGreaterThan(Self.flatShares(t)["cburn"] ?? 0, 50, t)
     }
 
@@ -172,7 +177,7 @@ final class CPUProfilerTests: XCTestCase {
                 var figures: [String] = []
                 for copy in [4096, 0] {
                     let out = "\(dir)/\(version)-\(flavour.rawValue)-\(c.mode)-\(copy).folded"
-                    try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--stack-copy", "\(copy)",
+                    try Self.profile(p.processIdentifier, ["--duration", "2s", "--frequency", "500", "--stack-copy", "\(copy)",
                                                       "--format", "collapsed", "--output", out])
                     var inLeaf = 0, whole = 0
                     for line in try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n") {
@@ -213,8 +218,8 @@ final class CPUProfilerTests: XCTestCase {
         let cc = try TestSupport.run("/usr/bin/cc", ["-O1", "-o", dir + "/readloop", dir + "/readloop.c"])
         XCTAssertEqual(cc.status, 0, cc.stderr)
         let p = try startBurner(dir + "/readloop", [])
-        try profile(p.processIdentifier, ["--duration", "2s", "--frequency", "199", "--kernel-frames", "--output", dir + "/k.pb.gz"])
-        let top = try pprof(["-top", "-nodecount=30", dir + "/k.pb.gz"]).stdout
+        try Self.profile(p.processIdentifier, ["--duration", "2s", "--frequency", "199", "--kernel-frames", "--output", dir + "/k.pb.gz"])
+        let top = try Self.pprof(["-top", "-nodecount=30", dir + "/k.pb.gz"]).stdout
         XCTAssertTrue(top.contains("vfs_read") || top.contains("ksys_read"), "kernel read path named:\n\(top)")
         XCTAssertFalse(top.contains("__pfx_"), "no padding symbols (a truncated kallsyms):\n\(top)")
     }
@@ -249,11 +254,11 @@ final class CPUProfilerTests: XCTestCase {
             }
         }
         fetch.start()
-        try profile(p.processIdentifier, ["--duration", "10s", "--frequency", "99", "--output", dir + "/ours.pb.gz"])
+        try Self.profile(p.processIdentifier, ["--duration", "10s", "--frequency", "99", "--output", dir + "/ours.pb.gz"])
         let deadline = Date().addingTimeInterval(15)
         while !FileManager.default.fileExists(atPath: goProfile) && Date() < deadline { usleep(100_000) }
-        let ours = Self.flatShares(try pprof(["-top", "-nodecount=5", dir + "/ours.pb.gz"]).stdout)
-        let theirs = Self.flatShares(try pprof(["-top", "-nodecount=5", goProfile]).stdout)
+        let ours = Self.flatShares(try Self.pprof(["-top", "-nodecount=5", dir + "/ours.pb.gz"]).stdout)
+        let theirs = Self.flatShares(try Self.pprof(["-top", "-nodecount=5", goProfile]).stdout)
         let topOurs = ours.sorted { $0.value > $1.value }.prefix(5).map(\.key)
         let topTheirs = theirs.sorted { $0.value > $1.value }.prefix(5).map(\.key)
         XCTAssertEqual(topOurs.prefix(2).sorted(), topTheirs.prefix(2).sorted(), "ours \(ours) vs Go's \(theirs)")

@@ -146,11 +146,72 @@ public final class TestContainer: @unchecked Sendable {
         throw Failure("no program under nsenter \(launcher) at namespace depth \(depth)")
     }
 
+    /// A program started in the container with `spawn`.
+    public struct Program {
+        /// nsenter's host pid, and the program's (its child in the namespace).
+        public let launcher: pid_t
+        public let pid: pid_t
+        /// The read end of the program's stdout.
+        public let stdout: Int32
+    }
+
+    /// Starts `path` (inside the container) with `arguments`, waits for a stdout
+    /// line containing `ready` when given, and returns its pids. posix_spawn and
+    /// waitpid, not Foundation's Process: nsenter outlives nothing here, and
+    /// Foundation's Process did not always see an nsenter killed before its child
+    /// exit (waitUntilExit hung on the zombie).
+    public func spawn(_ path: String, _ arguments: [String], ready: String? = nil, timeout: Double = 10) throws -> Program {
+        let c = command(path, arguments)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw Failure("pipe: \(String(cString: strerror(errno)))") }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = ([c.executable] + c.arguments).map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var launcher: pid_t = 0
+        let rc = posix_spawn(&launcher, c.executable, &actions, nil, argv, environ)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw Failure("posix_spawn nsenter: \(String(cString: strerror(rc)))") }
+        if let ready {
+            let line = Self.readLine(fds[0], timeout: timeout)
+            guard line.contains(ready) else {
+                Self.reap(launcher)
+                close(fds[0])
+                throw Failure("\(path) in container: no '\(ready)' line (got '\(line)')")
+            }
+        }
+        do {
+            return Program(launcher: launcher, pid: try programPID(launcher: launcher), stdout: fds[0])
+        } catch {
+            Self.reap(launcher)
+            close(fds[0])
+            throw error
+        }
+    }
+
+    /// Kills a spawned program and its nsenter, and reaps nsenter.
+    public func kill(_ p: Program) {
+        _ = Glibc.kill(p.pid, SIGKILL)
+        Self.reap(p.launcher)
+        close(p.stdout)
+    }
+
+    static func reap(_ pid: pid_t) {
+        _ = Glibc.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
     /// Kills the sandbox (its PID namespace ends, and everything in it) and
     /// removes the cgroups.
     public func stop() {
         if unshare.isRunning {
-            kill(unshare.processIdentifier, SIGKILL)
+            _ = Glibc.kill(unshare.processIdentifier, SIGKILL)
             unshare.waitUntilExit()
         }
         for dir in cgroupDirs.reversed() {

@@ -194,11 +194,19 @@ type Truth struct {
 	TimeUnixNs int64              `json:"time_unix_nano"`
 }
 
+// servingGoroutines are the goroutines that serve the request asking for the
+// truth and end with it: none when serving by hand (the main goroutine does),
+// two under -nethttp (the connection's serve goroutine and, for a request
+// without a body, its background reader, started before the handler runs).
+// The count reported is the program's own, without them, as it stands
+// between requests.
+var servingGoroutines = 0
+
 func truth() Truth {
 	t := Truth{
 		PID:        os.Getpid(),
 		GoVersion:  runtime.Version(),
-		Goroutines: runtime.NumGoroutine(),
+		Goroutines: runtime.NumGoroutine() - servingGoroutines,
 		Parked:     parked,
 		CgoCalls:   runtime.NumCgoCall(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
@@ -369,6 +377,7 @@ func main() {
 	}
 	fmt.Fprintf(os.Stdout, "listening on %s\n", ln.Addr())
 	if *netHTTP {
+		servingGoroutines = 2
 		err := http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			status, b := handle(r)
 			w.Header().Set("Content-Type", "application/json")
