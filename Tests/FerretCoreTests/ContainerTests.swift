@@ -110,6 +110,40 @@ final class ContainerTests: XCTestCase {
         XCTAssertEqual(agent.stop(), 0)
     }
 
+    // MARK: - the agent in a container: the host's /proc mounted elsewhere
+
+    /// The agent runs the way a DaemonSet runs it: the host's procfs bind-mounted
+    /// at another path (`host_proc`). In the agent's mount namespace the target's
+    /// folder in its own /proc is hidden under an empty tmpfs, so any read of the
+    /// target that does not go through `host_proc` finds nothing. (All of /proc
+    /// cannot be hidden: the Swift runtime reads its arguments from
+    /// /proc/self/cmdline.) A stripped static program in a container is still
+    /// read, traced and named.
+    func testAgentReadsProcessesThroughHostProc() throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root: namespaces, mounts, BPF") }
+        let latest = try GoToolchains.required().last!.version
+        let build = try GoToolchains.build(source: TruthServer.fixtureSource, version: latest, flavour: .strippedStatic)
+        let c = try TestContainer(layout: .containerdKubepods)
+        defer { c.stop() }
+        let srv = try TruthServer(binary: try c.install(build, as: "app"), arguments: Self.truthArgs, container: c)
+        defer { srv.stop() }
+        let dir = TestSupport.tempDir("host-proc")
+        let hostProc = dir + "/host/proc"
+        try FileManager.default.createDirectory(atPath: hostProc, withIntermediateDirectories: true)
+        let wrapper = ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                       "mount --bind /proc '\(hostProc)' && mount -t tmpfs hidden /proc/\(srv.pid) && exec \"$@\"", "sh"]
+        let agent = try TestSupport.AgentProcess(
+            config: Self.agentConfig(dir, match: "{ runtime: go, exe: \"*/ferret-ct-*/app\" }", extraAgent: ", host_proc: \(hostProc)"),
+            dir: dir, wrapper: wrapper)
+        defer { agent.stop() }
+        let base = try Self.tracedBaseline(srv, agent: agent, tag: "host_proc")
+        let figures = try GoPluginsTruthTests.compare(srv, isStatic: true, tag: "host_proc", agent: agent)
+        let spans = try Self.checkSpans(srv, agent: agent, from: base, tag: "host_proc")
+        try Self.checkIdentity(c, pid: srv.pid, agent: agent, tag: "host_proc")
+        print("ContainerTests host_proc: \(figures); \(spans)")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
     // MARK: - ferret profile: the 3:1 split, every build in a container
 
     func testProfileSplitOfEveryBuildInAContainer() throws {

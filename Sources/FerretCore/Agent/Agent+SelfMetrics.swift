@@ -74,7 +74,7 @@ enum SelfUsage {
         let user = Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) / 1e6
         let sys = Double(ru.ru_stime.tv_sec) + Double(ru.ru_stime.tv_usec) / 1e6
         var rss = 0
-        if let s = try? String(contentsOfFile: HostProc.path + "/self/statm", encoding: .utf8) {
+        if let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
             let f = s.split(separator: " ")
             if f.count > 1, let pages = Int(f[1]) { rss = pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
         }

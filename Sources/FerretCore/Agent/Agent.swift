@@ -273,12 +273,37 @@ public final class Agent: @unchecked Sendable {
             }
         }
         tracked[facts.pid] = t
+        checkRoot(facts, resource: resource)
         if !rule.collectors.isEmpty {
             let collectors = rule.collectors.map(\.plugin).joined(separator: ", ")
             pipeline.submit(.event(Event(name: "process.attach", severity: .info,
                                          body: "pid \(facts.pid) (\(facts.exeName)) joined group '\(group)' by rule '\(rule.name)'; collectors: \(collectors)",
                                          timeUnixNano: Clock.unixNanos(), attributes: [Attribute("ferret.collectors", .string(collectors))], resource: resource)))
         }
+    }
+
+    /// The plugins read a process's files (shared libraries, debug files) through
+    /// /proc/PID/root. When that cannot be opened, say so once, naming the pid and
+    /// the path: the figures that need no file go on. A process gone meanwhile
+    /// (its namespace with it) is only a debug line.
+    func checkRoot(_ facts: ProcessFacts, resource: Resource) {
+        let path = HostProc.file(facts.pid, "root/")
+        guard let dir = opendir(path) else {
+            let e = errno
+            if e == ENOENT || e == ESRCH {
+                logger.debug("pid \(facts.pid) (\(facts.exeName)) exited, or its namespace went away, while it was being attached")
+                return
+            }
+            let why = String(cString: strerror(e))
+            logger.warning("pid \(facts.pid) (\(facts.exeName)): \(path) is unreadable (\(why)); files inside its root cannot be read")
+            pipeline.submit(.event(Event(name: "ferret.process.root_unreadable", severity: .warn,
+                                         body: "pid \(facts.pid) (\(facts.exeName)): \(path) is unreadable (\(why)): its shared libraries and debug files cannot be read through it; its other figures continue",
+                                         timeUnixNano: Clock.unixNanos(),
+                                         attributes: [Attribute("ferret.path", .string(path)), Attribute("error.type", .string(why))],
+                                         resource: resource)))
+            return
+        }
+        closedir(dir)
     }
 
     /// Detaches a process from its collectors; emits process.exit when it exited.

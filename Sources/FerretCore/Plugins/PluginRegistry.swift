@@ -135,7 +135,7 @@ public final class PluginRegistry: Sendable {
     }
 
     public static var executableDirectory: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: HostProc.path + "/self/exe")) ?? CommandLine.arguments[0]
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return (exe as NSString).deletingLastPathComponent
     }
 

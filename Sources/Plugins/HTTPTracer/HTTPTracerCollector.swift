@@ -70,7 +70,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
     /// library was loaded from (found in /proc/self/maps; Glibc's dladdr is not
     /// visible to Swift).
     static func defaultObjectPath() -> String? {
-        guard let maps = try? String(contentsOfFile: HostProc.path + "/self/maps", encoding: .utf8) else { return nil }
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
         for line in maps.split(separator: "\n") {
             guard let slash = line.firstIndex(of: "/") else { continue }
             let path = line[slash...]
