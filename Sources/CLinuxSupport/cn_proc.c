@@ -58,46 +58,53 @@ int ferret_cn_proc_read(int fd, ferret_proc_event *out, int max, int timeout_ms)
     if (pr < 0) return errno == EINTR ? 0 : -errno;
     if (pr == 0) return 0;
     char buf[16384] __attribute__((aligned(NLMSG_ALIGNTO)));
-    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
     int count = 0;
-    for (struct nlmsghdr *nl = (struct nlmsghdr *)buf; NLMSG_OK(nl, (unsigned)n) && count < max;
-         nl = NLMSG_NEXT(nl, n)) {
-        if (nl->nlmsg_type == NLMSG_ERROR || nl->nlmsg_type == NLMSG_NOOP) continue;
-        struct cn_msg *cn = (struct cn_msg *)NLMSG_DATA(nl);
-        if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC) continue;
-        if (cn->len < sizeof(struct proc_event) - sizeof(((struct proc_event *)0)->event_data))
-            continue;
-        struct proc_event *ev = (struct proc_event *)cn->data;
-        ferret_proc_event *o = &out[count];
-        memset(o, 0, sizeof(*o));
-        o->timestamp_ns = ev->timestamp_ns;
-        switch (ev->what) {
-        case PROC_EVENT_FORK:
-            o->kind = FERRET_PROC_EVENT_FORK;
-            o->pid = ev->event_data.fork.child_pid;
-            o->tgid = ev->event_data.fork.child_tgid;
-            break;
-        case PROC_EVENT_EXEC:
-            o->kind = FERRET_PROC_EVENT_EXEC;
-            o->pid = ev->event_data.exec.process_pid;
-            o->tgid = ev->event_data.exec.process_tgid;
-            break;
-        case PROC_EVENT_EXIT:
-            o->kind = FERRET_PROC_EVENT_EXIT;
-            o->pid = ev->event_data.exit.process_pid;
-            o->tgid = ev->event_data.exit.process_tgid;
-            o->exit_code = (int32_t)ev->event_data.exit.exit_code;
-            break;
-        case PROC_EVENT_COMM:
-            o->kind = FERRET_PROC_EVENT_COMM;
-            o->pid = ev->event_data.comm.process_pid;
-            o->tgid = ev->event_data.comm.process_tgid;
-            break;
-        default:
-            continue;
+    /* Drain what is queued: under an exec storm many events wait by now. */
+    while (count < max) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            return count > 0 && errno != ENOBUFS ? count : -errno;
         }
-        count++;
+        for (struct nlmsghdr *nl = (struct nlmsghdr *)buf; NLMSG_OK(nl, (unsigned)n) && count < max;
+             nl = NLMSG_NEXT(nl, n)) {
+            if (nl->nlmsg_type == NLMSG_ERROR || nl->nlmsg_type == NLMSG_NOOP) continue;
+            struct cn_msg *cn = (struct cn_msg *)NLMSG_DATA(nl);
+            if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC) continue;
+            if (cn->len < sizeof(struct proc_event) - sizeof(((struct proc_event *)0)->event_data))
+                continue;
+            struct proc_event *ev = (struct proc_event *)cn->data;
+            ferret_proc_event *o = &out[count];
+            memset(o, 0, sizeof(*o));
+            o->timestamp_ns = ev->timestamp_ns;
+            switch (ev->what) {
+            case PROC_EVENT_FORK:
+                o->kind = FERRET_PROC_EVENT_FORK;
+                o->pid = ev->event_data.fork.child_pid;
+                o->tgid = ev->event_data.fork.child_tgid;
+                o->parent_tgid = ev->event_data.fork.parent_tgid;
+                break;
+            case PROC_EVENT_EXEC:
+                o->kind = FERRET_PROC_EVENT_EXEC;
+                o->pid = ev->event_data.exec.process_pid;
+                o->tgid = ev->event_data.exec.process_tgid;
+                break;
+            case PROC_EVENT_EXIT:
+                o->kind = FERRET_PROC_EVENT_EXIT;
+                o->pid = ev->event_data.exit.process_pid;
+                o->tgid = ev->event_data.exit.process_tgid;
+                o->exit_code = (int32_t)ev->event_data.exit.exit_code;
+                break;
+            case PROC_EVENT_COMM:
+                o->kind = FERRET_PROC_EVENT_COMM;
+                o->pid = ev->event_data.comm.process_pid;
+                o->tgid = ev->event_data.comm.process_tgid;
+                break;
+            default:
+                continue;
+            }
+            count++;
+        }
     }
     return count;
 }

@@ -20,13 +20,16 @@ typedef struct ferret_proc_event {
     int32_t tgid;          /* process id */
     int32_t exit_code;     /* EXIT only */
     uint64_t timestamp_ns; /* kernel CLOCK_MONOTONIC of the event */
+    int32_t parent_tgid;   /* FORK only: the parent's process id */
+    int32_t reserved;
 } ferret_proc_event;
 
 /** Open a netlink connector socket subscribed to process events.
  *  Returns the fd (>= 0) or -errno. Needs CAP_NET_ADMIN. */
 int ferret_cn_proc_open(void);
 
-/** Block up to `timeout_ms` (-1 = forever) and read events into `out`.
+/** Block up to `timeout_ms` (-1 = forever) and read events into `out`: every
+ *  message already queued, up to `max` (one wakeup per burst, not per event).
  *  Returns the number of events (0 on timeout), or -errno.
  *  -ENOBUFS means the kernel dropped events: rescan /proc. */
 int ferret_cn_proc_read(int fd, ferret_proc_event *out, int max, int timeout_ms);

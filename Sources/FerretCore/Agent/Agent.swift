@@ -76,7 +76,9 @@ public final class Agent: @unchecked Sendable {
             let w = try ProcessEventWatcher()
             w.start { [weak self] changes in
                 guard let agent = self else { return }
-                agent.control.async { agent.handle(changes) }
+                // On the netlink thread itself: handing each batch to a worker cost
+                // a thread wakeup per exec (half the agent's CPU under exec storms).
+                agent.control.sync { agent.handle(changes) }
             }
             watcher = w
         } catch {
@@ -213,6 +215,20 @@ public final class Agent: @unchecked Sendable {
     func handle(_ changes: [ProcessEventWatcher.Change]) {
         for c in changes {
             switch c {
+            case .forked(let pid, let parent, let ns):
+                // A fork runs its parent's image: when no rule wanted the parent
+                // (by anything but its pid), nothing need be read for the child.
+                // It is read when it execs, or by the rescan.
+                if let p = tracked[parent], p.rule == nil, matcher.pidRulesAllow(pid),
+                   tracked[pid] == nil || tracked[pid]?.rule == nil {
+                    var facts = p.facts
+                    facts.pid = pid
+                    facts.ppid = parent
+                    facts.startTicks = 0
+                    tracked[pid] = TrackedProcess(facts: facts)
+                    continue
+                }
+                handle([.started(pid: pid, kernelNanos: ns)])
             case .started(let pid, let ns):
                 // Only stat and the executable first: a process no rule could want
                 // (by runtime, executable or pid) costs nothing more.

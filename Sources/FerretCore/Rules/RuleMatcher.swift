@@ -21,6 +21,12 @@ public struct RuleMatcher: Sendable {
         rules.contains { Self.executableConditionsHold($0.match, p) }
     }
 
+    /// False when a rule names `pid` among its exact pids: a fork of an
+    /// unmatched parent could then match by its own pid, so it must be read.
+    public func pidRulesAllow(_ pid: Int32) -> Bool {
+        !rules.contains { $0.match.pids?.contains(pid) == true }
+    }
+
     static func executableConditionsHold(_ m: MatchConfig, _ p: ProcessFacts) -> Bool {
         switch m.runtime {
         case .any: break
