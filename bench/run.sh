@@ -71,6 +71,8 @@ echo "== dashboard history: 1,000 series over an hour at 1 s (issue #9) $(load)"
 "$bin/HistoryBench" 1000 3600
 echo "== agent $(load)"
 python3 bench/agent_bench.py "$bin" "$@"
+echo "== exec storm: agent CPU per exec of /bin/true, and the storm without the agent (issue #16) $(load)"
+python3 bench/exec_storm_bench.py "$bin" --execs 3000 --rounds 3
 echo "== agent and collectd side by side, 50 Go processes at 1 s $(load)"
 python3 bench/collectd_bench.py "$bin" "$gobin/truthsrv"
 echo "== target latency under wrk: no agent / agent without the Go readers / with them, at 100 ms $(load)"
