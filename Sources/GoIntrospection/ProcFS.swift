@@ -65,12 +65,30 @@ public final class ProcFS: Sendable {
     /// binary already seen costs a readlink and a stat). Enough to rule a process
     /// out by runtime, executable or pid without reading anything else: under an
     /// exec storm of programs no rule wants, that is all discovery reads.
-    public func executableFacts(pid: Int32) -> ProcessFacts? {
+    ///
+    /// With `stat: false`, /proc/PID/stat is not read and ppid and startTicks
+    /// stay 0: an exec keeps both, so a caller that saw the process's fork
+    /// fills them from what it knows (``readStat(_:)`` reads them).
+    public func executableFacts(pid: Int32, stat withStat: Bool = true) -> ProcessFacts? {
         let base = "\(root)/\(pid)"
-        guard let (ppid, start) = Self.readStat("\(base)/stat") else { return nil }
-        guard let exe = readLink("\(base)/exe") else { return nil } // kernel threads have no exe
+        var ppid: Int32 = 0, start: UInt64 = 0
+        if withStat {
+            guard let (p, s) = Self.readStat(base + "/stat") else { return nil }
+            (ppid, start) = (p, s)
+        }
+        let exePath = base + "/exe"
+        guard let exe = readLink(exePath) else { return nil } // kernel threads have no exe
         return ProcessFacts(pid: pid, ppid: ppid, startTicks: start, exePath: exe, comm: "", cmdline: [],
-                            uid: 0, user: "", cgroup: "", executable: executableFacts("\(base)/exe"), complete: false)
+                            uid: 0, user: "", cgroup: "", executable: executableFacts(exePath), complete: false)
+    }
+
+    /// Fills ppid and startTicks from /proc/PID/stat; false when the process is gone.
+    @discardableResult
+    public func readStat(_ f: inout ProcessFacts) -> Bool {
+        guard let (p, s) = Self.readStat("\(root)/\(f.pid)/stat") else { return false }
+        f.ppid = p
+        f.startTicks = s
+        return true
     }
 
     /// Reads the rest of a process's facts (comm, cmdline, owner, cgroup and the
@@ -208,9 +226,10 @@ public final class ProcFS: Sendable {
     }
 
     func readLink(_ path: String) -> String? {
-        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count - 1) }
-        guard n > 0 else { return nil }
-        return String(decoding: buf[0..<n], as: UTF8.self)
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(PATH_MAX) + 1) { buf -> String? in
+            let n = readlink(path, buf.baseAddress!, buf.count - 1)
+            guard n > 0 else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(start: buf.baseAddress!, count: n), as: UTF8.self)
+        }
     }
 }

@@ -110,29 +110,40 @@ final class StrippedGlobalsTests: XCTestCase {
             + "all refused by the validator (\(refused)); the locator accepted none"
     }
 
-    /// The globals are located once per binary (by build id): two processes of
-    /// one stripped build, one of them started from a copy of the file, read by
-    /// both readers, cost one locate.
+    /// The globals are located once per file (build id and device, inode, size,
+    /// mtime): two processes of one stripped build read by both readers, each
+    /// through a fresh parse of /proc/PID/exe, cost no further locate; a copy of
+    /// the file (same build id, another inode) is located apart, once, as issue
+    /// #16 asks of every per-binary cache.
     func testGlobalsAreLocatedOncePerBinary() throws {
         let path = try GoToolchains.build(source: Self.fixture, version: try GoToolchains.required().last!.version, flavour: .strippedStatic)
         let copy = NSTemporaryDirectory() + "/ferret-located-once-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: copy) }
         try? FileManager.default.removeItem(atPath: copy)
         try FileManager.default.copyItem(atPath: path, toPath: copy)
-        let a = try TruthServer(binary: path, arguments: ["-quiet"])
-        defer { a.stop() }
+        let a1 = try TruthServer(binary: path, arguments: ["-quiet"])
+        defer { a1.stop() }
+        let a2 = try TruthServer(binary: path, arguments: ["-quiet"])
+        defer { a2.stop() }
         let b = try TruthServer(binary: copy, arguments: ["-quiet"])
         defer { b.stop() }
         let first = RuntimeGlobalsLocator.located(in: try GoBinary(path: path))  // located here, or by an earlier test
         XCTAssertTrue(first.contains { $0.source == "code" })
         let before = RuntimeGlobalsLocator.locatedCount
-        for srv in [a, b] {
+        for srv in [a1, a2] {
             let binary = try GoBinary(path: "/proc/\(srv.pid)/exe")  // a fresh parse each time
             _ = try SchedulerReader(pid: srv.pid, binary: binary)
             _ = try HeapReader(pid: srv.pid, binary: binary)
         }
         XCTAssertEqual(RuntimeGlobalsLocator.locatedCount, before,
-                       "one locate for one build, whatever the file, process or reader")
+                       "one locate for one file, whatever the process, parse or reader")
+        for _ in 0..<2 {
+            let binary = try GoBinary(path: "/proc/\(b.pid)/exe")
+            _ = try SchedulerReader(pid: b.pid, binary: binary)
+            _ = try HeapReader(pid: b.pid, binary: binary)
+        }
+        XCTAssertEqual(RuntimeGlobalsLocator.locatedCount, before + 1,
+                       "a copy of the build (another inode) is located apart, and once")
     }
 
     /// The validator passes the true addresses (symbol table) of plain, static

@@ -207,7 +207,19 @@ public final class Agent: @unchecked Sendable {
         let live = Set(procfs.pids())
         for pid in tracked.keys where !live.contains(pid) { release(pid, exited: true, exitCode: nil) }
         for pid in live.sorted() {
-            if let t = tracked[pid], procfs.startTicks(pid: pid) == t.facts.startTicks { continue }
+            let ticks = procfs.startTicks(pid: pid)
+            if let t = tracked[pid] {
+                if ticks == t.facts.startTicks { continue }
+                // Seen by its fork and exec only (start time not read): the same
+                // process when its executable is still the one recorded.
+                if t.facts.startTicks == 0, let ticks, let f = procfs.executableFacts(pid: pid, stat: false),
+                   f.exePath == t.facts.exePath {
+                    tracked[pid]?.facts.startTicks = ticks
+                    continue
+                }
+                // Another process under the pid (its exit was missed), or a new image.
+                release(pid, exited: t.facts.startTicks != 0, exitCode: nil)
+            }
             if let facts = procfs.executableFacts(pid: pid) { consider(facts, kernelNanos: nil) }
         }
     }
@@ -230,10 +242,20 @@ public final class Agent: @unchecked Sendable {
                 }
                 handle([.started(pid: pid, kernelNanos: ns)])
             case .started(let pid, let ns):
-                // Only stat and the executable first: a process no rule could want
-                // (by runtime, executable or pid) costs nothing more.
-                guard var facts = procfs.executableFacts(pid: pid) else { continue }
-                if matcher.couldMatch(facts) && !procfs.complete(&facts) { continue }
+                // Only the executable first (a readlink and a stat): a process no
+                // rule could want (by runtime, executable or pid) costs nothing
+                // more. An exec keeps the pid's parent and start time, so when its
+                // fork was seen, /proc/PID/stat need not be read either.
+                let known = tracked[pid]
+                guard var facts = procfs.executableFacts(pid: pid, stat: known == nil) else { continue }
+                if let k = known {
+                    facts.ppid = k.facts.ppid
+                    facts.startTicks = k.facts.startTicks
+                }
+                if matcher.couldMatch(facts) {
+                    if facts.startTicks == 0 && !procfs.readStat(&facts) { continue }
+                    if !procfs.complete(&facts) { continue }
+                }
                 if let t = tracked[pid] {
                     if t.facts.startTicks == facts.startTicks && t.facts.exePath == facts.exePath
                         && t.facts.complete == facts.complete
