@@ -43,6 +43,9 @@ APT_PACKAGES=(
   chromium
   chromium-driver
   fonts-liberation
+  # capsh runs the agent without some capabilities (the unreadable-root test of
+  # issue #16: no CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH).
+  libcap2-bin
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is

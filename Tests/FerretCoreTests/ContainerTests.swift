@@ -144,6 +144,46 @@ final class ContainerTests: XCTestCase {
         XCTAssertEqual(agent.stop(), 0)
     }
 
+    // MARK: - an unreadable /proc/PID/root
+
+    /// A program whose root file system the agent cannot list: chrooted into a
+    /// tmpfs owned by nobody, mode 0700, and an agent without CAP_DAC_OVERRIDE
+    /// and CAP_DAC_READ_SEARCH (as an agent with least privilege runs). The agent
+    /// emits `ferret.process.root_unreadable` naming the pid and the path, once;
+    /// the figures that need no file inside the root (the Go runtime through
+    /// process_vm_readv and /proc/PID/exe, the spans through uprobes on the
+    /// executable) go on, equal to the program's own.
+    func testUnreadableRootGetsAnEventAndTheOtherFiguresContinue() throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root: namespaces, cgroups, BPF, capsh") }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/capsh") else {
+            throw Failure(description: "capsh (Debian's libcap2-bin) is needed; scripts/setup.sh installs it")
+        }
+        let latest = try GoToolchains.required().last!.version
+        let build = try GoToolchains.build(source: TruthServer.fixtureSource, version: latest, flavour: .strippedStatic)
+        let c = try TestContainer(layout: .dockerSystemd, privateRoot: true)
+        defer { c.stop() }
+        let srv = try TruthServer(binary: try c.install(build, as: "privroot"), arguments: Self.truthArgs, container: c)
+        defer { srv.stop() }
+        let dir = TestSupport.tempDir("root-unreadable")
+        let wrapper = ["/usr/sbin/capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", "exec \"$@\"", "sh"]
+        let agent = try TestSupport.AgentProcess(config: Self.agentConfig(dir, match: "{ runtime: go, comm: privroot }"),
+                                                 dir: dir, wrapper: wrapper)
+        defer { agent.stop() }
+        let path = "/proc/\(srv.pid)/root/"
+        let event = try agent.waitFor("the root_unreadable event") { $0.name == "ferret.process.root_unreadable" }
+        let body = event["body"] as? String ?? ""
+        XCTAssertTrue(body.contains("pid \(srv.pid)") && body.contains(path), "the event names the pid and the path: \(body)")
+        XCTAssertEqual(event.attributes["ferret.path"] as? String, path)
+        XCTAssertEqual(Self.pid(event), srv.pid, "the event carries the process's resource")
+        let base = try Self.tracedBaseline(srv, agent: agent, tag: "root unreadable")
+        let figures = try GoPluginsTruthTests.compare(srv, isStatic: true, tag: "root unreadable", agent: agent)
+        let spans = try Self.checkSpans(srv, agent: agent, from: base, tag: "root unreadable")
+        try Self.checkIdentity(c, pid: srv.pid, agent: agent, tag: "root unreadable")
+        XCTAssertEqual(agent.lines().filter { $0.name == "ferret.process.root_unreadable" }.count, 1, "said once")
+        print("ContainerTests root unreadable: \(body); then \(figures); \(spans)")
+        XCTAssertEqual(agent.stop(), 0)
+    }
+
     // MARK: - ferret profile: the 3:1 split, every build in a container
 
     func testProfileSplitOfEveryBuildInAContainer() throws {

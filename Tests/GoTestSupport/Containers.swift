@@ -50,6 +50,10 @@ public final class TestContainer: @unchecked Sendable {
     /// Where the container's tmpfs is mounted, inside it (the same path on the
     /// host is an empty folder).
     public let appDir: String
+    /// Programs run chrooted into the tmpfs, which is owned by nobody (65534)
+    /// with mode 0700, as a container's root file system is its own: a reader
+    /// without CAP_DAC_OVERRIDE cannot list /proc/PID/root/.
+    public let privateRoot: Bool
     /// The host pid of the sandbox (pid 1 of the innermost namespace).
     public private(set) var sandboxPID: Int32 = 0
     /// How many PID namespaces below the host's the programs run (1, or 2 nested).
@@ -59,9 +63,10 @@ public final class TestContainer: @unchecked Sendable {
 
     /// Starts a sandbox in `layout`'s cgroup with its tmpfs at `appDir` (created
     /// on the host if missing; the default is unique per container).
-    public init(layout: Layout, nested: Bool = false, appDir: String? = nil) throws {
+    public init(layout: Layout, nested: Bool = false, appDir: String? = nil, privateRoot: Bool = false) throws {
         guard geteuid() == 0 else { throw Failure("test containers need root (unshare, mount, cgroups)") }
         self.layout = layout
+        self.privateRoot = privateRoot
         depth = nested ? 2 : 1
         containerID = Self.randomHex(32)
         podUID = layout.hasPod ? Self.randomUUID() : nil
@@ -82,7 +87,11 @@ public final class TestContainer: @unchecked Sendable {
         // its own /proc) and the tmpfs is mounted in the outer mount namespace,
         // which the inner one shares.
         let join = cgroupDirs.map { "echo $$ > '\($0)/cgroup.procs'" }.joined(separator: "; ")
-        let mountTmpfs = "mount -t tmpfs -o size=512m,mode=755 ferret-ct '\(self.appDir)'"
+        let mode = privateRoot ? "mode=700,uid=65534,gid=65534" : "mode=755"
+        var mountTmpfs = "mount -t tmpfs -o size=512m,\(mode) ferret-ct '\(self.appDir)'"
+        if privateRoot {  // the chrooted programs' own /proc (this PID namespace's)
+            mountTmpfs += " && mkdir '\(self.appDir)/proc' && mount -t proc proc '\(self.appDir)/proc'"
+        }
         let inner = nested
             ? "exec unshare --pid --fork --mount-proc --kill-child sh -c 'echo ready; exec sleep infinity'"
             : "echo ready; exec sleep infinity"
@@ -129,8 +138,14 @@ public final class TestContainer: @unchecked Sendable {
     /// The command that runs `path` (inside the container) with `arguments` in
     /// the container's namespaces and cgroup. Run it with Process; the program is
     /// nsenter's child: find its host pid with `programPID(launcher:)`.
+    /// With `privateRoot`, the program runs chrooted into the tmpfs (`path`
+    /// under `appDir` becomes `/name` there): a static build only.
     public func command(_ path: String, _ arguments: [String]) -> (executable: String, arguments: [String]) {
         let join = cgroupDirs.map { "echo $$ > '\($0)/cgroup.procs'" }.joined(separator: "; ")
+        if privateRoot && path.hasPrefix(appDir + "/") {
+            return ("/usr/bin/nsenter", ["-t", String(sandboxPID), "-p", "-m", "--", "/bin/sh", "-c",
+                                         "\(join); exec chroot '\(appDir)' \"$0\" \"$@\"", String(path.dropFirst(appDir.count))] + arguments)
+        }
         return ("/usr/bin/nsenter", ["-t", String(sandboxPID), "-p", "-m", "--", "/bin/sh", "-c",
                                      "\(join); exec \"$0\" \"$@\"", path] + arguments)
     }
