@@ -53,8 +53,12 @@ final class DashboardBrowserTests: XCTestCase {
         let burnerBinary = try GoToolchains.build(source: CPUProfilerTests.burner, version: oldest.version, flavour: .strippedStatic)
         let leaky = try TruthServer(binary: truthBinary, arguments: ["-nethttp"])
         defer { leaky.stop() }
-        let burner = try TestSupport.startBurner(burnerBinary, ["-mode", "split"])
-        defer { burner.terminate(); burner.waitUntilExit() }
+        // The burner runs in a Kubernetes-style container (issue #16): its process
+        // page shows the container and the pod.
+        let container = try TestContainer(layout: .containerdKubepods)
+        defer { container.stop() }
+        let burner = try container.spawn(try container.install(burnerBinary, as: "burner"), ["-mode", "split"], ready: "ready")
+        defer { container.kill(burner) }
 
         let dir = TestSupport.tempDir("dashboard-browser")
         let config = """
@@ -66,7 +70,7 @@ final class DashboardBrowserTests: XCTestCase {
             group: truthsrv
             collectors: { scheduler: {}, heap: {}, http_tracer: { metrics_interval: 5s } }
           - name: cpu-burners
-            match: { pid: [\(burner.processIdentifier)] }
+            match: { pid: [\(burner.pid)] }
             group: burner
             collectors: { scheduler: {}, heap: {}, cpu_profiler: { window: 3s } }
         pipeline:
@@ -95,10 +99,12 @@ final class DashboardBrowserTests: XCTestCase {
         try runBrowser([
             "fixtures", "--url", url, "--out", Self.artifacts,
             "--leak-group", "truthsrv", "--leak-pid", "\(leaky.pid)", "--leak-version", newest.version,
-            "--burn-group", "burner", "--burn-pid", "\(burner.processIdentifier)", "--burn-version", oldest.version,
+            "--burn-group", "burner", "--burn-pid", "\(burner.pid)", "--burn-version", oldest.version,
+            "--burn-container", container.containerID, "--burn-runtime", container.layout.runtime ?? "",
+            "--burn-pod", container.podUID ?? "",
             "--hot-function", "main.hotA",
         ])
-        XCTAssertTrue(burner.isRunning, "the burner survived")
+        XCTAssertEqual(kill(burner.pid, 0), 0, "the burner survived")
         XCTAssertEqual(load.errors, [], "the leaking fixture answered every request")
     }
 

@@ -158,6 +158,21 @@ def fixtures(d, a):
     d.shot("process")
     d.collect_console("process page")
 
+    # The burner runs in a Kubernetes-style container: its page names the
+    # runtime, the short container id and the pod, as the JSON API has them.
+    d.open(f"/process/{a.burn_pid}")
+    def container_rows():
+        dd = {e.get_attribute("data-prop"): e.text for e in d.find("#props dd")}
+        return dd if "Container" in dd else None
+    dd = wait_for(container_rows, "the burner's process page to show its container")
+    ct = d.api(f"/api/process?pid={a.burn_pid}")["container"]
+    check(ct.get("container.id") == a.burn_container, f"the JSON API has the burner's container.id ({ct})")
+    check(a.burn_runtime in dd["Container"] and a.burn_container[:12] in dd["Container"],
+          f"the Container row names {a.burn_runtime} and {a.burn_container[:12]} (shows '{dd['Container']}')")
+    check(a.burn_pod in dd.get("Pod", ""), f"the Pod row shows the pod uid {a.burn_pod} (shows '{dd.get('Pod')}')")
+    d.shot("process-container")
+    d.collect_console("container process page")
+
     # Hotspots: the burner's hot function, the flame graph, the download.
     d.open(f"/hotspots/{a.burn_pid}")
     def top():
@@ -253,6 +268,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--leak-group"); p.add_argument("--leak-pid", type=int); p.add_argument("--leak-version")
     p.add_argument("--burn-group"); p.add_argument("--burn-pid", type=int); p.add_argument("--burn-version")
+    p.add_argument("--burn-container", default=""); p.add_argument("--burn-runtime", default=""); p.add_argument("--burn-pod", default="")
     p.add_argument("--hot-function", default="main.hotA")
     p.add_argument("--groups", type=int, default=100)
     p.add_argument("--pid", type=int)
