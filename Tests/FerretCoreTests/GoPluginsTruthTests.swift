@@ -95,7 +95,8 @@ final class GoPluginsTruthTests: XCTestCase {
     /// Returns a summary line.
     static func compare(_ srv: TruthServer, isStatic: Bool, tag: String, agent: TestSupport.AgentProcess) throws -> String {
         var last = ""
-        for _ in 0..<8 {
+        var retaken = 0
+        for _ in 0..<10 {
             let t1 = try srv.truth()
             let after = (t1.raw["time_unix_nano"] as? NSNumber)?.uint64Value ?? 0
             let base = agent.lines().count
@@ -130,12 +131,23 @@ final class GoPluginsTruthTests: XCTestCase {
             for e in Self.exact {
                 XCTAssertEqual(points[e.metric], e.truth(t2), "\(tag): \(e.metric) exact")
             }
-            for c in Self.close {
+            // "Held still" allows 256 KiB between the two truths, and memory can move
+            // and come back between them (a GC shrinks stacks into HeapIdle, the next
+            // request grows them again). A memory figure outside the truths' range
+            // is retaken, twice at most; a reader that is wrong is wrong every time.
+            let off = Self.close.compactMap { c -> String? in
                 let a = Double(t1.memstats[c.memstat] ?? 0), b = Double(t2.memstats[c.memstat] ?? 0)
                 let v = points[c.metric]!
                 let lo = min(a, b) * (1 - c.tolerance), hi = max(a, b) * (1 + c.tolerance)
-                XCTAssertTrue(v >= lo - 1 && v <= hi + 1, "\(tag): \(c.metric) \(v) vs \(c.memstat) \(a)…\(b) ±\(Int(c.tolerance * 100))%")
+                return v >= lo - 1 && v <= hi + 1 ? nil : "\(tag): \(c.metric) \(v) vs \(c.memstat) \(a)…\(b) ±\(Int(c.tolerance * 100))%"
             }
+            if !off.isEmpty && retaken < 2 {
+                retaken += 1
+                print("\(tag): retaken, the memory moved between the truths: \(off.joined(separator: "; "))")
+                usleep(300_000)
+                continue
+            }
+            for o in off { XCTFail(o) }
             return "goroutines \(Int(points["go.goroutine.count"]!)) threads \(Int(points["process.thread.count"]!)) "
                 + "gc \(Int(points["go.gc.count"]!)) heap.used \(Int(points["go.memory.heap.used"]!))/\(t2.memstats["HeapInuse"] ?? 0) "
                 + "objects \(Int(points["go.memory.heap.objects"]!))/\(t2.memstats["HeapObjects"] ?? 0)"

@@ -117,4 +117,56 @@ final class PluginLoaderTests: XCTestCase {
         XCTAssertFalse(failing.passed, failing.text)
         XCTAssertTrue(failing.text.contains("FAIL  create: status 2: create_fails: refusing on purpose"), failing.text)
     }
+
+    /// A detach that arrives while the attach of the same pid is still queued or
+    /// running (a process that exits, or execs again, within the attach) goes
+    /// behind it: the plugin is told, and a new attach of the pid is not refused
+    /// as a duplicate. Found in CI: the tracer said "pid N is already traced".
+    func testDetachDuringAttachIsQueuedBehindIt() throws {
+        guard case .success(let plugin) = PluginRegistry.loadLibrary(try TestSupport.fixture("counter")) else {
+            return XCTFail("the counter fixture loads")
+        }
+        let sink = MemorySink()
+        let runner = SinkRunner(name: "memory", type: "memory", identity: "", sink: sink, buffer: 1 << 16, logger: logger)
+        let pipeline = Pipeline(queueSize: 1 << 16, sinks: [runner], logger: logger)
+        pipeline.start()
+        defer { pipeline.shutdown(timeout: 2) }
+        let root = YAMLNode(.mapping([]), mark: SourceMark(file: "<test>", line: 1, column: 1))
+        let config = CollectorConfig(plugin: plugin.name, mark: root.mark, json: "{\"attach_sleep_ms\":300}", node: root,
+                                     interval: .seconds(60), timeout: .seconds(5))
+        let inst = PluginInstance(plugin: plugin, rule: "r", config: config, pipeline: pipeline, fallback: Resource([]), logger: logger)
+        XCTAssertTrue(inst.create().ok)
+        defer { inst.shutdown() }
+        let me = ProcFS().facts(pid: getpid())!
+        var other = me
+        other.pid = getppid()
+        let done = DispatchGroup()
+        func attach(_ f: ProcessFacts) {
+            done.enter()
+            inst.attach(f, group: "g", resource: Resource.forProcess(f, group: "g", rule: "r", host: "localhost")) { r in
+                XCTAssertTrue(r.ok, r.message)
+                done.leave()
+            }
+        }
+        // Attach, detach at once, attach again (the exec case); and attach then
+        // detach at once (the exit case).
+        attach(me)
+        inst.detach(pid: me.pid)
+        attach(me)
+        attach(other)
+        inst.detach(pid: other.pid)
+        XCTAssertEqual(done.wait(timeout: .now() + 5), .success)
+        // The detach of `other` is queued after its attach; wait for it to run.
+        let deadline = Date().addingTimeInterval(5)
+        var events: [(String, Int64?)] = []
+        while Date() < deadline {
+            events = sink.signals.compactMap { if case .event(let e) = $0 { return (e.name, e.resource.pid) } else { return nil } }
+            if events.count >= 5 { break }
+            usleep(20_000)
+        }
+        let mine = events.filter { $0.1 == Int64(me.pid) }.map(\.0), others = events.filter { $0.1 == Int64(other.pid) }.map(\.0)
+        XCTAssertEqual(mine, ["counter.attached", "counter.detached", "counter.attached"], "\(events)")
+        XCTAssertEqual(others, ["counter.attached", "counter.detached"], "\(events)")
+        XCTAssertEqual(inst.attachedPids, [me.pid], "only the pid attached last stays attached")
+    }
 }

@@ -33,6 +33,11 @@ public final class PluginInstance: @unchecked Sendable {
     private var timeoutReported = false
     private var closed = false
     private var attached = Set<Int32>()
+    /// Attaches queued and not yet answered, by pid, with the number of the
+    /// request: a detach that arrives meanwhile is queued behind the attach (and
+    /// the plugin answers not-found when that attach failed), never dropped.
+    private var pendingAttach: [Int32: UInt64] = [:]
+    private var attachRequests: UInt64 = 0
 
     public let collects = Atomic<Int>(0)
     public let collectErrors = Atomic<Int>(0)
@@ -160,6 +165,11 @@ public final class PluginInstance: @unchecked Sendable {
         }
         // The mapping is set inside the job: a detach of the same pid queued
         // earlier (config reload) runs first and must not clear the new one.
+        cond.lock()
+        attachRequests += 1
+        let request = attachRequests
+        pendingAttach[p.pid] = request
+        cond.unlock()
         let ok = enqueue("attach") { [self] in
             guard let h = handle else { return }
             context.setTarget(p.pid, resource)
@@ -177,21 +187,31 @@ public final class PluginInstance: @unchecked Sendable {
             let msg = MessageBuffer()
             let st = attachFn(h, &t, &msg.buf)
             let r = PluginCallResult(status: st, message: msg.message, jsonPointer: nil)
-            if r.ok {
-                cond.lock(); attached.insert(p.pid); cond.unlock()
-            } else {
-                context.setTarget(p.pid, nil)
+            cond.lock()
+            // Still wanted: no detach (or newer attach) was requested meanwhile.
+            let current = pendingAttach[p.pid] == request
+            if current { pendingAttach.removeValue(forKey: p.pid) }
+            if r.ok && current { attached.insert(p.pid) }
+            cond.unlock()
+            if !r.ok {
+                if current { context.setTarget(p.pid, nil) }
                 if !r.unsupported { callErrors.add(1, ordering: .relaxed) }
             }
             done(r)
         }
-        if !ok { done(PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue), message: "instance is shut down")) }
+        if !ok {
+            cond.lock()
+            if pendingAttach[p.pid] == request { pendingAttach.removeValue(forKey: p.pid) }
+            cond.unlock()
+            done(PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue), message: "instance is shut down"))
+        }
     }
 
     /// Detaches a process (asynchronously).
     func detach(pid: Int32) {
         cond.lock()
-        let was = attached.remove(pid) != nil
+        // Attached, or an attach is queued or running: the detach goes behind it.
+        let was = attached.remove(pid) != nil || pendingAttach.removeValue(forKey: pid) != nil
         cond.unlock()
         guard was else { context.setTarget(pid, nil); return }
         let ok = enqueue("detach") { [self] in

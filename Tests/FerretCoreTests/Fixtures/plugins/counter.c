@@ -11,9 +11,13 @@
  *             - histogram "test.latency", unit "s", bounds {0.1, 1},
  *                         bucket_counts {1, 2, 3}, count 6, sum 2.5
  *           both with the STRING attribute "phase" = "collect".
- *   detach  forgets the pid; FERRET_E_NOT_FOUND for an unknown pid.
+ *           With `attach_sleep_ms`, attach first sleeps that long (for tests of
+ *           a detach that arrives while an attach runs).
+ *   detach  forgets the pid and emits "counter.detached" (pid = the pid);
+ *           FERRET_E_NOT_FOUND for an unknown pid.
  *
- * Config: { "sleep_ms": N }  (integer >= 0, default 0). Other keys are ignored.
+ * Config: { "sleep_ms": N, "attach_sleep_ms": N }  (integers >= 0, default 0).
+ * Other keys are ignored.
  *
  *   cc -shared -fPIC -I Sources/FerretPluginABI/include -o libcounter.so counter.c
  */
@@ -25,6 +29,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+static void ct_sleep_ms(int64_t ms) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
 
 #include "ferret_plugin.h"
 
@@ -124,6 +136,7 @@ typedef struct ct_instance {
     const ferret_host_api *api;
     ferret_host_ctx *host;
     int64_t sleep_ms;
+    int64_t attach_sleep_ms;
     uint64_t collects;
     ct_target *targets;
     size_t count, cap;
@@ -139,7 +152,8 @@ static int32_t ct_create(const ferret_create_args *args, void **instance, ferret
         ferret_msg_printf(err, "counter: out of memory");
         return FERRET_E_FAILED;
     }
-    if (cfg_int(args->config_json, "sleep_ms", 0, 0, 3600 * 1000, &in->sleep_ms, err) != 0) {
+    if (cfg_int(args->config_json, "sleep_ms", 0, 0, 3600 * 1000, &in->sleep_ms, err) != 0 ||
+        cfg_int(args->config_json, "attach_sleep_ms", 0, 0, 3600 * 1000, &in->attach_sleep_ms, err) != 0) {
         free(in);
         return FERRET_E_INVALID_CONFIG;
     }
@@ -158,6 +172,7 @@ static int32_t ct_attach(void *instance, const ferret_target *target, ferret_msg
     int blen;
     size_t i;
 
+    if (in->attach_sleep_ms > 0) ct_sleep_ms(in->attach_sleep_ms);
     for (i = 0; i < in->count; i++)
         if (in->targets[i].pid == target->pid) return FERRET_OK;
     if (in->count == in->cap) {
@@ -212,10 +227,16 @@ oom:
 static int32_t ct_detach(void *instance, int32_t pid, ferret_msg_buf *err) {
     ct_instance *in = instance;
     size_t i;
+    ferret_event ev;
     for (i = 0; i < in->count; i++) {
         if (in->targets[i].pid == pid) {
             free(in->targets[i].group);
             in->targets[i] = in->targets[--in->count];
+            FERRET_INIT(ferret_event, &ev);
+            ev.pid = pid;
+            ev.severity = FERRET_SEVERITY_INFO;
+            ev.name = ferret_str_c("counter.detached");
+            in->api->emit_events(in->host, &ev, 1);
             return FERRET_OK;
         }
     }
@@ -230,13 +251,7 @@ static int32_t ct_collect(void *instance, uint64_t now_unix_nano, ferret_msg_buf
     (void)now_unix_nano;
     (void)err;
 
-    if (in->sleep_ms > 0) {
-        struct timespec ts;
-        ts.tv_sec = (time_t)(in->sleep_ms / 1000);
-        ts.tv_nsec = (long)(in->sleep_ms % 1000) * 1000000L;
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-    }
+    if (in->sleep_ms > 0) ct_sleep_ms(in->sleep_ms);
     in->collects++;
     if (in->count == 0) return FERRET_OK;
 
