@@ -1,6 +1,17 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// The sink targets (Sources/Sinks/<Name>), each a folder with its README.md
+/// and sample.yaml beside the code.
+let sinkTargets = ["SinkConsole", "SinkJSONL", "SinkPprofDir", "SinkPrometheus", "SinkInfluxDB", "SinkOTLP", "SinkWebhook", "SinkDashboard"]
+/// The aggregator folders (Sources/Aggregators/<Name>).
+let aggregators = ["Window", "Rate", "Group", "GoroutineLeak", "Threshold", "Anomaly"]
+/// A component folder's documents, which are not sources.
+let docs = ["README.md", "sample.yaml"]
+func componentDocs(_ folders: [String], under prefix: String) -> [String] {
+    folders.flatMap { f in docs.map { "\(prefix)\(f)/\($0)" } }
+}
+
 let package = Package(
     name: "ferret",
     products: [
@@ -66,29 +77,71 @@ let package = Package(
         .target(
             name: "FerretPluginKit", dependencies: ["FerretPluginABI"],
             path: "Sources/FerretPluginKit"),
+        // The kernel: signals and their JSON form, config decoding, rules,
+        // discovery, the plugin host, the pipeline and the component protocols.
+        // No sink or aggregator lives here, and no HTTP or protobuf dependency.
         .target(
             name: "FerretCore",
             dependencies: [
-                "FerretPluginABI", "CYAML", "CLinuxSupport", "LinuxProcess", "GoIntrospection", "OTLP", "Pprof",
+                "FerretPluginABI", "CYAML", "CLinuxSupport", "LinuxProcess", "GoIntrospection",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/FerretCore"),
+        // The HTTP server the prometheus and dashboard sinks share (Hummingbird).
+        .target(
+            name: "FerretHTTPServer",
+            dependencies: [
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Sources/HTTPServer"),
+        // The delivery core of the network sinks (byte budget, batching, backoff).
+        .target(
+            name: "FerretDelivery",
+            dependencies: [
+                "FerretCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
-            path: "Sources/FerretCore",
-            // The dashboard sink's pages, served by the agent itself (no CDN).
-            resources: [
-                .embedInCode("Sinks/Dashboard/web/index.html"),
-                .embedInCode("Sinks/Dashboard/web/app.js"),
-                .embedInCode("Sinks/Dashboard/web/app.css"),
-            ]),
+            path: "Sources/Delivery"),
+        // Aggregators: a folder each (code, README.md, sample.yaml), helpers in Shared/.
+        .target(
+            name: "FerretAggregators",
+            dependencies: ["FerretCore", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "Sources/Aggregators", exclude: componentDocs(aggregators, under: "")),
+        // Sinks: one target and one folder each (code, README.md, sample.yaml).
+        .target(name: "SinkConsole", dependencies: ["FerretCore"], path: "Sources/Sinks/Console", exclude: docs),
+        .target(name: "SinkJSONL", dependencies: ["FerretCore"], path: "Sources/Sinks/JSONL", exclude: docs),
+        .target(name: "SinkPprofDir", dependencies: ["FerretCore", "Pprof"], path: "Sources/Sinks/PprofDir", exclude: docs),
+        .target(
+            name: "SinkPrometheus", dependencies: ["FerretCore", "FerretHTTPServer"],
+            path: "Sources/Sinks/Prometheus", exclude: docs),
+        .target(
+            name: "SinkInfluxDB", dependencies: ["FerretCore", "FerretDelivery"],
+            path: "Sources/Sinks/InfluxDB", exclude: docs),
+        .target(
+            name: "SinkOTLP", dependencies: ["FerretCore", "FerretDelivery", "OTLP"],
+            path: "Sources/Sinks/OTLP", exclude: docs),
+        .target(
+            name: "SinkWebhook", dependencies: ["FerretCore", "FerretDelivery"],
+            path: "Sources/Sinks/Webhook", exclude: docs),
+        .target(
+            name: "SinkDashboard", dependencies: ["FerretCore", "FerretHTTPServer", "Pprof"],
+            path: "Sources/Sinks/Dashboard", exclude: docs,
+            // The dashboard's pages, served by the agent itself (no CDN).
+            resources: [.embedInCode("web/index.html"), .embedInCode("web/app.js"), .embedInCode("web/app.css")]),
+        // The registry: every component the agent is built with, by config name.
+        .target(
+            name: "FerretComponents",
+            dependencies: ["FerretCore", "FerretAggregators"] + sinkTargets.map { .target(name: $0) },
+            path: "Sources/Components"),
         .executableTarget(
             name: "Host",
             dependencies: [
-                "FerretCore", "GoIntrospection", "LinuxProcess", "Pprof",
+                "FerretCore", "FerretComponents", "GoIntrospection", "LinuxProcess", "Pprof",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -125,16 +178,16 @@ let package = Package(
             path: "Sources/Plugins/HTTPTracer", exclude: ["README.md", "sample.yaml", "bpf"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
-            name: "PipelineBench", dependencies: ["FerretCore", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
+            name: "PipelineBench", dependencies: ["FerretCore", "SinkJSONL", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PipelineBench"),
         .executableTarget(
-            name: "AggregatorBench", dependencies: ["FerretCore"],
+            name: "AggregatorBench", dependencies: ["FerretCore", "FerretAggregators"],
             path: "bench/Sources/AggregatorBench"),
         .executableTarget(
             name: "IntrospectionBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/IntrospectionBench"),
         .executableTarget(
-            name: "PrometheusBench", dependencies: ["FerretCore", .product(name: "Logging", package: "swift-log")],
+            name: "PrometheusBench", dependencies: ["FerretCore", "SinkPrometheus", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PrometheusBench"),
         .executableTarget(
             name: "GoReaderBench", dependencies: ["GoIntrospection"],
@@ -143,13 +196,15 @@ let package = Package(
             name: "GlobalsLocateBench", dependencies: ["GoIntrospection"],
             path: "bench/Sources/GlobalsLocateBench"),
         .executableTarget(
-            name: "HistoryBench", dependencies: ["FerretCore"],
+            name: "HistoryBench", dependencies: ["FerretCore", "SinkDashboard"],
             path: "bench/Sources/HistoryBench"),
         // Test support shared by the test targets: Go toolchains and cached fixture
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),
         .testTarget(
-            name: "FerretCoreTests", dependencies: ["FerretCore", "FerretPluginKit", "GoTestSupport", "SchedulerPlugin", "Pprof"],
+            name: "FerretCoreTests",
+            dependencies: ["FerretCore", "FerretComponents", "FerretAggregators", "FerretDelivery", "FerretHTTPServer",
+                           "FerretPluginKit", "GoTestSupport", "SchedulerPlugin", "Pprof"] + sinkTargets.map { .target(name: $0) },
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
         .testTarget(

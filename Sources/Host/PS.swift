@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerretComponents
 import FerretCore
 import Foundation
 
@@ -18,7 +19,8 @@ struct PS: ParsableCommand {
     func run() throws {
         let config: AgentConfig
         do {
-            config = try AgentConfig.load(path: options.config, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+            config = try AgentConfig.load(path: options.config, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) },
+                                          components: FerretComponents.all)
         } catch {
             report(error)
             throw ExitCode(1)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerretComponents
 import FerretCore
 import Foundation
 import Logging
@@ -15,7 +16,7 @@ struct Plugins: ParsableCommand {
     func run() throws {
         let config: AgentConfig
         do {
-            config = try AgentConfig.load(path: options.config)
+            config = try AgentConfig.load(path: options.config, components: FerretComponents.all)
         } catch {
             report(error)
             throw ExitCode(1)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerretComponents
 import FerretCore
 import Foundation
 import LinuxProcess
@@ -90,7 +91,7 @@ struct ProfileCommand: ParsableCommand {
 
         let agent: Agent
         do {
-            agent = try Agent(configPath: dir + "/config.yaml", logger: logger)
+            agent = try Agent(configPath: dir + "/config.yaml", components: FerretComponents.all, logger: logger)
         } catch {
             report(error)
             throw ExitCode(1)

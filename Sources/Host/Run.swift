@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerretComponents
 import FerretCore
 import Foundation
 import Logging
@@ -30,7 +31,7 @@ struct Run: ParsableCommand {
         let logger = Logger(label: "ferret")
         let agent: Agent
         do {
-            agent = try Agent(configPath: options.config, logger: logger)
+            agent = try Agent(configPath: options.config, components: FerretComponents.all, logger: logger)
         } catch {
             report(error)
             throw ExitCode(1)

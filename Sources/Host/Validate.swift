@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerretComponents
 import FerretCore
 import Foundation
 
@@ -10,7 +11,8 @@ struct Validate: ParsableCommand {
 
     func run() throws {
         do {
-            let config = try AgentConfig.load(path: options.config, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+            let config = try AgentConfig.load(path: options.config, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) },
+                                          components: FerretComponents.all)
             for r in PluginRegistry.manifests(in: config.pluginPaths) where r.libraryPath == nil {
                 FileHandle.standardError.write(Data("warning: \(r.error ?? "")\n".utf8))
             }

@@ -1,3 +1,4 @@
+@testable import FerretAggregators
 @testable import FerretCore
 import Foundation
 import XCTest

@@ -1,3 +1,5 @@
+@testable import FerretAggregators
+@testable import FerretComponents
 @testable import FerretCore
 import Foundation
 import XCTest
@@ -310,7 +312,7 @@ final class AggregatorTests: XCTestCase {
     func config(_ aggregators: String) -> [String] {
         let yaml = "pipeline:\n  aggregators:\n" + aggregators
         do {
-            _ = try AgentConfig.parse(text: yaml, file: "config.yaml", knownPlugins: { _ in [] })
+            _ = try AgentConfig.parse(text: yaml, file: "config.yaml", knownPlugins: { _ in [] }, components: FerretComponents.all)
             return []
         } catch let e as ConfigErrors {
             return e.errors.map(\.description)
@@ -345,9 +347,9 @@ final class AggregatorTests: XCTestCase {
               metrics: ["go.gc.*"]
               z: 5
         """
-        let c = try AgentConfig.parse(text: yaml, file: "config.yaml", knownPlugins: { _ in [] })
+        let c = try AgentConfig.parse(text: yaml, file: "config.yaml", knownPlugins: { _ in [] }, components: FerretComponents.all)
         var errors: [ConfigError] = []
-        let chain = AggregatorRegistry.make(c.pipeline.aggregators, logger: .init(label: "t"), errors: &errors)
+        let chain = FerretComponents.all.makeAggregators(c.pipeline.aggregators, logger: .init(label: "t"), errors: &errors)
         XCTAssertEqual(errors, [])
         XCTAssertEqual(chain.map(\.type), ["rate", "window", "group", "goroutine_leak", "threshold", "anomaly"])
         let w = chain[1].aggregator as! WindowAggregator

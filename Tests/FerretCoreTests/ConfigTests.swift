@@ -1,3 +1,4 @@
+@testable import FerretComponents
 @testable import FerretCore
 import Foundation
 import XCTest
@@ -6,7 +7,7 @@ final class ConfigTests: XCTestCase {
     let plugins: Set<String> = ["scheduler", "heap", "fdcount"]
 
     func parse(_ yaml: String, env: [String: String] = [:]) throws -> AgentConfig {
-        try AgentConfig.parse(text: yaml, file: "config.yaml", knownPlugins: { _ in self.plugins }, environment: env)
+        try AgentConfig.parse(text: yaml, file: "config.yaml", knownPlugins: { _ in self.plugins }, components: FerretComponents.all, environment: env)
     }
 
     func errors(_ yaml: String, env: [String: String] = [:]) -> [String] {

@@ -2,6 +2,7 @@ import FerretCore
 import Foundation
 import GoTestSupport
 import Logging
+@testable import SinkDashboard
 import XCTest
 
 /// The dashboard in a real headless browser (issue #9 acceptance): Debian's

@@ -1,7 +1,9 @@
+@testable import FerretComponents
 @testable import FerretCore
 import Foundation
 import Logging
 import Pprof
+@testable import SinkDashboard
 import XCTest
 
 /// The dashboard sink's JSON API over real HTTP (issue #9): groups, series and
@@ -253,7 +255,7 @@ final class DashboardSinkTests: XCTestCase {
               listen: "nowhere"
               max_events: 3
         """
-        XCTAssertThrowsError(try AgentConfig.parse(text: yaml, file: "c.yaml")) { e in
+        XCTAssertThrowsError(try AgentConfig.parse(text: yaml, file: "c.yaml", components: FerretComponents.all)) { e in
             let text = "\(e)"
             XCTAssertTrue(text.contains("c.yaml:4:") && text.contains("invalid 'listen' address 'nowhere'"), text)
             XCTAssertTrue(text.contains("c.yaml:5:") && text.contains("'max_events'"), text)

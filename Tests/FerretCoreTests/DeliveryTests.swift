@@ -1,4 +1,5 @@
 import FerretCore
+@testable import FerretDelivery
 import Foundation
 import Logging
 import Synchronization

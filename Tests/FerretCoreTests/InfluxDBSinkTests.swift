@@ -1,6 +1,8 @@
 import FerretCore
+@testable import FerretDelivery
 import Foundation
 import Logging
+@testable import SinkInfluxDB
 import XCTest
 
 /// A real InfluxDB 1.6 (Debian's `influxdb`) on loopback, in a temporary

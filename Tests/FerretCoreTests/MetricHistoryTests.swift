@@ -1,4 +1,5 @@
 @testable import FerretCore
+@testable import SinkDashboard
 import XCTest
 
 /// The dashboard's in-memory history: raw points for an hour, one-minute

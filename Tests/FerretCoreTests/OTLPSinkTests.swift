@@ -1,6 +1,9 @@
+@testable import FerretComponents
 @testable import FerretCore
+@testable import FerretDelivery
 import Foundation
 import Logging
+@testable import SinkOTLP
 import XCTest
 
 /// The otlp sink against a real receiver: every request is decoded on the
@@ -245,12 +248,12 @@ final class OTLPSinkTests: XCTestCase {
             // Loading checks the sinks' values without starting them (what `ferret validate` runs).
             let config: AgentConfig
             do {
-                config = try AgentConfig.parse(text: "pipeline:\n  sinks:\n" + entry, file: "config.yaml", knownPlugins: { _ in [] }, environment: [:])
+                config = try AgentConfig.parse(text: "pipeline:\n  sinks:\n" + entry, file: "config.yaml", knownPlugins: { _ in [] }, components: FerretComponents.all, environment: [:])
             } catch let e as ConfigErrors {
                 return ([], e.errors.map(\.description))
             }
             var errors: [ConfigError] = []
-            let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: logger, errors: &errors)
+            let runners = FerretComponents.all.makeSinkRunners(config.pipeline.sinks, logger: logger, errors: &errors)
             XCTAssertEqual(errors.map(\.description), [], "what loads builds")
             return (runners, errors.map(\.description))
         }

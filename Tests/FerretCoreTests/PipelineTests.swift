@@ -1,6 +1,7 @@
 @testable import FerretCore
 import Foundation
 import Logging
+@testable import SinkJSONL
 import XCTest
 
 final class PipelineTests: XCTestCase {

@@ -1,6 +1,8 @@
+@testable import FerretComponents
 @testable import FerretCore
 import Foundation
 import Logging
+@testable import SinkPprofDir
 import XCTest
 
 /// The pprof_dir sink: files named by group, pid and start; the path recorded for
@@ -63,7 +65,7 @@ final class PprofDirSinkTests: XCTestCase {
             - type: pprof_dir
               max_age: 10 parsecs
         """
-        XCTAssertThrowsError(try AgentConfig.parse(text: yaml, file: "c.yaml")) { e in
+        XCTAssertThrowsError(try AgentConfig.parse(text: yaml, file: "c.yaml", components: FerretComponents.all)) { e in
             let text = "\(e)"
             XCTAssertTrue(text.contains("c.yaml:3:"), text)
             XCTAssertTrue(text.contains("path"), text)

@@ -1,6 +1,9 @@
+@testable import FerretComponents
 @testable import FerretCore
+@testable import FerretHTTPServer
 import Foundation
 import Logging
+@testable import SinkPrometheus
 import XCTest
 
 /// The prometheus sink without a Prometheus: naming, escaping, both exposition
@@ -334,9 +337,9 @@ final class PrometheusSinkTests: XCTestCase {
               name: second
               listen: 127.0.0.1:\(port)
         """
-        let config = try AgentConfig.parse(text: yaml, file: "c.yaml")
+        let config = try AgentConfig.parse(text: yaml, file: "c.yaml", components: FerretComponents.all)
         var errors: [ConfigError] = []
-        let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: Logger(label: "test"), errors: &errors)
+        let runners = FerretComponents.all.makeSinkRunners(config.pipeline.sinks, logger: Logger(label: "test"), errors: &errors)
         XCTAssertTrue(runners.isEmpty)
         let text = errors.map { "\($0)" }.joined(separator: "\n")
         XCTAssertTrue(text.contains("c.yaml:3:"), text)
@@ -375,23 +378,23 @@ final class PrometheusSinkTests: XCTestCase {
               expire_after: 10 parsecs
               colour: red
         """
-        XCTAssertThrowsError(try AgentConfig.parse(text: yaml, file: "c.yaml")) { e in
+        XCTAssertThrowsError(try AgentConfig.parse(text: yaml, file: "c.yaml", components: FerretComponents.all)) { e in
             XCTAssertTrue("\(e)".contains("c.yaml:7:"), "\(e)")
             XCTAssertTrue("\(e)".contains("unknown key 'colour'"), "\(e)")
         }
         // Loading checks the values without binding (what `ferret validate` runs).
-        XCTAssertThrowsError(try AgentConfig.parse(text: yaml.replacingOccurrences(of: "\n      colour: red", with: ""), file: "c.yaml")) { e in
+        XCTAssertThrowsError(try AgentConfig.parse(text: yaml.replacingOccurrences(of: "\n      colour: red", with: ""), file: "c.yaml", components: FerretComponents.all)) { e in
             let text = "\(e)"
             XCTAssertTrue(text.contains("c.yaml:4:") && text.contains("invalid 'listen' address 'nonsense'"), text)
             XCTAssertTrue(text.contains("c.yaml:5:") && text.contains("invalid 'path' 'metrics'"), text)
             XCTAssertTrue(text.contains("c.yaml:6:") && text.contains("expire_after"), text)
         }
 
-        XCTAssertEqual(PrometheusSink.parseListen(":9100")?.host, "0.0.0.0")
-        XCTAssertEqual(PrometheusSink.parseListen("[::1]:9100")?.host, "::1")
-        XCTAssertEqual(PrometheusSink.parseListen("localhost:80")?.port, 80)
-        XCTAssertNil(PrometheusSink.parseListen("::1:9100"))
-        XCTAssertNil(PrometheusSink.parseListen("127.0.0.1:70000"))
+        XCTAssertEqual(ListenAddress.parse(":9100")?.host, "0.0.0.0")
+        XCTAssertEqual(ListenAddress.parse("[::1]:9100")?.host, "::1")
+        XCTAssertEqual(ListenAddress.parse("localhost:80")?.port, 80)
+        XCTAssertNil(ListenAddress.parse("::1:9100"))
+        XCTAssertNil(ListenAddress.parse("127.0.0.1:70000"))
     }
 }
 

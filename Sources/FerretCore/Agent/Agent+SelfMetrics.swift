@@ -21,7 +21,7 @@ extension Agent {
             metric("ferret.sink.errors", .counter, "{error}", Double(s.errors.load(ordering: .relaxed)), a)
             metric("ferret.sink.queue.length", .gauge, "{signal}", Double(s.queued), a)
             // Network sinks: their delivery core's buffer, counters and health.
-            for h in (s.sink as? any DeliveringSink)?.deliveries.map(\.health) ?? [] {
+            for h in (s.sink as? any DeliveryReporting)?.deliveryHealth ?? [] {
                 metric("ferret.sink.delivery.accepted", .counter, "{signal}", Double(h.accepted), a)
                 metric("ferret.sink.delivery.delivered", .counter, "{signal}", Double(h.delivered), a)
                 metric("ferret.sink.delivery.dropped", .counter, "{signal}", Double(h.dropped), a)

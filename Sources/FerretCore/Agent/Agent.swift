@@ -11,6 +11,8 @@ public final class Agent: @unchecked Sendable {
     let procfs: ProcFS
     let control = DispatchQueue(label: "ferret.control")
     let registry: PluginRegistry
+    /// The sink and aggregator types this agent was built with.
+    public let components: Components
     public private(set) var config: AgentConfig
     var pipeline: Pipeline!
     /// The configured aggregator chain (kept across reloads when an entry is unchanged).
@@ -40,11 +42,13 @@ public final class Agent: @unchecked Sendable {
     /// Loads and validates the configuration; nothing runs yet. `host_proc` takes
     /// effect here, before anything (the plugins included) reads procfs; `procfs`
     /// defaults to a reader of that root.
-    public init(configPath: String, logger: Logger, procfs: ProcFS? = nil) throws {
+    public init(configPath: String, components: Components, logger: Logger, procfs: ProcFS? = nil) throws {
         self.configPath = configPath
+        self.components = components
         self.logger = logger
         self.registry = PluginRegistry(logger: logger)
-        config = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+        config = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) },
+                                     components: components)
         if let root = config.agent.hostProc, !HostProc.configure(root) {
             throw AgentStartError("\(configPath): 'host_proc' \(root) cannot take effect: this process already reads procfs at \(HostProc.path) (set \(HostProc.environmentVariable) before starting)")
         }
@@ -61,8 +65,8 @@ public final class Agent: @unchecked Sendable {
     /// Starts everything. Plugin and sink problems are logged and skipped.
     public func start() {
         var errors: [ConfigError] = []
-        let runners = SinkRegistry.makeRunners(config.pipeline.sinks, logger: logger, errors: &errors)
-        aggregators = AggregatorRegistry.make(config.pipeline.aggregators, logger: logger, errors: &errors)
+        let runners = components.makeSinkRunners(config.pipeline.sinks, logger: logger, errors: &errors)
+        aggregators = components.makeAggregators(config.pipeline.aggregators, logger: logger, errors: &errors)
         for e in errors { logger.error("\(e)") }
         pipeline = Pipeline(queueSize: config.pipeline.queueSize, aggregators: aggregators.map(\.aggregator),
                             sinks: runners, logger: logger)
@@ -121,7 +125,8 @@ public final class Agent: @unchecked Sendable {
     public func reload() -> Bool {
         let newConfig: AgentConfig
         do {
-            newConfig = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) })
+            newConfig = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) },
+                                     components: components)
         } catch {
             reloadFailures.add(1, ordering: .relaxed)
             logger.error("reload: the new configuration is invalid; keeping the old one:\n\(error)")
@@ -135,8 +140,8 @@ public final class Agent: @unchecked Sendable {
             config = newConfig
             matcher = RuleMatcher(rules: newConfig.rules)
             var errors: [ConfigError] = []
-            let runners = SinkRegistry.makeRunners(newConfig.pipeline.sinks, logger: logger, reuse: pipeline.sinks, errors: &errors)
-            aggregators = AggregatorRegistry.make(newConfig.pipeline.aggregators, logger: logger, reuse: aggregators, errors: &errors)
+            let runners = components.makeSinkRunners(newConfig.pipeline.sinks, logger: logger, reuse: pipeline.sinks, errors: &errors)
+            aggregators = components.makeAggregators(newConfig.pipeline.aggregators, logger: logger, reuse: aggregators, errors: &errors)
             for e in errors { logger.error("\(e)") }
             pipeline.replaceAggregators(aggregators.map(\.aggregator))
             pipeline.replaceSinks(runners)

@@ -108,8 +108,7 @@ extension AgentConfig {
     ///   naming anything else are errors.
     /// - Parameter sinkKeys: allowed keys per sink type (nil = skip sink checks).
     public static func load(path: String, knownPlugins: ((AgentConfig.Partial) -> Set<String>)? = nil,
-                            sinkTypes: [String: [String]] = SinkRegistry.allowedKeys,
-                            aggregatorTypes: [String: [String]] = AggregatorRegistry.allowedKeys,
+                            components: Components,
                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConfig {
         let text: String
         do {
@@ -118,8 +117,7 @@ extension AgentConfig {
             throw ConfigErrors([ConfigError(mark: SourceMark(file: path, line: 1, column: 1),
                                             "cannot read configuration: \(error.localizedDescription)")])
         }
-        return try parse(text: text, file: path, knownPlugins: knownPlugins, sinkTypes: sinkTypes,
-                         aggregatorTypes: aggregatorTypes, environment: environment)
+        return try parse(text: text, file: path, knownPlugins: knownPlugins, components: components, environment: environment)
     }
 
     /// What is known before collectors are checked: enough to find plugins.
@@ -128,8 +126,7 @@ extension AgentConfig {
     }
 
     public static func parse(text: String, file: String, knownPlugins: ((Partial) -> Set<String>)? = nil,
-                             sinkTypes: [String: [String]] = SinkRegistry.allowedKeys,
-                             aggregatorTypes: [String: [String]] = AggregatorRegistry.allowedKeys,
+                             components: Components,
                              environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConfig {
         let root: YAMLNode
         do {
@@ -162,7 +159,7 @@ extension AgentConfig {
         for (key, _, value) in top {
             switch key {
             case "rules": config.rules = decodeRules(value, d, config.agent, plugins)
-            case "pipeline": config.pipeline = decodePipeline(value, d, sinkTypes, aggregatorTypes)
+            case "pipeline": config.pipeline = decodePipeline(value, d, components)
             default: break
             }
         }
@@ -346,21 +343,21 @@ extension AgentConfig {
         return out
     }
 
-    private static func decodePipeline(_ node: YAMLNode, _ d: ConfigDecoder, _ sinkTypes: [String: [String]],
-                                       _ aggregatorTypes: [String: [String]]) -> PipelineConfig {
+    private static func decodePipeline(_ node: YAMLNode, _ d: ConfigDecoder, _ components: Components) -> PipelineConfig {
         var p = PipelineConfig()
         for (k, _, v) in d.mapping(node, "'pipeline'", context: "in 'pipeline'", allowed: ["queue_size", "aggregators", "sinks"]) ?? [] {
             switch k {
             case "queue_size": p.queueSize = d.int(v, "'queue_size'", context: "in 'pipeline'", range: 16...16_777_216) ?? p.queueSize
             case "aggregators":
-                p.aggregators = decodeComponents(v, d, "aggregator", aggregatorTypes)
+                p.aggregators = decodeComponents(v, d, "aggregator", components.aggregatorKeys,
+                                                 required: components.aggregators.mapValues(\.required))
                 // Building an aggregator has no side effects: do it now so that bad
                 // values (a rule's syntax, a range) fail validation and reloads.
-                ComponentCheck.validate(p.aggregators, AggregatorRegistry.types, what: "aggregator", d)
+                ComponentCheck.validate(p.aggregators, components.aggregators, what: "aggregator", d)
             case "sinks":
-                p.sinks = decodeComponents(v, d, "sink", sinkTypes)
+                p.sinks = decodeComponents(v, d, "sink", components.sinkKeys, required: components.sinks.mapValues(\.required))
                 // Sinks check their values without starting (no port is bound here).
-                ComponentCheck.validate(p.sinks, SinkRegistry.types, what: "sink", d)
+                ComponentCheck.validate(p.sinks, components.sinks, what: "sink", d)
                 for s in p.sinks {
                     if let b = s.node["buffer"] { _ = d.int(b, "'buffer'", context: "in sink '\(s.name)'", range: 16...16_777_216) }
                 }
@@ -371,7 +368,7 @@ extension AgentConfig {
     }
 
     private static func decodeComponents(_ node: YAMLNode, _ d: ConfigDecoder, _ what: String,
-                                         _ types: [String: [String]]) -> [ComponentConfig] {
+                                         _ types: [String: [String]], required requiredKeys: [String: [String]]) -> [ComponentConfig] {
         var out: [ComponentConfig] = []
         var names = Set<String>()
         for (i, item) in (d.sequence(node, "'\(what)s'", context: "in 'pipeline'") ?? []).enumerated() {
@@ -390,7 +387,6 @@ extension AgentConfig {
             for (k, km, _) in pairs where !(["type", "name"] + allowed).contains(k) {
                 d.fail(km, "unknown key '\(k)' \(ctx)" + Spelling.hint(for: k, among: allowed))
             }
-            let requiredKeys = what == "sink" ? SinkRegistry.requiredKeys : AggregatorRegistry.requiredKeys
             for required in requiredKeys[type] ?? [] where !pairs.contains(where: { $0.key == required }) {
                 d.fail(item.mark, "\(what) '\(type)' needs '\(required)'")
             }

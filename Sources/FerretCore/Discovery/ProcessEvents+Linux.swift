@@ -25,7 +25,7 @@ public final class ProcessEventWatcher: @unchecked Sendable {
     public init() throws {
         let r = ferret_cn_proc_open()
         guard r >= 0 else {
-            throw SinkError("netlink process connector unavailable: \(String(cString: strerror(-r)))")
+            throw AgentStartError("netlink process connector unavailable: \(String(cString: strerror(-r)))")
         }
         fd = r
     }

@@ -92,8 +92,8 @@ public final class SinkRunner: @unchecked Sendable {
         }
         try? sink.flush()
         sink.close()
-        if let d = sink as? any DeliveringSink {
-            for h in d.deliveries.map(\.health) {
+        if let d = sink as? any DeliveryReporting {
+            for h in d.deliveryHealth {
                 logger.info("sink '\(name)' (\(type)) closed: accepted \(h.accepted), delivered \(h.delivered), dropped \(h.dropped), rejected \(h.rejected) signal(s) in \(h.requests) request(s), \(h.failures) failed")
             }
         }

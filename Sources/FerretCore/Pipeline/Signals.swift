@@ -7,7 +7,7 @@ public enum AttributeValue: Sendable, Hashable {
 }
 
 /// Lower-case hex of trace and span ids.
-func hexString(_ bytes: [UInt8]) -> String {
+public func hexString(_ bytes: [UInt8]) -> String {
     let digits = Array("0123456789abcdef".utf8)
     var out = [UInt8]()
     out.reserveCapacity(bytes.count * 2)

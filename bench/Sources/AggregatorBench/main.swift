@@ -10,6 +10,7 @@
 // with p50, p90, p99 and p999.
 //
 // Usage: AggregatorBench [points per run, default 20,000,000]
+import FerretAggregators
 import FerretCore
 import Foundation
 

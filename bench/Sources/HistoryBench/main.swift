@@ -3,6 +3,7 @@
 // pages make. Usage: HistoryBench [SERIES] [SECONDS]
 import FerretCore
 import Foundation
+import SinkDashboard
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 func rssBytes() -> Int {

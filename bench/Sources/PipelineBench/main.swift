@@ -9,6 +9,8 @@ import FerretCore
 import FerretPluginABI
 import Foundation
 import Logging
+import SinkJSONL
+import Synchronization
 
 let total = Int(CommandLine.arguments.dropFirst().first ?? "") ?? 5_000_000
 let batchSize = 1000

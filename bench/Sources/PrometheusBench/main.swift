@@ -15,6 +15,7 @@
 import FerretCore
 import Foundation
 import Logging
+import SinkPrometheus
 import Synchronization
 
 var argv = Array(CommandLine.arguments.dropFirst())

@@ -1,0 +1,36 @@
+import FerretAggregators
+import FerretCore
+import SinkConsole
+import SinkDashboard
+import SinkInfluxDB
+import SinkJSONL
+import SinkOTLP
+import SinkPprofDir
+import SinkPrometheus
+import SinkWebhook
+
+/// Every pipeline component the agent is built with, by the name configs use
+/// (like Telegraf's `plugins/outputs/all`). Adding a component is a folder
+/// under Sources/Sinks or Sources/Aggregators, its target in Package.swift and
+/// one line here (docs/adding-a-sink.md).
+public enum FerretComponents {
+    public static let all = Components(
+        sinks: [
+            "console": ConsoleSink.sinkType,
+            "jsonl": JSONLSink.sinkType,
+            "pprof_dir": PprofDirSink.sinkType,
+            "influxdb": InfluxDBSink.sinkType,
+            "webhook": WebhookSink.sinkType,
+            "otlp": OTLPSink.sinkType,
+            "prometheus": PrometheusSink.sinkType,
+            "dashboard": DashboardSink.sinkType,
+        ],
+        aggregators: [
+            "window": WindowAggregator.aggregatorType,
+            "rate": RateAggregator.aggregatorType,
+            "group": GroupAggregator.aggregatorType,
+            "goroutine_leak": GoroutineLeakDetector.aggregatorType,
+            "threshold": ThresholdAggregator.aggregatorType,
+            "anomaly": AnomalyDetector.aggregatorType,
+        ])
+}
