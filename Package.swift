@@ -106,7 +106,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            path: "Sources/Delivery"),
+            path: "Sources/Delivery", exclude: docs),
         // Aggregators: a folder each (code, README.md, sample.yaml), helpers in Shared/.
         .target(
             name: "FerretAggregators",

@@ -28,7 +28,7 @@ struct Status: ParsableCommand {
             data = try Self.get(endpoint)
         } catch {
             printError("ferret status: cannot reach the dashboard at \(base): \(error)\n"
-                + "(is `ferret run` running with a `dashboard` sink? see docs/sinks/dashboard.md)")
+                + "(is `ferret run` running with a `dashboard` sink? see Sources/Sinks/Dashboard/README.md)")
             throw ExitCode(1)
         }
         if json {

@@ -4,7 +4,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// The dashboard's pages and JSON API (GET only; docs/sinks/dashboard.md):
+/// The dashboard's pages and JSON API (GET only; README.md in this folder):
 /// - `/`, `/app.js`, `/app.css`: the pages, embedded in the agent (no CDN);
 /// - `/api/overview`: process groups with instances, rule, Go versions,
 ///   linkage, health and the alerts firing; `/api/alerts`;

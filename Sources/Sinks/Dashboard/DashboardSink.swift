@@ -9,7 +9,7 @@ import Synchronization
 /// `dashboard`: keeps recent history in memory (``DashboardState``) and serves
 /// it on `listen` (default 127.0.0.1:9465, loopback) as web pages and the JSON
 /// API behind them (``DashboardAPI``), on the same HTTP stack as the prometheus
-/// sink (``SinkHTTPServer``). Issue #9; documented in docs/sinks/dashboard.md.
+/// sink (``SinkHTTPServer``). Issue #9; documented in README.md in this folder.
 public final class DashboardSink: Sink, @unchecked Sendable {
     public static let keys = ["listen", "raw_span", "long_span", "max_bytes", "max_events", "max_traces", "max_routes"]
     public static let defaultListen = "127.0.0.1:9465"

@@ -1,6 +1,6 @@
 // Ferret dashboard: the pages behind the agent's `dashboard` sink (issue #9).
 // Plain JavaScript, no libraries: hash routes, SVG charts, a flame graph and a
-// span waterfall drawn here, data from the JSON API (docs/sinks/dashboard.md),
+// span waterfall drawn here, data from the JSON API (Sources/Sinks/Dashboard/README.md),
 // refreshed every 2 s while the tab is visible.
 "use strict";
 
