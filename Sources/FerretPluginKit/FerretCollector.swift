@@ -22,6 +22,10 @@ public enum CollectionMode: Sendable {
 ///   `.dropped` when the host's queue is full.
 /// - Throwing is how you report failure: no Swift error crosses into C.
 public protocol FerretCollector: AnyObject {
+    /// The plugin's settings (`NoSettings` for none). Decode them in `init`
+    /// with `context.settings(Settings.self)`; the host's `ferret validate`
+    /// decodes and checks them the same way without making an instance.
+    associatedtype Settings: PluginSettings = NoSettings
     /// The plugin name; must equal the manifest's `name`.
     static var name: String { get }
     static var version: String { get }
@@ -92,6 +96,13 @@ public struct PluginContext: @unchecked Sendable {
     public var interval: Duration
     public var emit: Emitter
 
+    public init(instanceName: String, configJSON: String, interval: Duration, emit: Emitter) {
+        self.instanceName = instanceName
+        self.configJSON = configJSON
+        self.interval = interval
+        self.emit = emit
+    }
+
     /// The configuration as a JSON object.
     public func configObject() throws -> [String: Any] {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(configJSON.utf8)) as? [String: Any] else {
@@ -111,12 +122,25 @@ public struct PluginContext: @unchecked Sendable {
     public func decodeConfig<C: Decodable>(_ type: C.Type) throws -> C {
         do {
             return try JSONDecoder().decode(C.self, from: Data(configJSON.utf8))
-        } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.valueNotFound(_, ctx) {
-            throw PluginError.invalidConfig(ctx.debugDescription, path: pointer(ctx.codingPath))
+        } catch let DecodingError.typeMismatch(type, ctx), let DecodingError.valueNotFound(type, ctx) {
+            let key = ctx.codingPath.last.map { "'\($0.stringValue)'" } ?? "the configuration"
+            throw PluginError.invalidConfig("\(key) must be \(Self.expected(type)); \(ctx.debugDescription)", path: pointer(ctx.codingPath))
         } catch let DecodingError.keyNotFound(key, ctx) {
             throw PluginError.invalidConfig("missing key '\(key.stringValue)'", path: pointer(ctx.codingPath))
         } catch let DecodingError.dataCorrupted(ctx) {
             throw PluginError.invalidConfig(ctx.debugDescription, path: pointer(ctx.codingPath))
+        }
+    }
+
+    private static func expected(_ type: Any.Type) -> String {
+        switch type {
+        case is Bool.Type: "true or false"
+        case is Int.Type, is Int64.Type, is UInt64.Type, is Int32.Type, is UInt32.Type: "an integer"
+        case is Double.Type, is Float.Type: "a number"
+        case is String.Type: "a string"
+        case is [Any].Type: "a list"
+        case is [String: Any].Type: "a mapping"
+        default: "a \(type)"
         }
     }
 

@@ -7,6 +7,8 @@ public enum FerretExport {
     nonisolated(unsafe) static var hostAPI: UnsafePointer<ferret_host_api>?
     nonisolated(unsafe) static var descriptor: UnsafeMutablePointer<ferret_plugin_descriptor>?
     nonisolated(unsafe) static var strings: [UnsafeMutablePointer<CChar>] = []
+    /// Decodes and checks a configuration as `T.Settings` (set by `entry`).
+    nonisolated(unsafe) static var validator: ((PluginContext) throws -> Void)?
     private static let lock = NSLock()
 
     /// Call from your `@_cdecl("ferret_plugin_entry")` function. Returns the
@@ -32,10 +34,12 @@ public enum FerretExport {
         d.pointee.description = permanent(T.summary)
         d.pointee.kind = UInt32(FERRET_KIND_COLLECTOR.rawValue)
         d.pointee.flags = T.mode == .pull ? FERRET_COLLECTOR_PULL : FERRET_COLLECTOR_PUSH
+        validator = { ctx in _ = try ctx.settings(T.Settings.self) }
         d.pointee.create = { args, out, err in FerretExport.create(args, out, err) }
+        d.pointee.validate = { args, err in FerretExport.validate(args, err) }
         d.pointee.attach = { inst, target, err in
             FerretExport.call(inst, err) { c in
-                guard let t = target?.pointee else { throw PluginError.failed("attach: target is NULL") }
+                guard let t = FerretExport.copyIn(target) else { throw PluginError.failed("attach: target is NULL") }
                 try c.attach(PluginTarget(pid: t.pid, startTimeTicks: t.start_time_ticks, exePath: string(t.exe_path),
                                           comm: string(t.comm), group: string(t.group), rule: string(t.rule),
                                           goVersion: t.flags & FERRET_TARGET_GO != 0 ? string(t.go_version) : nil,
@@ -56,9 +60,34 @@ public enum FerretExport {
 
     final class Box { let collector: any FerretCollector; init(_ c: any FerretCollector) { collector = c } }
 
+    /// A struct the host wrote, copied as its header says (an older host's
+    /// struct has fewer fields: the rest read as zero).
+    static func copyIn<T>(_ p: UnsafePointer<T>?) -> T? {
+        guard let p else { return nil }
+        let out = UnsafeMutablePointer<T>.allocate(capacity: 1)
+        defer { out.deallocate() }
+        ferret_copy(out, MemoryLayout<T>.size, p)
+        return out.pointee
+    }
+
+    static func validate(_ args: UnsafePointer<ferret_create_args>?, _ err: UnsafeMutablePointer<ferret_msg_buf>?) -> Int32 {
+        guard let a = copyIn(args), let validator, let api = a.api ?? hostAPI else {
+            write(err, "validate: missing arguments", nil)
+            return Int32(FERRET_E_FAILED.rawValue)
+        }
+        let ctx = PluginContext(instanceName: string(a.instance_name), configJSON: a.config_json.len == 0 ? "{}" : string(a.config_json),
+                                interval: .nanoseconds(Int64(a.interval_nano)), emit: Emitter(api: api, ctx: nil))
+        do {
+            try validator(ctx)
+            return Int32(FERRET_OK.rawValue)
+        } catch {
+            return status(error, err)
+        }
+    }
+
     static func create(_ args: UnsafePointer<ferret_create_args>?, _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                        _ err: UnsafeMutablePointer<ferret_msg_buf>?) -> Int32 {
-        guard let a = args?.pointee, let type = collectorType, let api = a.api ?? hostAPI else {
+        guard let a = copyIn(args), let type = collectorType, let api = a.api ?? hostAPI else {
             write(err, "create: missing arguments", nil)
             return Int32(FERRET_E_FAILED.rawValue)
         }

@@ -137,7 +137,7 @@ final class AgentTests: XCTestCase {
         // Line 13 col 9 is the 'reason' key the plugin pointed at with its JSON pointer.
         XCTAssertTrue(err.contains("\(dir)/config.yaml:13:9: plugin 'create_fails' ("), err)
         XCTAssertTrue(err.contains("refused its configuration in rule 'naps': create_fails: refusing on purpose"), err)
-        XCTAssertTrue(err.contains("plugin ABI 99.0 is incompatible with host ABI 1.0"), err)
+        XCTAssertTrue(err.contains("plugin ABI 99.1 is incompatible with host ABI 1.1"), err)
         XCTAssertTrue(err.contains("libno_entry.so: no entry symbol 'ferret_plugin_entry'"), err)
         XCTAssertTrue(err.contains("libjunk.so: cannot load library:"), err)
         XCTAssertEqual(agent.stop(), 0)

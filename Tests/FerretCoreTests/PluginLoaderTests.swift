@@ -1,4 +1,5 @@
 @testable import FerretCore
+import FerretPluginABI
 import Foundation
 import Logging
 import XCTest
@@ -31,7 +32,7 @@ final class PluginLoaderTests: XCTestCase {
         XCTAssertEqual(byName["fdcount"]?.plugin?.version, "1.0.0")
 
         let w = try XCTUnwrap(byName["wrong_abi"]?.error)
-        XCTAssertTrue(w.hasPrefix(wrong + ": plugin ABI 99.0 is incompatible with host ABI 1.0"), w)
+        XCTAssertTrue(w.hasPrefix(wrong + ": plugin ABI 99.1 is incompatible with host ABI 1.1"), w)
 
         let n = try XCTUnwrap(byName["no_entry"]?.error)
         XCTAssertTrue(n.hasPrefix(noEntry + ": no entry symbol 'ferret_plugin_entry'"), n)
@@ -101,13 +102,119 @@ final class PluginLoaderTests: XCTestCase {
         XCTAssertEqual(PluginRegistry.locate("libferret_procio.so", manifestDir: dir), TestSupport.productsDir + "/libferret_procio.so")
     }
 
-    func testConformanceOfExamplePlugins() throws {
+    /// Every plugin Ferret ships, and the C example, pass the conformance run,
+    /// validate (ABI 1.1) included.
+    func testConformanceOfEveryShippedPlugin() throws {
         let c = Conformance.run(library: try TestSupport.examplePlugin(), logger: logger)
         XCTAssertTrue(c.passed, c.text)
         XCTAssertTrue(c.text.contains("PASS  unknown config key"), c.text)
-        let swiftPlugin = Conformance.run(library: TestSupport.productsDir + "/libferret_procio.so", logger: logger)
-        XCTAssertTrue(swiftPlugin.passed, swiftPlugin.text)
-        XCTAssertTrue(swiftPlugin.text.contains("metric point(s)"), swiftPlugin.text)
+        XCTAssertTrue(c.text.contains("PASS  validate: accepts {}; refuses the unknown key"), c.text)
+        for name in ["procio", "scheduler", "heap", "cpu_profiler", "http_tracer"] {
+            // In the test process the tracer does not find its BPF object next to
+            // its library by itself (the agent does: HTTPTracerAgentTests); name it.
+            let json = name == "http_tracer" ? "{\"bpf_object\":\"\(TestSupport.productsDir)/http_tracer.bpf.o\"}" : "{}"
+            let r = Conformance.run(library: TestSupport.productsDir + "/libferret_\(name).so", configJSON: json, logger: logger)
+            XCTAssertTrue(r.passed, "\(name):\n\(r.text)")
+            XCTAssertTrue(r.text.contains("ABI 1.1"), "\(name):\n\(r.text)")
+            XCTAssertTrue(r.text.contains("PASS  validate: accepts \(json); refuses the unknown key"), "\(name):\n\(r.text)")
+        }
+        let procio = Conformance.run(library: TestSupport.productsDir + "/libferret_procio.so", logger: logger)
+        XCTAssertTrue(procio.text.contains("metric point(s)"), procio.text)
+    }
+
+    /// ABI 1.1 grows the descriptor (validate). A plugin built against the
+    /// saved 1.0 header (Fixtures/abi-1.0) declares the 1.0 struct_size: the
+    /// host copies what it declares into a zeroed descriptor, so validate reads
+    /// as NULL, and the plugin loads, runs and emits as before. The other way,
+    /// the 1.1 C example, declares the larger size and its validate is used.
+    func testPluginBuiltAgainstTheOneZeroHeaderRunsOnThisHost() throws {
+        let old = try TestSupport.compile(source: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/plugins/counter.c",
+                                          output: TestSupport.buildDir + "/libcounter_abi10.so",
+                                          headers: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/abi-1.0")
+        guard case .success(let p) = PluginRegistry.loadLibrary(old) else { return XCTFail("the 1.0 plugin loads") }
+        XCTAssertEqual(p.abiMinor, 0)
+        XCTAssertFalse(p.canValidate, "a 1.0 descriptor has no validate: the bytes past its struct_size are not read")
+        let r = Conformance.run(library: old, logger: logger)
+        XCTAssertTrue(r.passed, r.text)
+        XCTAssertTrue(r.text.contains("ABI 1.0"), r.text)
+        XCTAssertTrue(r.text.contains("WARN  validate: no validate function (ABI 1.0)"), r.text)
+        XCTAssertTrue(r.text.contains("metric point(s), 2 event(s)"), r.text)
+        // The saved header is the 1.0 contract: its descriptor is the frozen size.
+        let header = try String(contentsOfFile: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/abi-1.0/ferret_plugin.h", encoding: .utf8)
+        XCTAssertTrue(header.contains("#define FERRET_ABI_MINOR 0"))
+        XCTAssertFalse(header.contains("validate"))
+        XCTAssertEqual(Int(FERRET_SIZE_1_0_ferret_plugin_descriptor), 120)
+        XCTAssertGreaterThan(MemoryLayout<ferret_plugin_descriptor>.size, Int(FERRET_SIZE_1_0_ferret_plugin_descriptor))
+        guard case .success(let example) = PluginRegistry.loadLibrary(try TestSupport.examplePlugin()) else { return XCTFail("fdcount loads") }
+        XCTAssertEqual(example.abiMinor, 1)
+        XCTAssertTrue(example.canValidate)
+    }
+
+    /// `ferret validate` asks each plugin to check its own settings (ABI 1.1):
+    /// one wrong value per shipped plugin, each reported at its file:line:col,
+    /// and a 1.0 plugin is named as one that cannot check before it runs.
+    func testValidateRejectsAWrongSettingOfEveryShippedPlugin() throws {
+        let dir = TestSupport.tempDir("validate-plugins")
+        let manifests = dir + "/plugins.d"
+        try FileManager.default.createDirectory(atPath: manifests, withIntermediateDirectories: true)
+        var libraries = ["fdcount": try TestSupport.examplePlugin(),
+                         "counter": try TestSupport.compile(source: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/plugins/counter.c",
+                                                            output: TestSupport.buildDir + "/libcounter_abi10.so",
+                                                            headers: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/abi-1.0")]
+        for name in ["procio", "scheduler", "heap", "cpu_profiler", "http_tracer"] {
+            libraries[name] = TestSupport.productsDir + "/libferret_\(name).so"
+        }
+        for (name, lib) in libraries {
+            try "name: \(name)\nlibrary: \(lib)\nkind: collector\n".write(toFile: "\(manifests)/\(name).yaml", atomically: true, encoding: .utf8)
+        }
+        let config = dir + "/config.yaml"
+        let lines = [
+            "plugins: { paths: [plugins.d] }",                  // 1
+            "rules:",                                           // 2
+            "  - name: go",                                     // 3
+            "    match: { runtime: go }",                       // 4
+            "    collectors:",                                  // 5
+            "      scheduler:",                                 // 6
+            "        syscalls: \"yes\"",                        // 7
+            "      heap:",                                      // 8
+            "        pss_every: 0",                             // 9
+            "      cpu_profiler:",                              // 10
+            "        window: 10 minutes",                       // 11
+            "      http_tracer:",                               // 12
+            "        goroutine_parents: sometimes",             // 13
+            "      procio:",                                    // 14
+            "        include_char: true",                       // 15
+            "      fdcount:",                                   // 16
+            "        warn_above: -3",                           // 17
+            "      counter:",                                   // 18
+            "        sleep_ms: 0",                              // 19
+        ]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: config, atomically: true, encoding: .utf8)
+        let r = try TestSupport.run(TestSupport.ferret, ["validate", "--config", config])
+        XCTAssertEqual(r.status, 1, r.stdout + r.stderr)
+        let expected = [
+            ("7:9", "plugin 'scheduler'", "'syscalls' must be true or false"),
+            ("9:9", "plugin 'heap'", "pss_every must be at least 1"),
+            ("11:9", "plugin 'cpu_profiler'", "not a duration"),
+            ("13:9", "plugin 'http_tracer'", "goroutine_parents must be auto, newproc1 or off"),
+            ("15:9", "plugin 'procio'", "unknown key 'include_char'"),
+            ("17:9", "plugin 'fdcount'", "warn_above must be a non-negative integer"),
+        ]
+        for (at, who, what) in expected {
+            let line = r.stderr.split(separator: "\n").first { $0.contains("\(config):\(at): \(who)") }
+            XCTAssertNotNil(line, "\(who) at \(at):\n\(r.stderr)")
+            XCTAssertTrue(line?.contains(what) == true, "\(who): \(line ?? "")")
+        }
+        // Fixed, the same file is valid, and the 1.0 plugin is named as unchecked.
+        var fixed = lines
+        for (i, good) in [(6, "syscalls: true"), (8, "pss_every: 5"), (10, "window: 10s"), (12, "goroutine_parents: auto"),
+                          (14, "include_chars: true"), (16, "warn_above: 3")] {
+            fixed[i] = "        " + good
+        }
+        try (fixed.joined(separator: "\n") + "\n").write(toFile: config, atomically: true, encoding: .utf8)
+        let ok = try TestSupport.run(TestSupport.ferret, ["validate", "--config", config])
+        XCTAssertEqual(ok.status, 0, ok.stdout + ok.stderr)
+        XCTAssertTrue(ok.stderr.contains("note: plugin 'counter' has no validate function (ABI 1.0)"), ok.stderr)
     }
 
     func testConformanceFailsABrokenPlugin() throws {

@@ -53,12 +53,14 @@ enum TestSupport {
         try compile(source: repoRoot + "/Tests/FerretCoreTests/Fixtures/programs/\(name).c", output: buildDir + "/\(name)", shared: false)
     }
 
-    static func compile(source: String, output: String, shared: Bool = true) throws -> String {
+    /// Compiles a C source against ferret_plugin.h in `headers` (this tree's
+    /// header unless told: the ABI tests use a saved 1.0 copy).
+    static func compile(source: String, output: String, shared: Bool = true, headers: String = headerDir) throws -> String {
         compileLock.lock()
         defer { compileLock.unlock() }
         if FileManager.default.fileExists(atPath: output) { return output }
         let r = try run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror"] + (shared ? ["-shared", "-fPIC"] : []) + ["-pthread",
-                                        "-I", headerDir, "-o", output, source])
+                                        "-I", headers, "-o", output, source])
         guard r.status == 0 else { throw TestError("cc \(source) failed:\n\(r.stderr)") }
         return output
     }

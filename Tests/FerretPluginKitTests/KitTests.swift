@@ -35,6 +35,42 @@ final class KitTests: XCTestCase {
         }
     }
 
+    struct Checked: PluginSettings {
+        var depth: Int?
+        var every: DurationSetting?
+        enum CodingKeys: String, CodingKey, CaseIterable { case depth, every }
+        func check() throws {
+            if let d = depth, d < 1 { throw PluginError.invalidConfig("depth must be at least 1", path: "/depth") }
+        }
+    }
+
+    /// PluginSettings: the allowed keys come from CodingKeys, the values are
+    /// decoded, then checked; each error names its key's JSON pointer.
+    func testSettingsTakeKeysFromCodingKeysAndCheckValues() throws {
+        let s = try context("{\"depth\":2,\"every\":\"1m\"}").settings(Checked.self)
+        XCTAssertEqual(s.depth, 2)
+        XCTAssertEqual(s.every?.nanoseconds, 60_000_000_000)
+        XCTAssertEqual(try context("{\"every\":5}").settings(Checked.self).every?.nanoseconds, 5_000_000_000)
+        XCTAssertEqual(Checked.keyNames, ["depth", "every"])
+        let cases: [(String, String, String)] = [
+            ("{\"dept\":2}", "/dept", "unknown key 'dept'; allowed: depth, every"),
+            ("{\"depth\":0}", "/depth", "depth must be at least 1"),
+            ("{\"depth\":\"two\"}", "/depth", "'depth' must be an integer"),
+            ("{\"every\":\"soon\"}", "/every", "'soon' is not a duration"),
+        ]
+        for (json, pointer, message) in cases {
+            do {
+                _ = try context(json).settings(Checked.self)
+                XCTFail("\(json) is refused")
+            } catch PluginError.invalidConfig(let m, let path) {
+                XCTAssertEqual(path, pointer, json)
+                XCTAssertTrue(m.contains(message), "\(json): \(m)")
+            }
+        }
+        XCTAssertThrowsError(try context("{\"x\":1}").settings(NoSettings.self))
+        XCTAssertNoThrow(try context("{}").settings(NoSettings.self))
+    }
+
     func testErrorsBecomeStatusAndMessage() {
         let data = UnsafeMutablePointer<CChar>.allocate(capacity: 64)
         let path = UnsafeMutablePointer<CChar>.allocate(capacity: 16)

@@ -316,6 +316,15 @@ static int32_t fdc_create(const ferret_create_args *args, void **instance, ferre
     return FERRET_OK;
 }
 
+/* ABI 1.1: check a configuration without making an instance (`ferret
+ * validate` and config reloads call it). The same parser as create, on a
+ * scratch instance that owns nothing. */
+static int32_t fdc_validate(const ferret_create_args *args, ferret_msg_buf *err) {
+    fdc_instance scratch;
+    memset(&scratch, 0, sizeof scratch);
+    return fdc_parse_config(&scratch, args->config_json, err);
+}
+
 static int32_t fdc_attach(void *instance, const ferret_target *target, ferret_msg_buf *err) {
     fdc_instance *in = instance;
     size_t i;
@@ -471,6 +480,7 @@ static const ferret_plugin_descriptor fdc_descriptor = {
     .start = NULL, /* a pull collector has no start/stop */
     .stop = NULL,
     .destroy = fdc_destroy,
+    .validate = fdc_validate, /* ABI 1.1; a 1.0 host reads only up to destroy */
 };
 
 FERRET_EXPORT const ferret_plugin_descriptor *ferret_plugin_entry(

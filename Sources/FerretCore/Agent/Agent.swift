@@ -133,6 +133,16 @@ public final class Agent: @unchecked Sendable {
             submitEvent("ferret.reload.failed", .error, "configuration \(configPath) is invalid; the old configuration stays in force: \(error)")
             return false
         }
+        // The collectors' own settings, checked by their plugins before anything
+        // changes: a wrong one keeps the old configuration, as a YAML error does.
+        let (pluginErrors, _) = PluginRegistry.validateCollectors(newConfig, records: registry.load(paths: newConfig.pluginPaths))
+        if !pluginErrors.isEmpty {
+            let error = ConfigErrors(pluginErrors)
+            reloadFailures.add(1, ordering: .relaxed)
+            logger.error("reload: the new configuration is invalid; keeping the old one:\n\(error)")
+            submitEvent("ferret.reload.failed", .error, "configuration \(configPath) is invalid; the old configuration stays in force: \(error)")
+            return false
+        }
         if (newConfig.agent.hostProc ?? "/proc") != (config.agent.hostProc ?? "/proc") {
             logger.warning("reload: 'host_proc' changed to \(newConfig.agent.hostProc ?? "/proc"); procfs stays at \(HostProc.path) until the agent restarts")
         }

@@ -68,6 +68,25 @@ public enum Conformance {
         }
         probe.shutdown()
 
+        // ABI 1.1: validate checks a configuration without an instance. It must
+        // agree with create: accept the configuration under test, and refuse the
+        // unknown key create refused.
+        if plugin.canValidate {
+            let good = plugin.validate(config(configJSON), instanceName: "conformance/validate")
+            let bad = plugin.validate(config("{\"ferret_conformance_unknown_key\":1}"), instanceName: "conformance/validate")
+            if let good, !good.ok {
+                report.add(.fail, "validate", "refused the configuration create is given, \(configJSON): \(good.message)")
+            } else if let bad, bad.ok, !pr.ok {
+                report.add(.fail, "validate", "accepted {\"ferret_conformance_unknown_key\":1}, which create refuses")
+            } else if let bad, !bad.ok && bad.message.isEmpty {
+                report.add(.fail, "validate", "refused the unknown key (status \(bad.status)) but wrote no message")
+            } else {
+                report.add(.pass, "validate", "accepts \(configJSON); " + (bad?.ok == false ? "refuses the unknown key: \(bad!.message)" : "accepts the unknown key, as create does"))
+            }
+        } else {
+            report.add(.warn, "validate", "no validate function (ABI \(plugin.abiMajor).\(plugin.abiMinor)): `ferret validate` cannot check this plugin's settings")
+        }
+
         let inst = PluginInstance(plugin: plugin, rule: "conformance", config: config(configJSON), pipeline: pipeline,
                                   fallback: resource, logger: logger)
         let cr = inst.create()

@@ -126,11 +126,24 @@ public enum HostServices {
         guard stride >= minimum else {
             throw RecordError("struct_size \(stride) is smaller than the ABI 1.0 size \(minimum)")
         }
+        // A record smaller than this host's struct (an older minor) is read
+        // through a zeroed copy: the fields it does not have read as zero.
+        let short = stride < MemoryLayout<T>.size
+        let scratch = UnsafeMutablePointer<T>.allocate(capacity: short ? 1 : 0)
+        defer { scratch.deallocate() }
         for i in 0..<count {
-            let p = (raw + i * stride).assumingMemoryBound(to: T.self)
-            let h = UnsafeRawPointer(p).load(as: ferret_header.self)
+            let src = raw + i * stride
+            let h = src.load(as: ferret_header.self)
             guard h.abi_major == UInt16(FERRET_ABI_MAJOR) else { throw RecordError("record \(i) has abi_major \(h.abi_major)") }
-            try body(p)
+            guard Int(h.struct_size) == stride else {
+                throw RecordError("record \(i) has struct_size \(h.struct_size), the first has \(stride)")
+            }
+            if short {
+                ferret_copy(scratch, MemoryLayout<T>.size, src)
+                try body(UnsafePointer(scratch))
+            } else {
+                try body(src.assumingMemoryBound(to: T.self))
+            }
         }
     }
 
@@ -159,7 +172,7 @@ public enum HostServices {
     /// The frame every emit shares: find the instance, check the array,
     /// convert each record (stride from its header), then submit the batch,
     /// or refuse all of it with the first problem.
-    private static func submitRecords<T>(_ ctxp: OpaquePointer?, _ base: UnsafePointer<T>?, _ count: Int, what: String,
+    private static func submitRecords<T>(_ ctxp: OpaquePointer?, _ base: UnsafePointer<T>?, _ count: Int, what: String, minimum: Int32,
                                          _ convert: (UnsafePointer<T>, HostContext) throws(RecordError) -> Signal) -> Int32 {
         guard let ctx = lookup(ctxp) else { return Int32(FERRET_E_INVALID_ARGUMENT.rawValue) }
         guard count > 0 else { return Int32(FERRET_OK.rawValue) }
@@ -167,7 +180,7 @@ public enum HostServices {
         var out: [Signal] = []
         out.reserveCapacity(count)
         do throws(RecordError) {
-            try records(base, count, minimum: MemoryLayout<T>.size) { (p) throws(RecordError) in out.append(try convert(p, ctx)) }
+            try records(base, count, minimum: Int(minimum)) { (p) throws(RecordError) in out.append(try convert(p, ctx)) }
         } catch {
             return ctx.reject(error.reason)
         }
@@ -179,7 +192,7 @@ public enum HostServices {
         // Consecutive points usually share a pid: look its resource up once.
         var lastPid: Int32 = -1
         var lastResource: Resource?
-        return submitRecords(ctxp, points, count, what: "points") { (p, ctx) throws(RecordError) -> Signal in
+        return submitRecords(ctxp, points, count, what: "points", minimum: FERRET_SIZE_1_0_ferret_metric_point) { (p, ctx) throws(RecordError) -> Signal in
             let m = p.pointee
             let name = m.name.string
             guard !name.isEmpty else { throw RecordError("a metric point has an empty name") }
@@ -214,7 +227,7 @@ public enum HostServices {
     }
 
     static func emitSpans(_ ctxp: OpaquePointer?, _ spans: UnsafePointer<ferret_span>?, _ count: Int) -> Int32 {
-        submitRecords(ctxp, spans, count, what: "spans") { (p, ctx) throws(RecordError) -> Signal in
+        submitRecords(ctxp, spans, count, what: "spans", minimum: FERRET_SIZE_1_0_ferret_span) { (p, ctx) throws(RecordError) -> Signal in
             var s = p.pointee
             let trace = withUnsafeBytes(of: &s.trace_id) { Array($0) }
             let span = withUnsafeBytes(of: &s.span_id) { Array($0) }
@@ -236,7 +249,7 @@ public enum HostServices {
     }
 
     static func emitProfiles(_ ctxp: OpaquePointer?, _ profiles: UnsafePointer<ferret_profile>?, _ count: Int) -> Int32 {
-        submitRecords(ctxp, profiles, count, what: "profiles") { (p, ctx) throws(RecordError) -> Signal in
+        submitRecords(ctxp, profiles, count, what: "profiles", minimum: FERRET_SIZE_1_0_ferret_profile) { (p, ctx) throws(RecordError) -> Signal in
             let r = p.pointee
             guard r.data_len == 0 || r.data != nil else { throw RecordError("profile data is NULL") }
             guard r.data_len <= 256 << 20 else { throw RecordError("profile of \(r.data_len) bytes is over 256 MiB") }
@@ -249,7 +262,7 @@ public enum HostServices {
 
     static func emitEvents(_ ctxp: OpaquePointer?, _ events: UnsafePointer<ferret_event>?, _ count: Int) -> Int32 {
         let now = Clock.unixNanos()
-        return submitRecords(ctxp, events, count, what: "events") { (p, ctx) throws(RecordError) -> Signal in
+        return submitRecords(ctxp, events, count, what: "events", minimum: FERRET_SIZE_1_0_ferret_event) { (p, ctx) throws(RecordError) -> Signal in
             let e = p.pointee
             let name = e.name.string
             guard !name.isEmpty else { throw RecordError("an event has an empty name") }

@@ -192,10 +192,15 @@ public final class PluginRegistry: Sendable {
         guard Int32(h.abi_major) == FERRET_ABI_MAJOR else {
             return fail("plugin ABI \(h.abi_major).\(h.abi_minor) is incompatible with host ABI \(FERRET_ABI_MAJOR).\(FERRET_ABI_MINOR) (major versions differ; rebuild the plugin against this ferret_plugin.h)")
         }
-        guard Int(h.struct_size) >= MemoryLayout<ferret_plugin_descriptor>.size else {
-            return fail("descriptor struct_size \(h.struct_size) is smaller than ABI 1.0's \(MemoryLayout<ferret_plugin_descriptor>.size)")
+        guard Int(h.struct_size) >= Int(FERRET_SIZE_1_0_ferret_plugin_descriptor) else {
+            return fail("descriptor struct_size \(h.struct_size) is smaller than ABI 1.0's \(FERRET_SIZE_1_0_ferret_plugin_descriptor)")
         }
-        let desc = d.pointee
+        // The host's own copy: min(struct_size, sizeof) bytes, the rest zero, so
+        // a 1.0 descriptor reads as one whose later functions are NULL. Kept for
+        // the life of the process, as the library is.
+        let copy = UnsafeMutablePointer<ferret_plugin_descriptor>.allocate(capacity: 1)
+        ferret_copy(copy, MemoryLayout<ferret_plugin_descriptor>.size, d)
+        let desc = copy.pointee
         let name = desc.name.string
         guard !name.isEmpty else { return fail("the descriptor has an empty name") }
         guard desc.kind == UInt32(FERRET_KIND_COLLECTOR.rawValue) else {
@@ -209,6 +214,6 @@ public final class PluginRegistry: Sendable {
         if desc.flags & FERRET_COLLECTOR_PUSH != 0 && (desc.start == nil || desc.stop == nil) { return fail("a push collector must implement start and stop") }
         return .success(LoadedPlugin(name: name, version: desc.version.string, summary: desc.description.string,
                                      abiMajor: Int(h.abi_major), abiMinor: Int(h.abi_minor), flags: desc.flags,
-                                     libraryPath: path, descriptor: d))
+                                     libraryPath: path, descriptor: UnsafePointer(copy)))
     }
 }

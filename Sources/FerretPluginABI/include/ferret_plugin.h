@@ -1,5 +1,5 @@
 /*
- * ferret_plugin.h — the Ferret plugin ABI, version 1.
+ * ferret_plugin.h — the Ferret plugin ABI, version 1.1.
  *
  * This header is the whole contract between the `ferret` host and a plugin
  * library. A plugin needs nothing else: build it with
@@ -12,6 +12,12 @@
  *    struct_size}. Structs only ever grow at the end; a reader never touches a
  *    field that lies beyond the struct_size the writer declared. Use
  *    FERRET_INIT(type, ptr) to zero a struct and fill its header.
+ *  - The ABI 1.0 size of every record struct is frozen below as
+ *    FERRET_SIZE_1_0_<type> (checked by _Static_assert). A reader accepts any
+ *    struct_size of at least that, copies min(struct_size, sizeof) bytes into
+ *    a zeroed struct (FERRET_COPY), and reads a field added after 1.0 only
+ *    when FERRET_HAS_FIELD says the writer's struct holds it. So a 1.0 plugin
+ *    runs on a 1.1 host, and a 1.1 plugin on a 1.0 host, unchanged.
  *  - The two value types ferret_str and ferret_attr are frozen forever and
  *    carry no header.
  *  - A NULL function pointer means "not implemented".
@@ -81,8 +87,12 @@ extern "C" {
 /** Incremented when an existing field or function changes meaning; a host
  *  refuses a plugin whose major differs from its own. */
 #define FERRET_ABI_MAJOR 1
-/** Incremented when fields or functions are appended; compatible both ways. */
-#define FERRET_ABI_MINOR 0
+/** Incremented when fields or functions are appended; compatible both ways.
+ *  History:
+ *   1.0  the first stable contract.
+ *   1.1  ferret_plugin_descriptor.validate: check a configuration without
+ *        making an instance (`ferret validate` and reloads call it). */
+#define FERRET_ABI_MINOR 1
 
 /** The one symbol a plugin library exports (see ferret_plugin_entry_fn). */
 #define FERRET_PLUGIN_ENTRY_SYMBOL "ferret_plugin_entry"
@@ -115,6 +125,22 @@ typedef struct ferret_header {
  *  `field` of `type`: use before reading a field added in a later minor. */
 #define FERRET_HAS_FIELD(type, hdr, field) \
     ((size_t)(hdr).struct_size >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+/** Copy a struct another party wrote (`src`, which begins with a
+ *  ferret_header saying how large the writer's struct is) into `dst` of
+ *  `dst_size` bytes: min(struct_size, dst_size) bytes, the rest zero. Fields
+ *  the writer did not know read as zero (NULL functions). */
+static inline void ferret_copy(void *dst, size_t dst_size, const void *src) {
+    ferret_header h;
+    size_t n;
+    memcpy(&h, src, sizeof h);
+    n = (size_t)h.struct_size < dst_size ? (size_t)h.struct_size : dst_size;
+    memset(dst, 0, dst_size);
+    memcpy(dst, src, n);
+}
+
+/** ferret_copy for a `type`: FERRET_COPY(ferret_target, &mine, target). */
+#define FERRET_COPY(type, dst, src) ferret_copy((dst), sizeof(type), (src))
 
 /** A UTF-8 string: `len` bytes at `ptr`, not NUL-terminated by contract.
  *  {NULL, 0} is the empty string. Frozen value type (no header). */
@@ -413,7 +439,59 @@ typedef struct ferret_plugin_descriptor {
     int32_t (*stop)(void *instance, ferret_msg_buf *err);
     /** Free the instance. Called once, last. Returns nothing. */
     void (*destroy)(void *instance);
+
+    /* ---- added in 1.1 (read only when FERRET_HAS_FIELD says so) ---- */
+
+    /** Check a configuration without making an instance: decode
+     *  `args->config_json` and its values exactly as create would, and start
+     *  nothing (no threads, files, sockets, perf events or BPF). `args->host`
+     *  is NULL: emit nothing. FERRET_OK, or FERRET_E_INVALID_CONFIG with a
+     *  message (and the key's JSON pointer) in *err. NULL means the plugin
+     *  can check its configuration only in create. */
+    int32_t (*validate)(const ferret_create_args *args, ferret_msg_buf *err);
 } ferret_plugin_descriptor;
+
+/* ------------------------------------------------------------ frozen sizes */
+
+/** The sizes of the record structs in ABI 1.0 (LP64). A struct_size below
+ *  these is refused; anything above is a later minor's struct. */
+#define FERRET_SIZE_1_0_ferret_msg_buf 56
+#define FERRET_SIZE_1_0_ferret_metric_point 120
+#define FERRET_SIZE_1_0_ferret_span 120
+#define FERRET_SIZE_1_0_ferret_profile 88
+#define FERRET_SIZE_1_0_ferret_event 72
+#define FERRET_SIZE_1_0_ferret_host_api 64
+#define FERRET_SIZE_1_0_ferret_create_args 64
+#define FERRET_SIZE_1_0_ferret_target 104
+#define FERRET_SIZE_1_0_ferret_plugin_descriptor 120
+/** FERRET_SIZE_1_0(ferret_span) is FERRET_SIZE_1_0_ferret_span. */
+#define FERRET_SIZE_1_0(type) FERRET_SIZE_1_0_##type
+
+#ifdef __cplusplus
+#define FERRET_STATIC_ASSERT(c, m) static_assert(c, m)
+#else
+#define FERRET_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
+#if UINTPTR_MAX == 0xFFFFFFFFFFFFFFFFu
+/* The value types, frozen forever. */
+FERRET_STATIC_ASSERT(sizeof(ferret_header) == 8 && offsetof(ferret_header, struct_size) == 4, "ferret_header is frozen");
+FERRET_STATIC_ASSERT(sizeof(ferret_str) == 16 && offsetof(ferret_str, len) == 8, "ferret_str is frozen");
+FERRET_STATIC_ASSERT(sizeof(ferret_attr) == 40 && offsetof(ferret_attr, type) == 16 && offsetof(ferret_attr, value) == 24,
+                     "ferret_attr is frozen");
+/* The 1.0 part of every record struct: its last 1.0 field ends at the frozen size. */
+FERRET_STATIC_ASSERT(offsetof(ferret_msg_buf, path_len) + 8 == FERRET_SIZE_1_0_ferret_msg_buf, "ferret_msg_buf 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_metric_point, bucket_counts) + 8 == FERRET_SIZE_1_0_ferret_metric_point,
+                     "ferret_metric_point 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_span, attr_count) + 8 == FERRET_SIZE_1_0_ferret_span, "ferret_span 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_profile, attr_count) + 8 == FERRET_SIZE_1_0_ferret_profile, "ferret_profile 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_event, attr_count) + 8 == FERRET_SIZE_1_0_ferret_event, "ferret_event 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_host_api, monotonic_nano) + 8 == FERRET_SIZE_1_0_ferret_host_api, "ferret_host_api 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_create_args, interval_nano) + 8 == FERRET_SIZE_1_0_ferret_create_args,
+                     "ferret_create_args 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_target, go_version) + 16 == FERRET_SIZE_1_0_ferret_target, "ferret_target 1.0 layout");
+FERRET_STATIC_ASSERT(offsetof(ferret_plugin_descriptor, destroy) + 8 == FERRET_SIZE_1_0_ferret_plugin_descriptor,
+                     "ferret_plugin_descriptor 1.0 layout");
+#endif
 
 /** The entry function every plugin exports as FERRET_PLUGIN_ENTRY_SYMBOL.
  *  `host_abi_major`/`host_abi_minor` are the host's ABI version; `host` is

@@ -15,7 +15,7 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
     public static let summary = "always-on CPU profiles (pprof) of every attached process, Go-aware, with hotspots"
     public static let mode = CollectionMode.push
 
-    struct Settings {
+    struct Options {
         var frequency = 99
         var windowNanos: UInt64 = 10_000_000_000
         var kernelFrames = false
@@ -48,7 +48,7 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
     }
 
     private let emit: Emitter
-    private let settings: Settings
+    private let settings: Options
     /// Filled by the sampler's callbacks; emptied by the worker and detach.
     private let pending = Mutex([Int32: Pending]())
     /// The attached processes; guarded by `workLock`, which also serializes the
@@ -60,57 +60,71 @@ public final class CPUProfilerCollector: FerretCollector, @unchecked Sendable {
     private let running = Atomic<Bool>(false)
     private let workerDone = DispatchSemaphore(value: 0)
 
-    public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["frequency", "window", "kernel_frames", "hotspots", "top", "ring_pages", "stack_copy"])
-        let c = try context.configObject()
-        var s = Settings()
-        if let v = c["frequency"] {
-            guard let f = v as? Int, (1...1000).contains(f) else {
-                throw PluginError.invalidConfig("frequency must be an integer from 1 to 1000 (Hz), got \(v)", path: "/frequency")
+    /// The configuration keys as written (README.md, sample.yaml).
+    public struct Settings: PluginSettings {
+        var frequency: Int?
+        var window: DurationSetting?
+        var kernel_frames: Bool?
+        var hotspots: Bool?
+        var top: Int?
+        var ring_pages: Int?
+        var stack_copy: Int?
+
+        public enum CodingKeys: String, CodingKey, CaseIterable {
+            case frequency, window, kernel_frames, hotspots, top, ring_pages, stack_copy
+        }
+
+        /// The values in force: defaults filled in, every range checked.
+        func options() throws -> Options {
+            var o = Options()
+            if let f = frequency {
+                guard (1...1000).contains(f) else {
+                    throw PluginError.invalidConfig("frequency must be an integer from 1 to 1000 (Hz), got \(f)", path: "/frequency")
+                }
+                o.frequency = f
             }
-            s.frequency = f
-        }
-        if let v = c["window"] {
-            guard let n = ConfigValues.durationNanos(v), n >= 1_000_000_000 else {
-                throw PluginError.invalidConfig("window must be a duration of at least 1s (e.g. 10s, 1m), got \(v)", path: "/window")
+            if let w = window {
+                guard w.nanoseconds >= 1_000_000_000 else {
+                    throw PluginError.invalidConfig("window must be a duration of at least 1s (e.g. 10s, 1m)", path: "/window")
+                }
+                o.windowNanos = w.nanoseconds
             }
-            s.windowNanos = n
-        }
-        if let v = c["kernel_frames"] {
-            guard let b = v as? Bool else { throw PluginError.invalidConfig("kernel_frames must be true or false", path: "/kernel_frames") }
-            s.kernelFrames = b
-        }
-        if let v = c["hotspots"] {
-            guard let b = v as? Bool else { throw PluginError.invalidConfig("hotspots must be true or false", path: "/hotspots") }
-            s.hotspots = b
-        }
-        if let v = c["top"] {
-            guard let n = v as? Int, (1...100).contains(n) else { throw PluginError.invalidConfig("top must be 1 to 100", path: "/top") }
-            s.top = n
-        }
-        if let v = c["ring_pages"] {
-            guard let n = v as? Int, n >= 1, n <= 1024, n & (n - 1) == 0 else {
-                throw PluginError.invalidConfig("ring_pages must be a power of two from 1 to 1024", path: "/ring_pages")
+            if let b = kernel_frames { o.kernelFrames = b }
+            if let b = hotspots { o.hotspots = b }
+            if let n = top {
+                guard (1...100).contains(n) else { throw PluginError.invalidConfig("top must be 1 to 100, got \(n)", path: "/top") }
+                o.top = n
             }
-            s.ringPages = n
-        }
-        if let v = c["stack_copy"] {
-            guard let n = v as? Int, CPUSampler.stackBytesRange.contains(n), n % 8 == 0 else {
+            if let n = ring_pages {
+                guard n >= 1, n <= 1024, n & (n - 1) == 0 else {
+                    throw PluginError.invalidConfig("ring_pages must be a power of two from 1 to 1024, got \(n)", path: "/ring_pages")
+                }
+                o.ringPages = n
+            }
+            if let n = stack_copy {
+                guard CPUSampler.stackBytesRange.contains(n), n % 8 == 0 else {
+                    throw PluginError.invalidConfig(
+                        "stack_copy must be a multiple of 8 from 0 to \(CPUSampler.stackBytesRange.upperBound) (bytes; 0 turns it off), got \(n)",
+                        path: "/stack_copy")
+                }
+                #if !arch(x86_64)
+                if n > 0 { throw PluginError.invalidConfig("stack_copy is x86-64 only; set it to 0 here", path: "/stack_copy") }
+                #endif
+                o.stackCopy = n
+            }
+            if !CPUSampler.ringHoldsTwoSamples(ringPages: o.effectiveRingPages, stackBytes: o.stackCopy) {
                 throw PluginError.invalidConfig(
-                    "stack_copy must be a multiple of 8 from 0 to \(CPUSampler.stackBytesRange.upperBound) (bytes; 0 turns it off), got \(v)",
-                    path: "/stack_copy")
+                    "ring_pages \(o.effectiveRingPages) holds fewer than 2 samples with stack_copy \(o.stackCopy); raise ring_pages",
+                    path: "/ring_pages")
             }
-            #if !arch(x86_64)
-            if n > 0 { throw PluginError.invalidConfig("stack_copy is x86-64 only; set it to 0 here", path: "/stack_copy") }
-            #endif
-            s.stackCopy = n
+            return o
         }
-        if !CPUSampler.ringHoldsTwoSamples(ringPages: s.effectiveRingPages, stackBytes: s.stackCopy) {
-            throw PluginError.invalidConfig(
-                "ring_pages \(s.effectiveRingPages) holds fewer than 2 samples with stack_copy \(s.stackCopy); raise ring_pages",
-                path: "/ring_pages")
-        }
-        settings = s
+
+        public func check() throws { _ = try options() }
+    }
+
+    public init(context: PluginContext) throws {
+        settings = try context.settings(Settings.self).options()
         emit = context.emit
     }
 

@@ -16,7 +16,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
     public static let summary = "spans and RED metrics of Go net/http servers, from eBPF uprobes (no code change)"
     public static let mode = CollectionMode.push
 
-    struct Settings {
+    struct Options {
         var objectPath: String?
         var metricsIntervalNanos: UInt64 = 10_000_000_000
         var spans = true
@@ -24,7 +24,7 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
     }
 
     private let emit: Emitter
-    private let settings: Settings
+    private let settings: Options
     private var tracer: TracerBPF?
     private var clock = ClockConverter()
     /// Spans waiting for the flusher (filled on the ring thread).
@@ -36,33 +36,47 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
     private var flusher: Thread?
     private let droppedSpans = Atomic<UInt64>(0)
 
+    /// The configuration keys as written (README.md, sample.yaml).
+    public struct Settings: PluginSettings {
+        var bpf_object: String?
+        var metrics_interval: DurationSetting?
+        var spans: Bool?
+        var goroutine_parents: String?
+
+        public enum CodingKeys: String, CodingKey, CaseIterable {
+            case bpf_object, metrics_interval, spans, goroutine_parents
+        }
+
+        /// The values in force: defaults filled in, every value checked.
+        func options() throws -> Options {
+            var o = Options()
+            if let p = bpf_object {
+                guard !p.isEmpty else {
+                    throw PluginError.invalidConfig("bpf_object must be the path of http_tracer.bpf.o", path: "/bpf_object")
+                }
+                o.objectPath = p
+            }
+            if let m = metrics_interval {
+                guard m.nanoseconds >= 1_000_000_000 else {
+                    throw PluginError.invalidConfig("metrics_interval must be a duration of at least 1s (e.g. 10s)", path: "/metrics_interval")
+                }
+                o.metricsIntervalNanos = m.nanoseconds
+            }
+            if let b = spans { o.spans = b }
+            if let t = goroutine_parents {
+                guard let g = GoroutineParents(rawValue: t) else {
+                    throw PluginError.invalidConfig("goroutine_parents must be auto, newproc1 or off, got \(t)", path: "/goroutine_parents")
+                }
+                o.goroutineParents = g
+            }
+            return o
+        }
+
+        public func check() throws { _ = try options() }
+    }
+
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["bpf_object", "metrics_interval", "spans", "goroutine_parents"])
-        let c = try context.configObject()
-        var s = Settings()
-        if let v = c["bpf_object"] {
-            guard let p = v as? String, !p.isEmpty else {
-                throw PluginError.invalidConfig("bpf_object must be the path of http_tracer.bpf.o", path: "/bpf_object")
-            }
-            s.objectPath = p
-        }
-        if let v = c["metrics_interval"] {
-            guard let n = ConfigValues.durationNanos(v), n >= 1_000_000_000 else {
-                throw PluginError.invalidConfig("metrics_interval must be a duration of at least 1s (e.g. 10s), got \(v)", path: "/metrics_interval")
-            }
-            s.metricsIntervalNanos = n
-        }
-        if let v = c["spans"] {
-            guard let b = v as? Bool else { throw PluginError.invalidConfig("spans must be true or false", path: "/spans") }
-            s.spans = b
-        }
-        if let v = c["goroutine_parents"] {
-            guard let t = v as? String, let g = GoroutineParents(rawValue: t) else {
-                throw PluginError.invalidConfig("goroutine_parents must be auto, newproc1 or off, got \(v)", path: "/goroutine_parents")
-            }
-            s.goroutineParents = g
-        }
-        settings = s
+        settings = try context.settings(Settings.self).options()
         emit = context.emit
     }
 

@@ -31,22 +31,28 @@ public final class HeapCollector: FerretCollector {
     private let text = ProcText()
     private static let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
 
-    struct Settings: Decodable {
+    public struct Settings: PluginSettings {
         /// Read the Go runtime's heap state of Go processes (default true).
         var go_runtime: Bool?
         /// Read PSS from /proc/PID/smaps_rollup (default true).
         var pss: Bool?
         /// Read PSS every Nth collection (default 10): the kernel walks the page tables.
         var pss_every: Int?
+
+        public enum CodingKeys: String, CodingKey, CaseIterable { case go_runtime, pss, pss_every }
+
+        public func check() throws {
+            if let n = pss_every, n < 1 {
+                throw PluginError.invalidConfig("pss_every must be at least 1, got \(n)", path: "/pss_every")
+            }
+        }
     }
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["go_runtime", "pss", "pss_every"])
-        let s = try context.decodeConfig(Settings.self)
+        let s = try context.settings(Settings.self)
         includeGo = s.go_runtime ?? true
         includePSS = s.pss ?? true
         pssEvery = s.pss_every ?? 10
-        guard pssEvery >= 1 else { throw PluginError.invalidConfig("pss_every must be at least 1, got \(pssEvery)") }
         emit = context.emit
     }
 

@@ -12,9 +12,11 @@ public final class ProcIOCollector: FerretCollector {
     public static let version = "1.0.0"
     public static let summary = "Storage I/O bytes per process from /proc/PID/io"
 
-    struct Settings: Decodable {
+    public struct Settings: PluginSettings {
         /// Also emit process.io.chars: bytes passed through read/write syscalls (rchar/wchar).
         var include_chars: Bool?
+
+        public enum CodingKeys: String, CodingKey, CaseIterable { case include_chars }
     }
 
     private let emit: Emitter
@@ -23,8 +25,7 @@ public final class ProcIOCollector: FerretCollector {
     private var warned = Set<Int32>()
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["include_chars"])
-        includeChars = try context.decodeConfig(Settings.self).include_chars ?? false
+        includeChars = try context.settings(Settings.self).include_chars ?? false
         emit = context.emit
     }
 

@@ -24,16 +24,17 @@ public final class SchedulerCollector: FerretCollector {
     private var targets: [Int32: Target] = [:]
     private static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
-    struct Settings: Decodable {
+    public struct Settings: PluginSettings {
         /// Read the Go runtime's scheduler state of Go processes (default true).
         var go_runtime: Bool?
         /// Count system calls with a perf tracepoint (default true).
         var syscalls: Bool?
+
+        public enum CodingKeys: String, CodingKey, CaseIterable { case go_runtime, syscalls }
     }
 
     public init(context: PluginContext) throws {
-        try context.requireKnownKeys(["go_runtime", "syscalls"])
-        let settings = try context.decodeConfig(Settings.self)
+        let settings = try context.settings(Settings.self)
         includeGo = settings.go_runtime ?? true
         includeSyscalls = settings.syscalls ?? true
         emit = context.emit

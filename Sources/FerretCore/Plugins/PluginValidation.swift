@@ -1,0 +1,53 @@
+import FerretPluginABI
+import Foundation
+
+extension LoadedPlugin {
+    /// True when the plugin can check a configuration without making an
+    /// instance (ABI 1.1 `validate`).
+    public var canValidate: Bool { descriptor.pointee.validate != nil }
+
+    /// Asks the plugin to check `config` (ABI 1.1 `validate`: it decodes and
+    /// checks the values and starts nothing). nil when the plugin has no
+    /// `validate` (a 1.0 plugin checks its configuration only in create).
+    /// Runs on the calling thread.
+    public func validate(_ config: CollectorConfig, instanceName: String) -> PluginCallResult? {
+        guard let fn = descriptor.pointee.validate else { return nil }
+        let arena = CStringArena()
+        var args = ferret_create_args()
+        args.hdr = .current(ferret_create_args.self)
+        args.host = nil
+        args.api = HostServices.table
+        args.instance_name = arena.str(instanceName)
+        args.config_json = arena.str(config.json)
+        args.interval_nano = UInt64(config.interval.nanoseconds)
+        let msg = MessageBuffer()
+        let st = fn(&args, &msg.buf)
+        return PluginCallResult(status: st, message: msg.message, jsonPointer: msg.jsonPointer)
+    }
+}
+
+extension PluginRegistry {
+    /// Checks every collector's settings with its plugin (`validate`), before
+    /// anything is created. A refusal becomes a ConfigError at the key the
+    /// plugin named (its JSON pointer mapped to the YAML file:line:col), or at
+    /// the collector. Plugins that are not loaded are left to the loader's
+    /// own errors. Returns the errors and the plugins that cannot check.
+    public static func validateCollectors(_ config: AgentConfig, records: [PluginRecord]) -> (errors: [ConfigError], unchecked: [String]) {
+        var errors: [ConfigError] = []
+        var unchecked = Set<String>()
+        for rule in config.rules {
+            for c in rule.collectors {
+                guard let plugin = records.first(where: { $0.name == c.plugin })?.plugin else { continue }
+                guard let r = plugin.validate(c, instanceName: "\(rule.name)/\(c.plugin)") else {
+                    unchecked.insert(c.plugin)
+                    continue
+                }
+                if r.ok { continue }
+                let mark = r.jsonPointer.flatMap { c.node.keyMark(atJSONPointer: $0) } ?? c.mark
+                let why = r.message.isEmpty ? "validate failed with status \(r.status)" : r.message
+                errors.append(ConfigError(mark: mark, "plugin '\(c.plugin)' (\(plugin.libraryPath)) refuses its settings in rule '\(rule.name)': \(why)"))
+            }
+        }
+        return (errors, unchecked.sorted())
+    }
+}
