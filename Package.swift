@@ -1,15 +1,37 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
-/// The sink targets (Sources/Sinks/<Name>), each a folder with its README.md
-/// and sample.yaml beside the code.
-let sinkTargets = ["SinkConsole", "SinkJSONL", "SinkPprofDir", "SinkPrometheus", "SinkInfluxDB", "SinkOTLP", "SinkWebhook", "SinkDashboard"]
+/// The sinks: every folder under Sources/Sinks is a target named Sink<Folder>
+/// (its code, README.md and sample.yaml), so adding a sink is one folder plus
+/// its line in Sources/Components/All.swift (docs/adding-a-sink.md). Every
+/// sink depends on the kernel; those that need more say so here.
+let sinkExtraDependencies: [String: [Target.Dependency]] = [
+    "PprofDir": ["Pprof"],
+    "Prometheus": ["FerretHTTPServer"],
+    "Dashboard": ["FerretHTTPServer", "Pprof"],
+    "InfluxDB": ["FerretDelivery"],
+    "OTLP": ["FerretDelivery", "OTLP"],
+    "Webhook": ["FerretDelivery"],
+]
+let sinkFolders = ((try? FileManager.default.contentsOfDirectory(atPath: Context.packageDirectory + "/Sources/Sinks")) ?? [])
+    .filter { !$0.hasPrefix(".") }.sorted()
+let sinkTargets = sinkFolders.map { "Sink\($0)" }
 /// The aggregator folders (Sources/Aggregators/<Name>).
 let aggregators = ["Window", "Rate", "Group", "GoroutineLeak", "Threshold", "Anomaly"]
 /// A component folder's documents, which are not sources.
 let docs = ["README.md", "sample.yaml"]
 func componentDocs(_ folders: [String], under prefix: String) -> [String] {
     folders.flatMap { f in docs.map { "\(prefix)\(f)/\($0)" } }
+}
+
+let sinkTargetList: [Target] = sinkFolders.map { folder in
+    .target(
+        name: "Sink\(folder)", dependencies: ["FerretCore"] + (sinkExtraDependencies[folder] ?? []),
+        path: "Sources/Sinks/\(folder)", exclude: docs,
+        // The dashboard's pages, served by the agent itself (no CDN).
+        resources: folder == "Dashboard"
+            ? [.embedInCode("web/index.html"), .embedInCode("web/app.js"), .embedInCode("web/app.css")] : nil)
 }
 
 let package = Package(
@@ -112,27 +134,9 @@ let package = Package(
             name: "FerretAggregators",
             dependencies: ["FerretCore", .product(name: "Histogram", package: "hdrhistogram-swift")],
             path: "Sources/Aggregators", exclude: componentDocs(aggregators, under: "")),
-        // Sinks: one target and one folder each (code, README.md, sample.yaml).
-        .target(name: "SinkConsole", dependencies: ["FerretCore"], path: "Sources/Sinks/Console", exclude: docs),
-        .target(name: "SinkJSONL", dependencies: ["FerretCore"], path: "Sources/Sinks/JSONL", exclude: docs),
-        .target(name: "SinkPprofDir", dependencies: ["FerretCore", "Pprof"], path: "Sources/Sinks/PprofDir", exclude: docs),
-        .target(
-            name: "SinkPrometheus", dependencies: ["FerretCore", "FerretHTTPServer"],
-            path: "Sources/Sinks/Prometheus", exclude: docs),
-        .target(
-            name: "SinkInfluxDB", dependencies: ["FerretCore", "FerretDelivery"],
-            path: "Sources/Sinks/InfluxDB", exclude: docs),
-        .target(
-            name: "SinkOTLP", dependencies: ["FerretCore", "FerretDelivery", "OTLP"],
-            path: "Sources/Sinks/OTLP", exclude: docs),
-        .target(
-            name: "SinkWebhook", dependencies: ["FerretCore", "FerretDelivery"],
-            path: "Sources/Sinks/Webhook", exclude: docs),
-        .target(
-            name: "SinkDashboard", dependencies: ["FerretCore", "FerretHTTPServer", "Pprof"],
-            path: "Sources/Sinks/Dashboard", exclude: docs,
-            // The dashboard's pages, served by the agent itself (no CDN).
-            resources: [.embedInCode("web/index.html"), .embedInCode("web/app.js"), .embedInCode("web/app.css")]),
+        // Sinks: one target and one folder each (see sinkFolders above).
+        ]
+        + sinkTargetList + [
         // The registry: every component the agent is built with, by config name.
         .target(
             name: "FerretComponents",

@@ -7,6 +7,7 @@ import SinkJSONL
 import SinkOTLP
 import SinkPprofDir
 import SinkPrometheus
+import SinkStatsD
 import SinkWebhook
 
 /// Every pipeline component the agent is built with, by the name configs use
@@ -24,6 +25,7 @@ public enum FerretComponents {
             "otlp": OTLPSink.sinkType,
             "prometheus": PrometheusSink.sinkType,
             "dashboard": DashboardSink.sinkType,
+            "statsd": StatsDSink.sinkType,
         ],
         aggregators: [
             "window": WindowAggregator.aggregatorType,

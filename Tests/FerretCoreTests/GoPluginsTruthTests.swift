@@ -128,14 +128,16 @@ final class GoPluginsTruthTests: XCTestCase {
             }
             last = Self.exact.map { "\($0.metric) \($0.truth(t1))/\(points[$0.metric]!)/\($0.truth(t2))" }.joined(separator: " ")
             guard steady else { usleep(300_000); continue }
-            for e in Self.exact {
-                XCTAssertEqual(points[e.metric], e.truth(t2), "\(tag): \(e.metric) exact")
+            // The program can move and come back between the two truths: a
+            // connection's goroutine not yet gone (the count equal at both truths,
+            // one more in between), a GC shrinking stacks into HeapIdle that the
+            // next request grows again ("held still" allows 256 KiB). A figure off
+            // is retaken, twice at most in all; a reader that is wrong is wrong
+            // every time.
+            let wrong = Self.exact.compactMap { e -> String? in
+                points[e.metric] == e.truth(t2) ? nil : "\(tag): \(e.metric) exact: \(points[e.metric] ?? -1) vs \(e.truth(t2))"
             }
-            // "Held still" allows 256 KiB between the two truths, and memory can move
-            // and come back between them (a GC shrinks stacks into HeapIdle, the next
-            // request grows them again). A memory figure outside the truths' range
-            // is retaken, twice at most; a reader that is wrong is wrong every time.
-            let off = Self.close.compactMap { c -> String? in
+            let off = wrong + Self.close.compactMap { c -> String? in
                 let a = Double(t1.memstats[c.memstat] ?? 0), b = Double(t2.memstats[c.memstat] ?? 0)
                 let v = points[c.metric]!
                 let lo = min(a, b) * (1 - c.tolerance), hi = max(a, b) * (1 + c.tolerance)
@@ -143,7 +145,7 @@ final class GoPluginsTruthTests: XCTestCase {
             }
             if !off.isEmpty && retaken < 2 {
                 retaken += 1
-                print("\(tag): retaken, the memory moved between the truths: \(off.joined(separator: "; "))")
+                print("\(tag): retaken, the program moved between the truths: \(off.joined(separator: "; "))")
                 usleep(300_000)
                 continue
             }

@@ -30,7 +30,7 @@ final class SampleConfigTests: XCTestCase {
         let sinks = try folders("Sources/Sinks")
         let aggregators = try folders("Sources/Aggregators", excluding: ["Shared"])
         // A new component folder must come with its docs: these counts change with it.
-        XCTAssertEqual(sinks.count, 8, "sink folders: \(sinks.map { ($0 as NSString).lastPathComponent })")
+        XCTAssertEqual(sinks.count, 9, "sink folders: \(sinks.map { ($0 as NSString).lastPathComponent })")
         XCTAssertEqual(aggregators.count, 6, "aggregator folders: \(aggregators.map { ($0 as NSString).lastPathComponent })")
         for dir in sinks + aggregators + [TestSupport.repoRoot + "/Sources/Delivery"] {
             let readmePath = dir + "/README.md", samplePath = dir + "/sample.yaml"
