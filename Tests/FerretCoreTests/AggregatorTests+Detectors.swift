@@ -175,9 +175,20 @@ extension AggregatorTests {
         let d = leakDetector(window: 10)
         let r = Self.process(1)
         var input = (0..<20).map { Self.point("go.goroutine.count", 10 + 5 * Double($0), Double($0), r) }
-        input.append(.event(Event(name: "process.exit", severity: .info, body: "", timeUnixNano: Self.at(20), resource: Resource(r.attributes))))
+        input.append(.event(Event(name: "process.exit", severity: .info, body: "", timeUnixNano: Self.at(20), resource: Resource(r.attributes), lifecycle: .exited)))
         let ev = Self.events(Self.feed(d, input)).filter { $0.name.hasPrefix("go.goroutine.leak") }
         XCTAssertEqual(ev.map(\.name), ["go.goroutine.leak", "go.goroutine.leak.resolved"])
         XCTAssertEqual(ev.last.flatMap { Self.attr($0, "leak.reason") }, .string("process exited"))
+    }
+
+    /// Only the agent's own lifecycle event ends a process's series: a plugin's
+    /// event that happens to be named process.exit carries no lifecycle.
+    func testAnEventNamedProcessExitWithoutTheLifecycleIsNotAnExit() {
+        let d = leakDetector(window: 10)
+        let r = Self.process(1)
+        var input = (0..<20).map { Self.point("go.goroutine.count", 10 + 5 * Double($0), Double($0), r) }
+        input.append(.event(Event(name: "process.exit", severity: .info, body: "", timeUnixNano: Self.at(20), resource: Resource(r.attributes))))
+        let ev = Self.events(Self.feed(d, input)).filter { $0.name.hasPrefix("go.goroutine.leak") }
+        XCTAssertEqual(ev.map(\.name), ["go.goroutine.leak"], "no resolve: the process has not exited")
     }
 }

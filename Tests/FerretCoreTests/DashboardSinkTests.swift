@@ -232,12 +232,12 @@ final class DashboardSinkTests: XCTestCase {
         let t = UInt64(now - 7_200_000) * 1_000_000
         state.apply([.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: t, resource: r)),
                      .metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: t, resource: keep)),
-                     .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: t + 1_000_000, resource: r))])
+                     .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: t + 1_000_000, resource: r, lifecycle: .exited))])
         XCTAssertEqual(state.processes.map(\.pid), [10], "exited two hours ago (raw_span 1 h): forgotten")
         XCTAssertEqual(state.history.series().compactMap(\.key.pid), [10])
         let u = UInt64(now) * 1_000_000
         state.apply([.metric(MetricPoint(name: "go.goroutine.count", kind: .gauge, value: 1, timeUnixNano: u, resource: keep)),
-                     .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: u, resource: keep))])
+                     .event(Event(name: "process.exit", severity: .info, body: "exited", timeUnixNano: u, resource: keep, lifecycle: .exited))])
         state.sweep(now: now + 60_000)
         XCTAssertEqual(state.processes.map(\.exited), [true], "exited a minute ago: still shown, as exited")
         // The pid comes back, a new process.

@@ -1,6 +1,7 @@
 @testable import FerretCore
 import Foundation
 import Logging
+import Synchronization
 @testable import SinkJSONL
 import XCTest
 
@@ -86,5 +87,60 @@ final class PipelineTests: XCTestCase {
         var w = JSONWriter()
         w.int(Int64.min)
         XCTAssertEqual(String(decoding: w.bytes, as: UTF8.self), "-9223372036854775808")
+    }
+
+    /// A sink that stands ahead (pprof_dir) runs on the processor stage, not on
+    /// the dispatcher: while it is stuck (a slow disk) the aggregators go on
+    /// with the next batches, and the other sinks get every batch, in order,
+    /// annotated, once it returns.
+    func testAheadSinkRunsOnItsOwnStageAndKeepsOrder() throws {
+        final class Gate: AheadSink, @unchecked Sendable {
+            let open = DispatchSemaphore(value: 0)
+            let threads = Mutex<[pthread_t]>([])
+            func write(_ batch: [Signal]) throws {}
+            func annotate(_ batch: inout [Signal]) throws {
+                threads.withLock { $0.append(pthread_self()) }
+                open.wait()
+                for i in batch.indices {
+                    if case .event(var e) = batch[i] {
+                        e.attributes.append(Attribute("annotated", .bool(true)))
+                        batch[i] = .event(e)
+                    }
+                }
+            }
+        }
+        final class Counter: Aggregator, @unchecked Sendable {
+            let seen = Mutex<[String]>([])
+            let thread = Mutex<pthread_t?>(nil)
+            func process(_ batch: [Signal], nowUnixNano: UInt64) -> [Signal] {
+                thread.withLock { $0 = pthread_self() }
+                seen.withLock { s in for case .event(let e) in batch { s.append(e.name) } }
+                return batch
+            }
+        }
+        let gate = Gate(), counter = Counter(), memory = MemorySink()
+        let logger = Logger(label: "t")
+        let pipeline = Pipeline(queueSize: 1024, aggregators: [counter],
+                                sinks: [SinkRunner(name: "ahead", type: "pprof_dir", identity: "", sink: gate, buffer: 1024, logger: logger),
+                                        SinkRunner(name: "mem", type: "memory", identity: "", sink: memory, buffer: 1024, logger: logger)],
+                                logger: logger)
+        pipeline.start()
+        func event(_ n: Int) -> Signal { .event(Event(name: "e\(n)", severity: .info, body: "", timeUnixNano: 1, resource: .empty)) }
+        pipeline.submit(event(1))
+        // The stage is stuck in annotate with e1; the dispatcher still takes e2..e5.
+        let deadline = Date().addingTimeInterval(5)
+        while gate.threads.withLock({ $0.isEmpty }) && Date() < deadline { usleep(5_000) }
+        for n in 2...5 { pipeline.submit(event(n)); usleep(20_000) }
+        while counter.seen.withLock({ $0.count }) < 5 && Date() < deadline { usleep(5_000) }
+        XCTAssertEqual(counter.seen.withLock { $0 }, ["e1", "e2", "e3", "e4", "e5"], "the aggregators are not held up by the ahead sink")
+        XCTAssertTrue(memory.signals.isEmpty, "the other sinks wait for the annotation")
+        for _ in 0..<10 { gate.open.signal() }
+        pipeline.shutdown(timeout: 5)
+        let names = memory.signals.compactMap { s -> String? in if case .event(let e) = s { return e.name } else { return nil } }
+        XCTAssertEqual(names, ["e1", "e2", "e3", "e4", "e5"], "in order")
+        XCTAssertTrue(memory.signals.allSatisfy { if case .event(let e) = $0 { return e.attributes.contains { $0.key == "annotated" } } else { return false } })
+        let stage = gate.threads.withLock { $0 }, dispatcher = counter.thread.withLock { $0 }
+        XCTAssertTrue(stage.allSatisfy { pthread_equal($0, stage[0]) != 0 }, "one stage thread")
+        XCTAssertEqual(pthread_equal(stage[0], dispatcher!), 0, "not the dispatcher's thread")
     }
 }

@@ -61,7 +61,7 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
                 var st = states[key] ?? State(resource: m.resource, unit: m.unit)
                 if let e = observe(key, &st, m, now) { out.append(.event(e)) }
                 states[key] = st
-            case .event(let e) where e.name == "process.exit":
+            case .event(let e) where e.isProcessExit:
                 let rid = resources.id(e.resource)
                 for (key, st) in states.forget(where: { $0.resource == rid }) {
                     out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))

@@ -84,7 +84,7 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
                     st.lastEvaluation = m.timeUnixNano
                     if let e = evaluate(key, st) { out.append(.event(e)) }
                 }
-            case .event(let e) where e.name == "process.exit":
+            case .event(let e) where e.isProcessExit:
                 let rid = resources.id(e.resource)
                 for (key, st) in series.forget(where: { $0.resource == rid }) {
                     out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))

@@ -87,7 +87,7 @@ public final class GroupAggregator: Aggregator, @unchecked Sendable {
                 }
                 add(m, rid, by, now)
                 if options.keepRaw { out.append(s) }
-            case .event(let e) where e.name == "process.exit":
+            case .event(let e) where e.isProcessExit:
                 depart(resources.id(e.resource))
                 out.append(s)
             default:

@@ -52,7 +52,7 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
                     let key = Key(rule: i, series: SeriesKey(name: m.name, attributes: m.attributes, resource: resources.id(m.resource)))
                     if let e = evaluate(key, m, now) { out.append(.event(e)) }
                 }
-            case .event(let e) where e.name == "process.exit":
+            case .event(let e) where e.isProcessExit:
                 let rid = resources.id(e.resource)
                 for (key, st) in states.forget(where: { $0.series.resource == rid }) {
                     out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))

@@ -331,7 +331,8 @@ public final class Agent: @unchecked Sendable {
             let collectors = rule.collectors.map(\.plugin).joined(separator: ", ")
             pipeline.submit(.event(Event(name: "process.attach", severity: .info,
                                          body: "pid \(facts.pid) (\(facts.exeName)) joined group '\(group)' by rule '\(rule.name)'; collectors: \(collectors)",
-                                         timeUnixNano: Clock.unixNanos(), attributes: [Attribute("ferret.collectors", .string(collectors))], resource: resource)))
+                                         timeUnixNano: Clock.unixNanos(), attributes: [Attribute("ferret.collectors", .string(collectors))], resource: resource,
+                                         lifecycle: .attached)))
         }
     }
 
@@ -377,7 +378,7 @@ public final class Agent: @unchecked Sendable {
             }
         }
         pipeline.submit(.event(Event(name: "process.exit", severity: .info, body: body, timeUnixNano: Clock.unixNanos(),
-                                     attributes: attrs, resource: resource)))
+                                     attributes: attrs, resource: resource, lifecycle: .exited)))
     }
 
     func submitEvent(_ name: String, _ severity: Severity, _ body: String) {

@@ -109,17 +109,30 @@ public final class SinkRunner: @unchecked Sendable {
     }
 }
 
-/// The signal pipeline: a bounded ingress queue, the aggregator chain, and a
-/// fan-out to sink runners. `submit` never blocks.
+/// The signal pipeline: a bounded ingress queue, the aggregator chain on the
+/// dispatcher thread, then, when a sink stands ahead (pprof_dir), the
+/// processor stage on a thread of its own, and the fan-out to the sink
+/// runners. `submit` never blocks, and no file or network I/O happens on the
+/// dispatcher thread.
+///
+/// The processor stage: an ahead sink sees each batch first and may annotate
+/// it (pprof_dir writes each profile's file and records its path) before the
+/// other sinks get it. It runs on `ferret-processors`, fed through a bounded
+/// queue of its own (full: the batch is dropped and counted as the pipeline's),
+/// so a slow disk delays the sinks' input but never the aggregators. Batches
+/// keep their order through it.
 public final class Pipeline: @unchecked Sendable {
     public let stats = PipelineStats()
     private let ingress: BoundedQueue<Signal>
+    private let processing: BoundedQueue<Signal>
     private let state: Mutex<(aggregators: [any Aggregator], sinks: [SinkRunner])>
     private let done = DispatchSemaphore(value: 0)
+    private let processorsDone = DispatchSemaphore(value: 0)
     private let logger: Logger
 
     public init(queueSize: Int, aggregators: [any Aggregator] = [], sinks: [SinkRunner], logger: Logger) {
         ingress = BoundedQueue(capacity: queueSize)
+        processing = BoundedQueue(capacity: queueSize)
         state = Mutex((aggregators, sinks))
         self.logger = logger
     }
@@ -129,6 +142,9 @@ public final class Pipeline: @unchecked Sendable {
         let t = Thread { [self] in self.dispatch() }
         t.name = "ferret-pipeline"
         t.start()
+        let p = Thread { [self] in self.runProcessors() }
+        p.name = "ferret-processors"
+        p.start()
     }
 
     /// Queues signals; refused signals are counted as dropped. Never blocks.
@@ -183,8 +199,23 @@ public final class Pipeline: @unchecked Sendable {
                 }
             }
             if out.isEmpty { continue }
-            // Sinks that stand ahead (pprof_dir) see the batch first, synchronously,
-            // and may annotate it for the others.
+            if sinks.contains(where: { $0.sink is any AheadSink }) {
+                if !processing.offer(out) { stats.dropped.add(out.count, ordering: .relaxed) }
+            } else {
+                for s in sinks { s.offer(out) }
+            }
+        }
+        processing.close()
+        done.signal()
+    }
+
+    /// The processor stage: the ahead sinks annotate each batch, in order, then
+    /// the others get it.
+    private func runProcessors() {
+        while let batch = processing.drain(timeout: 0.25) {
+            if batch.isEmpty { continue }
+            let sinks = state.withLock { $0.sinks }
+            var out = batch
             for s in sinks {
                 guard let ahead = s.sink as? any AheadSink else { continue }
                 do {
@@ -197,13 +228,16 @@ public final class Pipeline: @unchecked Sendable {
             }
             for s in sinks where !(s.sink is any AheadSink) { s.offer(out) }
         }
-        done.signal()
+        processorsDone.signal()
     }
 
-    /// Stops accepting, forwards what is queued, then flushes and closes every sink.
+    /// Stops accepting, forwards what is queued (through the processor stage),
+    /// then flushes and closes every sink.
     public func shutdown(timeout: TimeInterval = 10) {
         ingress.close()
         _ = done.wait(timeout: .now() + timeout)
+        processing.close()
+        _ = processorsDone.wait(timeout: .now() + timeout)
         for s in sinks { s.shutdown(timeout: timeout) }
     }
 }

@@ -129,6 +129,17 @@ public enum Severity: String, Sendable, Comparable {
     public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
 }
 
+/// A step in a monitored process's life, as the agent saw it. Carried by the
+/// agent's own `process.attach` and `process.exit` events, so that aggregators
+/// and sinks forget an exited process's series by this typed value, never by
+/// an event name (a plugin's event of the same name carries none).
+public enum ProcessLifecycle: Sendable, Equatable {
+    /// The process joined a group and its collectors were attached.
+    case attached
+    /// The process exited: nothing more will come for its resource.
+    case exited
+}
+
 public struct Event: Sendable {
     public var name: String
     public var severity: Severity
@@ -136,16 +147,22 @@ public struct Event: Sendable {
     public var timeUnixNano: UInt64
     public var attributes: [Attribute]
     public var resource: Resource
+    /// Set by the agent on its lifecycle events only (`resource` is the process's).
+    public var lifecycle: ProcessLifecycle?
 
     public init(name: String, severity: Severity, body: String, timeUnixNano: UInt64,
-                attributes: [Attribute] = [], resource: Resource) {
+                attributes: [Attribute] = [], resource: Resource, lifecycle: ProcessLifecycle? = nil) {
         self.name = name
         self.severity = severity
         self.body = body
         self.timeUnixNano = timeUnixNano
         self.attributes = attributes
         self.resource = resource
+        self.lifecycle = lifecycle
     }
+
+    /// The agent's event for an exited process (name `process.exit`).
+    public var isProcessExit: Bool { lifecycle == .exited }
 }
 
 /// Anything that flows through the pipeline.

@@ -50,7 +50,8 @@ public protocol DeliveryReporting: Sink {
     var deliveryHealth: [DeliveryHealth] { get }
 }
 
-/// A sink that sees every batch first, on the dispatcher thread, and may
+/// A sink that sees every batch first, on the pipeline's processor stage
+/// (its own thread, `ferret-processors`, after the aggregators), and may
 /// annotate it for the sinks after it (pprof_dir records its file paths).
 public protocol AheadSink: Sink {
     func annotate(_ batch: inout [Signal]) throws

@@ -40,7 +40,7 @@ public final class ConsoleSink: Sink, @unchecked Sendable {
             case .span: spans[group, default: 0] += 1
             case .profile: profiles[group, default: 0] += 1
             case .event(let e):
-                if e.name == "process.exit" {
+                if e.isProcessExit {
                     groupPids[group]?.remove(pid)
                     latest = latest.filter { !($0.key.group == group && $0.key.pid == pid) }
                 }

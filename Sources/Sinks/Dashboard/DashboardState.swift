@@ -131,7 +131,7 @@ public final class DashboardState: Sendable {
                         if firing { s.active[key] = info } else { s.active[key] = nil }
                     }
                     guard let pid = e.resource.pid else { return }
-                    if e.name == "process.exit" {
+                    if e.isProcessExit {
                         s.processes[pid]?.exited = true
                         s.processes[pid]?.exitedAt = time
                         for k in s.active.keys where s.active[k]?.pid == pid { s.active[k] = nil }

@@ -139,7 +139,7 @@ public final class PrometheusStore: @unchecked Sendable {
                 case .metric(let m):
                     if !tombstones.isEmpty, tombstones[ObjectIdentifier(m.resource)] != nil { continue }
                     update(m, now: now, conflicts: &newConflicts)
-                case .event(let e) where e.name == "process.exit":
+                case .event(let e) where e.isProcessExit:
                     tombstones[ObjectIdentifier(e.resource)] = (e.resource, now &+ options.expireAfterNanos)
                     let r = resourceLabels(e.resource, now: now)
                     if !r.inner.isEmpty { exited.insert(r.inner) }
