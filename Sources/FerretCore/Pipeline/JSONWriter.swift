@@ -138,102 +138,114 @@ extension JSONWriter {
     /// One signal as one line of the jsonl schema (see README "jsonl schema").
     public mutating func signalLine(_ signal: Signal) {
         switch signal {
-        case .metric(let m):
-            raw("{\"signal\":\"metric\",\"name\":")
-            string(m.name)
-            raw(",\"kind\":\"")
-            switch m.kind {
-            case .gauge: raw("gauge")
-            case .counter: raw("counter")
-            case .histogram: raw("histogram")
-            }
-            raw("\",\"unit\":")
-            string(m.unit)
-            if let h = m.histogram {
-                raw(",\"count\":")
-                uint(h.count)
-                raw(",\"sum\":")
-                double(h.sum)
-                raw(",\"bounds\":[")
-                for (i, b) in h.bounds.enumerated() {
-                    if i > 0 { byte(UInt8(ascii: ",")) }
-                    double(b)
-                }
-                raw("],\"bucket_counts\":[")
-                for (i, c) in h.bucketCounts.enumerated() {
-                    if i > 0 { byte(UInt8(ascii: ",")) }
-                    uint(c)
-                }
-                raw("]")
-            } else {
-                raw(",\"value\":")
-                double(m.value)
-            }
-            raw(",\"time_unix_nano\":")
-            uint(m.timeUnixNano)
-            raw(",\"attributes\":")
-            attributesObject(m.attributes)
-            raw(",\"resource\":")
-            bytes.append(contentsOf: m.resource.json)
-        case .span(let s):
-            raw("{\"signal\":\"span\",\"name\":")
-            string(s.name)
-            raw(",\"kind\":\"")
-            bytes.append(contentsOf: s.kind.rawValue.utf8)
-            raw("\",\"trace_id\":")
-            hex(s.traceID)
-            raw(",\"span_id\":")
-            hex(s.spanID)
-            raw(",\"parent_span_id\":")
-            hex(s.parentSpanID)
-            raw(",\"start_time_unix_nano\":")
-            uint(s.startUnixNano)
-            raw(",\"end_time_unix_nano\":")
-            uint(s.endUnixNano)
-            raw(",\"status\":\"")
-            bytes.append(contentsOf: s.status.rawValue.utf8)
-            raw("\"")
-            if !s.statusMessage.isEmpty {
-                raw(",\"status_message\":")
-                string(s.statusMessage)
-            }
-            raw(",\"attributes\":")
-            attributesObject(s.attributes)
-            raw(",\"resource\":")
-            bytes.append(contentsOf: s.resource.json)
-        case .profile(let p):
-            raw("{\"signal\":\"profile\",\"type\":")
-            string(p.profileType)
-            if let path = p.path {
-                raw(",\"path\":")
-                string(path)
-            }
-            raw(",\"size_bytes\":")
-            uint(UInt64(p.data.count))
-            raw(",\"samples\":")
-            int(p.samples)
-            raw(",\"start_time_unix_nano\":")
-            uint(p.startUnixNano)
-            raw(",\"duration_nano\":")
-            uint(p.durationNano)
-            raw(",\"attributes\":")
-            attributesObject(p.attributes)
-            raw(",\"resource\":")
-            bytes.append(contentsOf: p.resource.json)
-        case .event(let e):
-            raw("{\"signal\":\"event\",\"name\":")
-            string(e.name)
-            raw(",\"severity\":\"")
-            bytes.append(contentsOf: e.severity.rawValue.utf8)
-            raw("\",\"body\":")
-            string(e.body)
-            raw(",\"time_unix_nano\":")
-            uint(e.timeUnixNano)
-            raw(",\"attributes\":")
-            attributesObject(e.attributes)
-            raw(",\"resource\":")
-            bytes.append(contentsOf: e.resource.json)
+        case .metric(let m): metricLine(m)
+        case .span(let s): spanLine(s)
+        case .profile(let p): profileLine(p)
+        case .event(let e): eventLine(e)
         }
         raw("}\n")
+    }
+
+    private mutating func metricLine(_ m: MetricPoint) {
+        raw("{\"signal\":\"metric\",\"name\":")
+        string(m.name)
+        raw(",\"kind\":\"")
+        switch m.kind {
+        case .gauge: raw("gauge")
+        case .counter: raw("counter")
+        case .histogram: raw("histogram")
+        }
+        raw("\",\"unit\":")
+        string(m.unit)
+        if let h = m.histogram {
+            raw(",\"count\":")
+            uint(h.count)
+            raw(",\"sum\":")
+            double(h.sum)
+            raw(",\"bounds\":[")
+            for (i, b) in h.bounds.enumerated() {
+                if i > 0 { byte(UInt8(ascii: ",")) }
+                double(b)
+            }
+            raw("],\"bucket_counts\":[")
+            for (i, c) in h.bucketCounts.enumerated() {
+                if i > 0 { byte(UInt8(ascii: ",")) }
+                uint(c)
+            }
+            raw("]")
+        } else {
+            raw(",\"value\":")
+            double(m.value)
+        }
+        raw(",\"time_unix_nano\":")
+        uint(m.timeUnixNano)
+        raw(",\"attributes\":")
+        attributesObject(m.attributes)
+        raw(",\"resource\":")
+        bytes.append(contentsOf: m.resource.json)
+    }
+
+    private mutating func spanLine(_ s: Span) {
+        raw("{\"signal\":\"span\",\"name\":")
+        string(s.name)
+        raw(",\"kind\":\"")
+        bytes.append(contentsOf: s.kind.rawValue.utf8)
+        raw("\",\"trace_id\":")
+        hex(s.traceID)
+        raw(",\"span_id\":")
+        hex(s.spanID)
+        raw(",\"parent_span_id\":")
+        hex(s.parentSpanID)
+        raw(",\"start_time_unix_nano\":")
+        uint(s.startUnixNano)
+        raw(",\"end_time_unix_nano\":")
+        uint(s.endUnixNano)
+        raw(",\"status\":\"")
+        bytes.append(contentsOf: s.status.rawValue.utf8)
+        raw("\"")
+        if !s.statusMessage.isEmpty {
+            raw(",\"status_message\":")
+            string(s.statusMessage)
+        }
+        raw(",\"attributes\":")
+        attributesObject(s.attributes)
+        raw(",\"resource\":")
+        bytes.append(contentsOf: s.resource.json)
+    }
+
+    private mutating func profileLine(_ p: Profile) {
+        raw("{\"signal\":\"profile\",\"type\":")
+        string(p.profileType)
+        if let path = p.path {
+            raw(",\"path\":")
+            string(path)
+        }
+        raw(",\"size_bytes\":")
+        uint(UInt64(p.data.count))
+        raw(",\"samples\":")
+        int(p.samples)
+        raw(",\"start_time_unix_nano\":")
+        uint(p.startUnixNano)
+        raw(",\"duration_nano\":")
+        uint(p.durationNano)
+        raw(",\"attributes\":")
+        attributesObject(p.attributes)
+        raw(",\"resource\":")
+        bytes.append(contentsOf: p.resource.json)
+    }
+
+    private mutating func eventLine(_ e: Event) {
+        raw("{\"signal\":\"event\",\"name\":")
+        string(e.name)
+        raw(",\"severity\":\"")
+        bytes.append(contentsOf: e.severity.rawValue.utf8)
+        raw("\",\"body\":")
+        string(e.body)
+        raw(",\"time_unix_nano\":")
+        uint(e.timeUnixNano)
+        raw(",\"attributes\":")
+        attributesObject(e.attributes)
+        raw(",\"resource\":")
+        bytes.append(contentsOf: e.resource.json)
     }
 }

@@ -55,37 +55,7 @@ public enum Conformance {
         }
         let resource = Resource([Attribute("ferret.conformance", .bool(true))])
 
-        // A configuration key no plugin knows should be refused with a message.
-        let probe = PluginInstance(plugin: plugin, rule: "conformance", config: config("{\"ferret_conformance_unknown_key\":1}"),
-                                   pipeline: pipeline, fallback: resource, logger: logger)
-        let pr = probe.create()
-        if pr.ok {
-            report.add(.warn, "unknown config key", "create accepted {\"ferret_conformance_unknown_key\":1}; operators' typos will go unnoticed")
-        } else if pr.message.isEmpty {
-            report.add(.fail, "error message", "create failed (status \(pr.status)) but wrote no message")
-        } else {
-            report.add(.pass, "unknown config key", "refused: \(pr.message)\(pr.jsonPointer.map { " (at \($0))" } ?? "")")
-        }
-        probe.shutdown()
-
-        // ABI 1.1: validate checks a configuration without an instance. It must
-        // agree with create: accept the configuration under test, and refuse the
-        // unknown key create refused.
-        if plugin.canValidate {
-            let good = plugin.validate(config(configJSON), instanceName: "conformance/validate")
-            let bad = plugin.validate(config("{\"ferret_conformance_unknown_key\":1}"), instanceName: "conformance/validate")
-            if let good, !good.ok {
-                report.add(.fail, "validate", "refused the configuration create is given, \(configJSON): \(good.message)")
-            } else if let bad, bad.ok, !pr.ok {
-                report.add(.fail, "validate", "accepted {\"ferret_conformance_unknown_key\":1}, which create refuses")
-            } else if let bad, !bad.ok && bad.message.isEmpty {
-                report.add(.fail, "validate", "refused the unknown key (status \(bad.status)) but wrote no message")
-            } else {
-                report.add(.pass, "validate", "accepts \(configJSON); " + (bad?.ok == false ? "refuses the unknown key: \(bad!.message)" : "accepts the unknown key, as create does"))
-            }
-        } else {
-            report.add(.warn, "validate", "no validate function (ABI \(plugin.abiMajor).\(plugin.abiMinor)): `ferret validate` cannot check this plugin's settings")
-        }
+        checkConfiguration(plugin, configJSON, config: config, pipeline: pipeline, resource: resource, logger: logger, &report)
 
         let inst = PluginInstance(plugin: plugin, rule: "conformance", config: config(configJSON), pipeline: pipeline,
                                   fallback: resource, logger: logger)
@@ -128,7 +98,55 @@ public enum Conformance {
                        r.ok ? "pid \(targetPid) (\(facts.exeName))" : r.unsupported ? "declined pid \(targetPid) as unsupported: \(r.message)" : "status \(r.status): \(r.message)")
         }
 
-        // Let it produce: three collects, or three intervals of pushing.
+        exercise(inst, plugin, pid: targetPid, sink: sink, interval: interval, &report)
+        inst.shutdown()
+
+        let invalid = inst.context.invalid.load(ordering: .relaxed)
+        report.add(invalid == 0 ? .pass : .fail, "emitted records", invalid == 0 ? "all batches well-formed" : "\(invalid) malformed batch(es) refused (see the log)")
+        checkSignals(sink.signals, &report)
+        return report
+    }
+
+    /// A configuration key no plugin knows should be refused with a message,
+    /// by create and (ABI 1.1) by validate, which must agree with create.
+    static func checkConfiguration(_ plugin: LoadedPlugin, _ configJSON: String, config: (String) -> CollectorConfig,
+                                   pipeline: Pipeline, resource: Resource, logger: Logger, _ report: inout ConformanceReport) {
+        let probe = PluginInstance(plugin: plugin, rule: "conformance", config: config("{\"ferret_conformance_unknown_key\":1}"),
+                                   pipeline: pipeline, fallback: resource, logger: logger)
+        let pr = probe.create()
+        if pr.ok {
+            report.add(.warn, "unknown config key", "create accepted {\"ferret_conformance_unknown_key\":1}; operators' typos will go unnoticed")
+        } else if pr.message.isEmpty {
+            report.add(.fail, "error message", "create failed (status \(pr.status)) but wrote no message")
+        } else {
+            report.add(.pass, "unknown config key", "refused: \(pr.message)\(pr.jsonPointer.map { " (at \($0))" } ?? "")")
+        }
+        probe.shutdown()
+
+        // ABI 1.1: validate checks a configuration without an instance. It must
+        // agree with create: accept the configuration under test, and refuse the
+        // unknown key create refused.
+        if plugin.canValidate {
+            let good = plugin.validate(config(configJSON), instanceName: "conformance/validate")
+            let bad = plugin.validate(config("{\"ferret_conformance_unknown_key\":1}"), instanceName: "conformance/validate")
+            if let good, !good.ok {
+                report.add(.fail, "validate", "refused the configuration create is given, \(configJSON): \(good.message)")
+            } else if let bad, bad.ok, !pr.ok {
+                report.add(.fail, "validate", "accepted {\"ferret_conformance_unknown_key\":1}, which create refuses")
+            } else if let bad, !bad.ok && bad.message.isEmpty {
+                report.add(.fail, "validate", "refused the unknown key (status \(bad.status)) but wrote no message")
+            } else {
+                report.add(.pass, "validate", "accepts \(configJSON); " + (bad?.ok == false ? "refuses the unknown key: \(bad!.message)" : "accepts the unknown key, as create does"))
+            }
+        } else {
+            report.add(.warn, "validate", "no validate function (ABI \(plugin.abiMajor).\(plugin.abiMinor)): `ferret validate` cannot check this plugin's settings")
+        }
+    }
+
+    /// Lets an attached instance produce (three collects, or three intervals of
+    /// pushing), then detaches it and checks that nothing more comes for the pid.
+    static func exercise(_ inst: PluginInstance, _ plugin: LoadedPlugin, pid targetPid: Int32, sink: MemorySink,
+                         interval: Duration, _ report: inout ConformanceReport) {
         for _ in 0..<3 {
             if plugin.isPull {
                 let t0 = Clock.monotonicNanos()
@@ -157,12 +175,6 @@ public enum Conformance {
         Thread.sleep(forTimeInterval: 0.3)
         let afterDetach = sink.signals[beforeDetachCount...].filter { $0.resource.pid == Int64(targetPid) }
         report.add(afterDetach.isEmpty ? .pass : .fail, "detach", afterDetach.isEmpty ? "no signals for pid \(targetPid) after detach" : "\(afterDetach.count) signal(s) for pid \(targetPid) after detach")
-        inst.shutdown()
-
-        let invalid = inst.context.invalid.load(ordering: .relaxed)
-        report.add(invalid == 0 ? .pass : .fail, "emitted records", invalid == 0 ? "all batches well-formed" : "\(invalid) malformed batch(es) refused (see the log)")
-        checkSignals(sink.signals, &report)
-        return report
     }
 
     static func checkSignals(_ signals: [Signal], _ report: inout ConformanceReport) {
