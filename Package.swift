@@ -1,11 +1,13 @@
 // swift-tools-version:6.0
-import Foundation
 import PackageDescription
 
-/// The sinks: every folder under Sources/Sinks is a target named Sink<Folder>
-/// (its code, README.md and sample.yaml), so adding a sink is one folder plus
-/// its line in Sources/Components/All.swift (docs/adding-a-sink.md). Every
-/// sink depends on the kernel; those that need more say so here.
+/// The sinks: each folder under Sources/Sinks named here is a target named
+/// Sink<Folder> (its code, README.md and sample.yaml), so adding a sink is
+/// the folder, its name here and its line in Sources/Components/All.swift
+/// (docs/adding-a-sink.md). The list is written out, not read from the disk:
+/// SwiftPM caches an evaluated manifest by its text, so a new folder would go
+/// unseen. Every sink depends on the kernel; those that need more say so below.
+let sinkFolders = ["Console", "Dashboard", "InfluxDB", "JSONL", "OTLP", "PprofDir", "Prometheus", "StatsD", "Webhook"]
 let sinkExtraDependencies: [String: [Target.Dependency]] = [
     "PprofDir": ["Pprof"],
     "Prometheus": ["FerretHTTPServer"],
@@ -14,8 +16,6 @@ let sinkExtraDependencies: [String: [Target.Dependency]] = [
     "OTLP": ["FerretDelivery", "OTLP"],
     "Webhook": ["FerretDelivery"],
 ]
-let sinkFolders = ((try? FileManager.default.contentsOfDirectory(atPath: Context.packageDirectory + "/Sources/Sinks")) ?? [])
-    .filter { !$0.hasPrefix(".") }.sorted()
 let sinkTargets = sinkFolders.map { "Sink\($0)" }
 /// The aggregator folders (Sources/Aggregators/<Name>).
 let aggregators = ["Window", "Rate", "Group", "GoroutineLeak", "Threshold", "Anomaly"]
@@ -53,6 +53,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The agent's own metrics: components report through swift-metrics.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         // Sinks: the Prometheus (and later dashboard) HTTP server, the HTTP client
         // of the network sinks' delivery core, and the window aggregator's percentiles.
@@ -107,6 +109,8 @@ let package = Package(
             dependencies: [
                 "FerretPluginABI", "CYAML", "CLinuxSupport", "LinuxProcess", "GoIntrospection",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/FerretCore"),
         // The HTTP server the prometheus and dashboard sinks share (Hummingbird).

@@ -11,9 +11,9 @@ import SinkStatsD
 import SinkWebhook
 
 /// Every pipeline component the agent is built with, by the name configs use
-/// (like Telegraf's `plugins/outputs/all`). Adding a component is a folder
-/// under Sources/Sinks or Sources/Aggregators, its target in Package.swift and
-/// one line here (docs/adding-a-sink.md).
+/// (like Telegraf's `plugins/outputs/all`). Adding a sink is a folder under
+/// Sources/Sinks, its name in Package.swift's `sinkFolders` and one line here
+/// (docs/adding-a-sink.md).
 public enum FerretComponents {
     public static let all = Components(
         sinks: [

@@ -38,27 +38,16 @@ public final class PclnTable: @unchecked Sendable {
     let fileCount: Int
     public let minLC: UInt8
 
-    private let data: [UInt8]
-    private let funcnametab: Int, cutab: Int, filetab: Int, pctab: Int, pclntab: Int
+    let data: [UInt8]
+    private let funcnametab: Int, cutab: Int, filetab: Int
+    let pctab: Int, pclntab: Int
     /// Entry offsets (relative to textStart), nfunc + 1 values, ascending.
-    private let entries: [UInt32]
-    private let funcOffsets: [UInt32]
-    private let funcSize: Int
+    let entries: [UInt32]
+    let funcOffsets: [UInt32]
+    let funcSize: Int
     private let inlineTreeReader: InlineTreeReader?
     private var nameIndex: [String: [Int]]?
     private let lock = NSLock()
-
-    /// Reads the inline-tree bytes that live in the `go:func.*` area.
-    struct InlineTreeReader {
-        var gofunc: UInt64
-        var base: UInt64
-        var bytes: [UInt8]
-        func read(_ vaddr: UInt64, _ count: Int) -> ArraySlice<UInt8>? {
-            guard vaddr >= base, vaddr - base <= UInt64(bytes.count), UInt64(count) <= UInt64(bytes.count) - (vaddr - base) else { return nil }
-            let o = Int(vaddr - base)
-            return bytes[o..<(o + count)]
-        }
-    }
 
     /// Parses a table whose bytes start at the pcHeader.
     /// - Parameters:
@@ -118,31 +107,6 @@ public final class PclnTable: @unchecked Sendable {
     public var hasInlineTree: Bool { inlineTreeReader != nil }
 
     // MARK: - functions
-
-    /// A function of the table.
-    public struct Function: Sendable, Hashable {
-        public var index: Int
-        public var name: String
-        /// Link-time entry address (add the load bias for a running PIE).
-        public var entry: UInt64
-        /// First address past the function (the next function's entry).
-        public var end: UInt64
-        public var size: UInt64 { end - entry }
-        /// Line of the `func` keyword (Go 1.20+), else the first line with code.
-        public var startLine: Int
-        /// The file holding the function's entry.
-        public var file: String
-    }
-
-    /// One frame of a symbolized address: innermost (inlined) first.
-    public struct Frame: Sendable, Hashable {
-        public var function: String
-        public var file: String
-        public var line: Int
-        public var inlined: Bool
-        /// Start line of the frame's function (0 when unknown: inlined in 1.18–1.19).
-        public var startLine: Int
-    }
 
     /// The function whose code contains `pc` (a link-time address).
     public func function(containing pc: UInt64) -> Function? {
@@ -302,43 +266,12 @@ public final class PclnTable: @unchecked Sendable {
 
     // MARK: - internals
 
-    struct RawFunc {
-        var offset: Int
-        var entryOff: UInt32, nameOff: Int32, pcfile: UInt32, pcln: UInt32, npcdata: UInt32, cuOffset: UInt32
-        var startLine: Int32, nfuncdata: UInt8
-    }
-
-    @inline(__always)
-    func index(containing pc: UInt64) -> Int? {
-        guard pc >= textStart, pc - textStart < UInt64(UInt32.max) else { return nil }
-        let off = UInt32(pc - textStart)
-        guard off >= entries[0], off < entries[functionCount] else { return nil }
-        var lo = 0, hi = functionCount // invariant: entries[lo] <= off < entries[hi]
-        while hi - lo > 1 {
-            let mid = (lo + hi) >> 1
-            if entries[mid] <= off { lo = mid } else { hi = mid }
-        }
-        return lo
-    }
-
     func function(at i: Int) -> Function? {
         guard i >= 0, i < functionCount, let f = rawFunc(i) else { return nil }
         let entry = textStart + UInt64(entries[i])
         return Function(index: i, name: cString(funcnametab, Int(f.nameOff)) ?? "?", entry: entry,
                         end: textStart + UInt64(entries[i + 1]), startLine: startLine(f, entry: entry),
                         file: position(f, entry: entry, pc: entry).file)
-    }
-
-    func rawFunc(_ i: Int) -> RawFunc? {
-        let o = pclntab + Int(funcOffsets[i])
-        guard o >= 0, o + funcSize <= data.count else { return nil }
-        return data.withUnsafeBytes { raw in
-            func u(_ k: Int) -> UInt32 { raw.loadUnaligned(fromByteOffset: o + k, as: UInt32.self) }
-            let is120 = format == .go120
-            return RawFunc(offset: o, entryOff: u(0), nameOff: Int32(bitPattern: u(4)), pcfile: u(20), pcln: u(24), npcdata: u(28),
-                           cuOffset: u(32), startLine: is120 ? Int32(bitPattern: u(36)) : 0,
-                           nfuncdata: raw[o + (is120 ? 43 : 39)])
-        }
     }
 
     private func startLine(_ f: RawFunc, entry: UInt64) -> Int {
@@ -364,46 +297,6 @@ public final class PclnTable: @unchecked Sendable {
         guard k < Int(f.nfuncdata), f.npcdata < 1 << 16,
               let v = data.u32(at: f.offset + funcSize + 4 * Int(f.npcdata) + 4 * k), v != UInt32.max else { return nil }
         return v
-    }
-
-    /// The value of a pc-value table at `target`; nil when corrupt or out of range.
-    @inline(__always)
-    func pcvalue(_ off: Int, entry: UInt64, target: UInt64) -> Int32? {
-        guard off > 0 else { return nil }
-        return data.withUnsafeBufferPointer { buf -> Int32? in
-            var p = pctab + off
-            var val: Int32 = -1
-            var pc = entry
-            var first = true
-            let n = buf.count
-            while p < n {
-                // value delta (zig-zag varint)
-                var uv: UInt32 = 0, shift: UInt32 = 0
-                while true {
-                    guard p < n, shift < 35 else { return nil }
-                    let b = buf[p]; p += 1
-                    uv |= UInt32(b & 0x7F) << shift
-                    if b & 0x80 == 0 { break }
-                    shift += 7
-                }
-                if uv == 0 && !first { return nil }
-                first = false
-                let delta = Int32(bitPattern: (uv >> 1) ^ (0 &- (uv & 1)))
-                val = val &+ delta
-                var upc: UInt32 = 0
-                shift = 0
-                while true {
-                    guard p < n, shift < 35 else { return nil }
-                    let b = buf[p]; p += 1
-                    upc |= UInt32(b & 0x7F) << shift
-                    if b & 0x80 == 0 { break }
-                    shift += 7
-                }
-                pc &+= UInt64(upc) * UInt64(minLC)
-                if target < pc { return val }
-            }
-            return nil
-        }
     }
 
     /// File names by cutab index (no hashing on the hot path).
