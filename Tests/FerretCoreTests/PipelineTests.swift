@@ -35,8 +35,8 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(lines, 5000)
         XCTAssertLessThan(elapsed, 1.5, "jsonl waited for the slow sink")
         XCTAssertLessThan(slow.signals.count, 5000, "the slow sink is still behind")
-        XCTAssertGreaterThan(slowRunner.dropped.load(ordering: .relaxed), 0, "the slow sink's overflow is counted")
-        XCTAssertEqual(jsonl.dropped.load(ordering: .relaxed), 0)
+        XCTAssertGreaterThan(slowRunner.dropped.value, 0, "the slow sink's overflow is counted")
+        XCTAssertEqual(jsonl.dropped.value, 0)
         p.shutdown(timeout: 5)
     }
 
@@ -49,8 +49,8 @@ final class PipelineTests: XCTestCase {
         for i in 0..<30 where p.submit((0..<100).map { metric(i * 100 + $0) }) { accepted += 1 }
         XCTAssertLessThan(Date().timeIntervalSince(t0), 0.5, "submit never blocks")
         XCTAssertEqual(accepted, 10)
-        XCTAssertEqual(p.stats.accepted.load(ordering: .relaxed), 1000)
-        XCTAssertEqual(p.stats.dropped.load(ordering: .relaxed), 2000)
+        XCTAssertEqual(p.stats.accepted.value, 1000)
+        XCTAssertEqual(p.stats.dropped.value, 2000)
         XCTAssertEqual(p.queueLength, 1000)
     }
 

@@ -104,7 +104,7 @@ extension Agent {
                 if r.ok {
                     if let k = kernelNanos {
                         let now = Clock.monotonicNanos()
-                        if now > k { latency.record(nanos: now - k) }
+                        if now > k { latency.record(nanoseconds: now - k) }
                     }
                 } else if r.unsupported {
                     log.debug("'\(key)' does not support pid \(facts.pid) (\(facts.exeName)): \(r.message)")

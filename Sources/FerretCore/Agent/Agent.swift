@@ -25,9 +25,11 @@ public final class Agent: @unchecked Sendable {
     let agentResource: Resource
     var watcher: ProcessEventWatcher?
     let stopping = Atomic<Bool>(false)
-    let reloads = Atomic<Int>(0)
-    let reloadFailures = Atomic<Int>(0)
-    let attachLatency = LatencyHistogram()
+    /// The agent's own figures, on the process's telemetry (SelfTelemetry.shared).
+    let telemetry = SelfTelemetry.shared
+    let reloads = SelfTelemetry.shared.counter("ferret.config.reloads")
+    let reloadFailures = SelfTelemetry.shared.counter("ferret.config.reload_failures")
+    let attachLatency = SelfTelemetry.shared.timer("ferret.discovery.attach.latency")
     let containerNames: ContainerNameResolver
     private var threads: [DispatchSemaphore] = []
 
@@ -65,11 +67,13 @@ public final class Agent: @unchecked Sendable {
     /// Starts everything. Plugin and sink problems are logged and skipped.
     public func start() {
         var errors: [ConfigError] = []
-        let runners = components.makeSinkRunners(config.pipeline.sinks, logger: logger, errors: &errors)
+        SelfTelemetry.bootstrap()
+        let runners = components.makeSinkRunners(config.pipeline.sinks, logger: logger, telemetry: telemetry, errors: &errors)
         aggregators = components.makeAggregators(config.pipeline.aggregators, logger: logger, errors: &errors)
         for e in errors { logger.error("\(e)") }
         pipeline = Pipeline(queueSize: config.pipeline.queueSize, aggregators: aggregators.map(\.aggregator),
-                            sinks: runners, logger: logger)
+                            sinks: runners, logger: logger, telemetry: telemetry)
+        observeProcesses()
         pipeline.start()
         control.sync {
             loadPlugins()
@@ -128,7 +132,7 @@ public final class Agent: @unchecked Sendable {
             newConfig = try AgentConfig.load(path: configPath, knownPlugins: { PluginRegistry.pluginNames(in: $0.pluginPaths) },
                                      components: components)
         } catch {
-            reloadFailures.add(1, ordering: .relaxed)
+            reloadFailures.increment()
             logger.error("reload: the new configuration is invalid; keeping the old one:\n\(error)")
             submitEvent("ferret.reload.failed", .error, "configuration \(configPath) is invalid; the old configuration stays in force: \(error)")
             return false
@@ -138,7 +142,7 @@ public final class Agent: @unchecked Sendable {
         let (pluginErrors, _) = PluginRegistry.validateCollectors(newConfig, records: registry.load(paths: newConfig.pluginPaths))
         if !pluginErrors.isEmpty {
             let error = ConfigErrors(pluginErrors)
-            reloadFailures.add(1, ordering: .relaxed)
+            reloadFailures.increment()
             logger.error("reload: the new configuration is invalid; keeping the old one:\n\(error)")
             submitEvent("ferret.reload.failed", .error, "configuration \(configPath) is invalid; the old configuration stays in force: \(error)")
             return false
@@ -150,7 +154,8 @@ public final class Agent: @unchecked Sendable {
             config = newConfig
             matcher = RuleMatcher(rules: newConfig.rules)
             var errors: [ConfigError] = []
-            let runners = components.makeSinkRunners(newConfig.pipeline.sinks, logger: logger, reuse: pipeline.sinks, errors: &errors)
+            let runners = components.makeSinkRunners(newConfig.pipeline.sinks, logger: logger, reuse: pipeline.sinks,
+                                                     telemetry: telemetry, errors: &errors)
             aggregators = components.makeAggregators(newConfig.pipeline.aggregators, logger: logger, reuse: aggregators, errors: &errors)
             for e in errors { logger.error("\(e)") }
             pipeline.replaceAggregators(aggregators.map(\.aggregator))
@@ -164,7 +169,7 @@ public final class Agent: @unchecked Sendable {
                 consider(t.facts, kernelNanos: nil)
             }
         }
-        reloads.add(1, ordering: .relaxed)
+        reloads.increment()
         logger.info("reload: applied \(configPath): \(newConfig.rules.count) rule(s), \(instances.count) collector instance(s), \(pipeline.sinks.count) sink(s)")
         submitEvent("ferret.reload", .info, "configuration \(configPath) applied")
         return true
@@ -260,29 +265,6 @@ public final class Agent: @unchecked Sendable {
             }
         }
     }
-}
-
-/// A fixed-bucket latency histogram (exec-to-attach), safe from any thread.
-public final class LatencyHistogram: Sendable {
-    public static let bounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
-    private let state = Mutex<(counts: [UInt64], count: UInt64, sum: Double, max: Double)>(([UInt64](repeating: 0, count: 12), 0, 0, 0))
-
-    public func record(nanos: UInt64) {
-        let s = Double(nanos) / 1e9
-        let i = Self.bounds.firstIndex(where: { s <= $0 }) ?? Self.bounds.count
-        state.withLock {
-            $0.counts[i] += 1
-            $0.count += 1
-            $0.sum += s
-            $0.max = Swift.max($0.max, s)
-        }
-    }
-
-    public var snapshot: HistogramData {
-        state.withLock { HistogramData(count: $0.count, sum: $0.sum, bounds: Self.bounds, bucketCounts: $0.counts) }
-    }
-
-    public var max: Double { state.withLock { $0.max } }
 }
 
 /// Why the agent could not be set up from a valid configuration.

@@ -33,8 +33,8 @@ public struct Components: Sendable {
 
     /// Creates a runner for each sink entry. Entries that fail are reported
     /// through `errors` (with their position) and skipped; the others work.
-    public func makeSinkRunners(_ configs: [ComponentConfig], logger: Logger,
-                                reuse: [SinkRunner] = [], errors: inout [ConfigError]) -> [SinkRunner] {
+    public func makeSinkRunners(_ configs: [ComponentConfig], logger: Logger, reuse: [SinkRunner] = [],
+                                telemetry: SelfTelemetry = SelfTelemetry(), errors: inout [ConfigError]) -> [SinkRunner] {
         var out: [SinkRunner] = []
         for c in configs {
             if let same = reuse.first(where: { $0.identity == c.identity && $0.name == c.name }) {
@@ -61,7 +61,8 @@ public struct Components: Sendable {
             }
             errors.append(contentsOf: d.errors)
             if d.errors.isEmpty, let sink {
-                out.append(SinkRunner(name: c.name, type: c.type, identity: c.identity, sink: sink, buffer: buffer, logger: logger))
+                out.append(SinkRunner(name: c.name, type: c.type, identity: c.identity, sink: sink, buffer: buffer, logger: logger,
+                                      telemetry: telemetry))
             } else if let sink {
                 sink.close()
             }

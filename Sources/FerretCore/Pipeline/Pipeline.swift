@@ -31,10 +31,16 @@ extension Aggregator {
     public func tick(nowUnixNano: UInt64) -> [Signal] { [] }
 }
 
-/// Counters the pipeline keeps about itself.
+/// Counters the pipeline keeps about itself (swift-metrics counters on the
+/// pipeline's telemetry).
 public final class PipelineStats: Sendable {
-    public let accepted = Atomic<Int>(0)
-    public let dropped = Atomic<Int>(0)
+    public let accepted: MetricCounter
+    public let dropped: MetricCounter
+
+    init(_ telemetry: SelfTelemetry) {
+        accepted = telemetry.counter("ferret.pipeline.points.accepted")
+        dropped = telemetry.counter("ferret.pipeline.points.dropped")
+    }
 }
 
 /// One sink with its own bounded buffer and thread: a slow sink only fills
@@ -47,17 +53,49 @@ public final class SinkRunner: @unchecked Sendable {
     private let queue: BoundedQueue<Signal>
     private let done = DispatchSemaphore(value: 0)
     private let logger: Logger
-    public let written = Atomic<Int>(0)
-    public let dropped = Atomic<Int>(0)
-    public let errors = Atomic<Int>(0)
+    public let written: MetricCounter
+    public let dropped: MetricCounter
+    public let errors: MetricCounter
+    private let observed: [Int]
+    private let telemetry: SelfTelemetry
 
-    public init(name: String, type: String, identity: String, sink: any Sink, buffer: Int, logger: Logger) {
+    /// `telemetry`: where its counters go (the agent's is `SelfTelemetry.shared`).
+    public init(name: String, type: String, identity: String, sink: any Sink, buffer: Int, logger: Logger,
+                telemetry: SelfTelemetry = SelfTelemetry()) {
         self.name = name
         self.type = type
         self.identity = identity
         self.sink = sink
-        self.queue = BoundedQueue(capacity: buffer)
+        let queue = BoundedQueue<Signal>(capacity: buffer)
+        self.queue = queue
         self.logger = logger
+        self.telemetry = telemetry
+        let d = [("ferret.sink", name), ("ferret.sink.type", type)]
+        written = telemetry.counter("ferret.sink.written", d)
+        dropped = telemetry.counter("ferret.sink.dropped", d)
+        errors = telemetry.counter("ferret.sink.errors", d)
+        var tokens = [telemetry.observe("ferret.sink.queue.length", d, unit: "{signal}") { Double(queue.count) }]
+        // Network sinks: their delivery core's buffer, counters and health.
+        if let reporting = sink as? any DeliveryReporting {
+            let health: @Sendable () -> DeliveryHealth? = { reporting.deliveryHealth.first }
+            let figures: [(String, String, @Sendable (DeliveryHealth) -> Double)] = [
+                ("ferret.sink.delivery.accepted", "{signal}", { Double($0.accepted) }),
+                ("ferret.sink.delivery.delivered", "{signal}", { Double($0.delivered) }),
+                ("ferret.sink.delivery.dropped", "{signal}", { Double($0.dropped) }),
+                ("ferret.sink.delivery.rejected", "{signal}", { Double($0.rejected) }),
+                ("ferret.sink.delivery.buffered", "{signal}", { Double($0.bufferedPoints) }),
+                ("ferret.sink.delivery.buffered.bytes", "By", { Double($0.bufferedBytes) }),
+                ("ferret.sink.delivery.requests", "{request}", { Double($0.requests) }),
+                ("ferret.sink.delivery.failures", "{request}", { Double($0.failures) }),
+            ]
+            for (label, unit, read) in figures {
+                tokens.append(telemetry.observe(label, d, unit: unit) { health().map(read) })
+            }
+            tokens.append(telemetry.observe("ferret.sink.healthy", d, unit: "1") {
+                health().map { ($0.state == .healthy ? 1 : 0, [("ferret.sink.state", $0.state.rawValue)]) }
+            })
+        }
+        observed = tokens
     }
 
     public func start() {
@@ -69,7 +107,7 @@ public final class SinkRunner: @unchecked Sendable {
     public var queued: Int { queue.count }
 
     func offer(_ batch: [Signal]) {
-        if !queue.offer(batch) { dropped.add(batch.count, ordering: .relaxed) }
+        if !queue.offer(batch) { dropped.increment(by: batch.count) }
     }
 
     private func loop() {
@@ -78,11 +116,11 @@ public final class SinkRunner: @unchecked Sendable {
             do {
                 if !batch.isEmpty {
                     try sink.write(batch)
-                    written.add(batch.count, ordering: .relaxed)
+                    written.increment(by: batch.count)
                 }
                 if queue.count == 0 { try sink.flush() }
             } catch {
-                errors.add(1, ordering: .relaxed)
+                errors.increment()
                 let now = Clock.monotonicNanos()
                 if now - lastErrorLog > 10_000_000_000 {
                     lastErrorLog = now
@@ -106,6 +144,8 @@ public final class SinkRunner: @unchecked Sendable {
         if done.wait(timeout: .now() + timeout) == .timedOut {
             logger.warning("sink '\(name)' did not finish flushing within \(timeout)s")
         }
+        telemetry.removeObserved(observed)
+        for c in [written, dropped, errors] { c.destroy() }
     }
 }
 
@@ -122,7 +162,8 @@ public final class SinkRunner: @unchecked Sendable {
 /// so a slow disk delays the sinks' input but never the aggregators. Batches
 /// keep their order through it.
 public final class Pipeline: @unchecked Sendable {
-    public let stats = PipelineStats()
+    public let stats: PipelineStats
+    public let telemetry: SelfTelemetry
     private let ingress: BoundedQueue<Signal>
     private let processing: BoundedQueue<Signal>
     private let state: Mutex<(aggregators: [any Aggregator], sinks: [SinkRunner])>
@@ -130,8 +171,15 @@ public final class Pipeline: @unchecked Sendable {
     private let processorsDone = DispatchSemaphore(value: 0)
     private let logger: Logger
 
-    public init(queueSize: Int, aggregators: [any Aggregator] = [], sinks: [SinkRunner], logger: Logger) {
-        ingress = BoundedQueue(capacity: queueSize)
+    /// `telemetry`: where its counters go (the agent's is `SelfTelemetry.shared`).
+    public init(queueSize: Int, aggregators: [any Aggregator] = [], sinks: [SinkRunner], logger: Logger,
+                telemetry: SelfTelemetry = SelfTelemetry()) {
+        self.telemetry = telemetry
+        stats = PipelineStats(telemetry)
+        let ingress = BoundedQueue<Signal>(capacity: queueSize)
+        telemetry.observe("ferret.pipeline.queue.length", unit: "{signal}") { Double(ingress.count) }
+        telemetry.observe("ferret.pipeline.queue.capacity", unit: "{signal}") { Double(queueSize) }
+        self.ingress = ingress
         processing = BoundedQueue(capacity: queueSize)
         state = Mutex((aggregators, sinks))
         self.logger = logger
@@ -151,10 +199,10 @@ public final class Pipeline: @unchecked Sendable {
     @discardableResult
     public func submit(_ batch: [Signal]) -> Bool {
         if ingress.offer(batch) {
-            stats.accepted.add(batch.count, ordering: .relaxed)
+            stats.accepted.increment(by: batch.count)
             return true
         }
-        stats.dropped.add(batch.count, ordering: .relaxed)
+        stats.dropped.increment(by: batch.count)
         return false
     }
 
@@ -200,7 +248,7 @@ public final class Pipeline: @unchecked Sendable {
             }
             if out.isEmpty { continue }
             if sinks.contains(where: { $0.sink is any AheadSink }) {
-                if !processing.offer(out) { stats.dropped.add(out.count, ordering: .relaxed) }
+                if !processing.offer(out) { stats.dropped.increment(by: out.count) }
             } else {
                 for s in sinks { s.offer(out) }
             }
@@ -220,9 +268,9 @@ public final class Pipeline: @unchecked Sendable {
                 guard let ahead = s.sink as? any AheadSink else { continue }
                 do {
                     try ahead.annotate(&out)
-                    s.written.add(out.count, ordering: .relaxed)
+                    s.written.increment(by: out.count)
                 } catch {
-                    s.errors.add(1, ordering: .relaxed)
+                    s.errors.increment()
                     logger.error("sink '\(s.name)' (\(s.type)): \(error)")
                 }
             }

@@ -101,7 +101,7 @@ public enum Conformance {
         exercise(inst, plugin, pid: targetPid, sink: sink, interval: interval, &report)
         inst.shutdown()
 
-        let invalid = inst.context.invalid.load(ordering: .relaxed)
+        let invalid = inst.context.invalid.value
         report.add(invalid == 0 ? .pass : .fail, "emitted records", invalid == 0 ? "all batches well-formed" : "\(invalid) malformed batch(es) refused (see the log)")
         checkSignals(sink.signals, &report)
         return report
@@ -156,10 +156,10 @@ public enum Conformance {
             Thread.sleep(forTimeInterval: Double(interval.nanoseconds) / 1e9)
         }
         if plugin.isPull {
-            let errors = inst.collectErrors.load(ordering: .relaxed)
-            report.add(errors == 0 ? .pass : .fail, "collect", "\(inst.collects.load(ordering: .relaxed)) calls, \(errors) failed")
+            let errors = inst.collectErrors.value
+            report.add(errors == 0 ? .pass : .fail, "collect", "\(inst.collects.value) calls, \(errors) failed")
         }
-        let timeouts = inst.timeouts.load(ordering: .relaxed)
+        let timeouts = inst.timeouts.value
         report.add(timeouts == 0 ? .pass : .fail, "call durations", timeouts == 0 ? "every call returned within 2s" : "\(timeouts) call(s) exceeded 2s")
 
         inst.detach(pid: targetPid)

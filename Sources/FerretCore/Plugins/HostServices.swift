@@ -13,17 +13,20 @@ public final class HostContext: Sendable {
     /// pid -> resource of attached processes.
     let targets = Mutex<[Int32: Resource]>([:])
     let fallback: Resource
-    public let emitted = Atomic<Int>(0)
-    public let dropped = Atomic<Int>(0)
-    public let invalid = Atomic<Int>(0)
+    public let emitted: MetricCounter
+    public let dropped: MetricCounter
+    public let invalid: MetricCounter
     let invalidLogged = Atomic<Bool>(false)
 
-    init(id: Int, instanceName: String, pipeline: Pipeline, fallback: Resource, logger: Logger) {
+    init(id: Int, instanceName: String, pipeline: Pipeline, fallback: Resource, dimensions: [(String, String)], logger: Logger) {
         self.id = id
         self.instanceName = instanceName
         self.pipeline = pipeline
         self.fallback = fallback
         self.logger = logger
+        emitted = pipeline.telemetry.counter("ferret.plugin.emitted", dimensions)
+        dropped = pipeline.telemetry.counter("ferret.plugin.emit.dropped", dimensions)
+        invalid = pipeline.telemetry.counter("ferret.plugin.emit.invalid", dimensions)
     }
 
     func resource(for pid: Int32) -> Resource {
@@ -38,15 +41,15 @@ public final class HostContext: Sendable {
     /// Submits converted signals, counting drops.
     func submit(_ signals: [Signal]) -> Int32 {
         if pipeline.submit(signals) {
-            emitted.add(signals.count, ordering: .relaxed)
+            emitted.increment(by: signals.count)
             return Int32(FERRET_OK.rawValue)
         }
-        dropped.add(signals.count, ordering: .relaxed)
+        dropped.increment(by: signals.count)
         return Int32(FERRET_E_DROPPED.rawValue)
     }
 
     func reject(_ reason: String) -> Int32 {
-        invalid.add(1, ordering: .relaxed)
+        invalid.increment()
         if !invalidLogged.exchange(true, ordering: .relaxed) {
             logger.error("plugin instance '\(instanceName)' emitted a malformed batch (dropped; further ones are counted silently): \(reason)")
         }
@@ -63,9 +66,11 @@ public enum HostServices {
     private static let nextID = Atomic<Int>(1)
     nonisolated(unsafe) static var agentLogger = Logger(label: "ferret.plugin")
 
-    static func register(instanceName: String, pipeline: Pipeline, fallback: Resource, logger: Logger) -> HostContext {
+    static func register(instanceName: String, pipeline: Pipeline, fallback: Resource, dimensions: [(String, String)],
+                         logger: Logger) -> HostContext {
         let id = nextID.add(1, ordering: .relaxed).oldValue
-        let ctx = HostContext(id: id, instanceName: instanceName, pipeline: pipeline, fallback: fallback, logger: logger)
+        let ctx = HostContext(id: id, instanceName: instanceName, pipeline: pipeline, fallback: fallback, dimensions: dimensions,
+                              logger: logger)
         contexts.withLock { $0[id] = ctx }
         return ctx
     }
@@ -79,7 +84,8 @@ public enum HostServices {
     /// A host context outside any plugin instance, for embedding and benchmarks:
     /// returns the opaque handle to pass to the table's emit functions.
     public static func standaloneContext(name: String, pipeline: Pipeline, resource: Resource, logger: Logger) -> (OpaquePointer, HostContext) {
-        let ctx = register(instanceName: name, pipeline: pipeline, fallback: resource, logger: logger)
+        let ctx = register(instanceName: name, pipeline: pipeline, fallback: resource, dimensions: [("ferret.plugin", name)],
+                           logger: logger)
         return (pointer(ctx), ctx)
     }
 

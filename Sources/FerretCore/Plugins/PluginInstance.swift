@@ -39,13 +39,16 @@ public final class PluginInstance: @unchecked Sendable {
     private var pendingAttach: [Int32: UInt64] = [:]
     private var attachRequests: UInt64 = 0
 
-    public let collects = Atomic<Int>(0)
-    public let collectErrors = Atomic<Int>(0)
-    public let callErrors = Atomic<Int>(0)
-    public let timeouts = Atomic<Int>(0)
-    public let skipped = Atomic<Int>(0)
-    public let lastCollectNanos = Atomic<Int>(0)
+    // Its figures, swift-metrics values on the pipeline's telemetry.
+    public let collects: MetricCounter
+    public let collectErrors: MetricCounter
+    public let callErrors: MetricCounter
+    public let timeouts: MetricCounter
+    public let skipped: MetricCounter
+    public let collectDuration: MetricGauge
     public let healthy = Atomic<Bool>(true)
+    private var observed: [Int] = []
+    private let telemetry: SelfTelemetry
     var nextDue: UInt64 = 0
 
     init(plugin: LoadedPlugin, rule: String, config: CollectorConfig, pipeline: Pipeline, fallback: Resource, logger: Logger) {
@@ -56,7 +59,20 @@ public final class PluginInstance: @unchecked Sendable {
         self.identity = Self.identity(plugin: plugin, config: config)
         self.logger = logger
         let res = Resource(fallback.attributes + [Attribute("ferret.plugin", .string(plugin.name)), Attribute("ferret.rule", .string(rule))])
-        context = HostServices.register(instanceName: name, pipeline: pipeline, fallback: res, logger: logger)
+        let d = [("ferret.plugin", plugin.name), ("ferret.rule", rule)]
+        let tm = pipeline.telemetry
+        telemetry = tm
+        collects = tm.counter("ferret.plugin.collect.count", d)
+        collectErrors = tm.counter("ferret.plugin.collect.errors", d)
+        callErrors = tm.counter("ferret.plugin.call.errors", d)
+        timeouts = tm.counter("ferret.plugin.call.timeouts", d)
+        skipped = tm.counter("ferret.plugin.collect.skipped", d)
+        collectDuration = tm.gauge("ferret.plugin.collect.duration", d)
+        context = HostServices.register(instanceName: name, pipeline: pipeline, fallback: res, dimensions: d, logger: logger)
+        observed = [
+            tm.observe("ferret.plugin.healthy", d, unit: "1") { [weak self] in self.map { $0.healthy.load(ordering: .relaxed) ? 1 : 0 } },
+            tm.observe("ferret.plugin.attached", d, unit: "{process}") { [weak self] in self.map { Double($0.attachedPids.count) } },
+        ]
         let t = Thread { [self] in self.work() }
         t.name = "ferret-\(plugin.name)"
         t.start()
@@ -195,7 +211,7 @@ public final class PluginInstance: @unchecked Sendable {
             cond.unlock()
             if !r.ok {
                 if current { context.setTarget(p.pid, nil) }
-                if !r.unsupported { callErrors.add(1, ordering: .relaxed) }
+                if !r.unsupported { callErrors.increment() }
             }
             done(r)
         }
@@ -219,7 +235,7 @@ public final class PluginInstance: @unchecked Sendable {
                 let msg = MessageBuffer()
                 let st = fn(h, pid, &msg.buf)
                 if st != Int32(FERRET_OK.rawValue) && st != Int32(FERRET_E_NOT_FOUND.rawValue) {
-                    callErrors.add(1, ordering: .relaxed)
+                    callErrors.increment()
                     logger.warning("plugin instance '\(name)': detach(\(pid)) failed: \(msg.message)")
                 }
             }
@@ -232,7 +248,7 @@ public final class PluginInstance: @unchecked Sendable {
     func tick(nowUnixNano: UInt64) {
         guard plugin.isPull, let fn = plugin.descriptor.pointee.collect else { return }
         if isBusy {
-            skipped.add(1, ordering: .relaxed)
+            skipped.increment()
             return
         }
         _ = enqueue("collect") { [self] in
@@ -240,10 +256,10 @@ public final class PluginInstance: @unchecked Sendable {
             let start = Clock.monotonicNanos()
             let msg = MessageBuffer()
             let st = fn(h, nowUnixNano, &msg.buf)
-            lastCollectNanos.store(Int(Clock.monotonicNanos() - start), ordering: .relaxed)
-            collects.add(1, ordering: .relaxed)
+            collectDuration.set(Double(Clock.monotonicNanos() - start) / 1e9)
+            collects.increment()
             if st != Int32(FERRET_OK.rawValue) {
-                let n = collectErrors.add(1, ordering: .relaxed).newValue
+                let n = collectErrors.increment()
                 if n == 1 || n % 100 == 0 {
                     logger.warning("plugin instance '\(name)': collect failed (\(n) so far): \(msg.message)")
                 }
@@ -261,7 +277,7 @@ public final class PluginInstance: @unchecked Sendable {
         guard let cur = current, !timeoutReported, now > cur.since,
               now - cur.since > UInt64(config.timeout.nanoseconds) else { return nil }
         timeoutReported = true
-        timeouts.add(1, ordering: .relaxed)
+        timeouts.increment()
         healthy.store(false, ordering: .relaxed)
         logger.error("plugin instance '\(name)': '\(cur.label)' has run longer than its \(DurationParser.format(config.timeout)) timeout; instance marked unhealthy (no further calls until it returns)")
         return cur.label
@@ -289,6 +305,9 @@ public final class PluginInstance: @unchecked Sendable {
             logger.error("plugin instance '\(name)': stop/destroy did not return within \(DurationParser.format(config.timeout)); abandoning it")
         }
         HostServices.unregister(context)
+        telemetry.removeObserved(observed)
+        for c in [collects, collectErrors, callErrors, timeouts, skipped, context.emitted, context.dropped, context.invalid] { c.destroy() }
+        collectDuration.destroy()
     }
 }
 

@@ -61,13 +61,13 @@ while sent < total {
         usleep(50)
     }
 }
-while sink.written.load(ordering: .relaxed) + sink.dropped.load(ordering: .relaxed) < total { usleep(100) }
+while Int(sink.written.value) + Int(sink.dropped.value) < total { usleep(100) }
 let t1 = Clock.monotonicNanos()
 let secs = Double(t1 - t0) / 1e9
 var ru = rusage()
 getrusage(RUSAGE_SELF.rawValue, &ru)
 let maxRSS = ru.ru_maxrss // KiB
 print(String(format: "pipeline: %d points in %.3f s = %.0f points/s (producer back-offs: %d, dropped at sink: %d, max RSS %.1f MiB)",
-             total, secs, Double(total) / secs, retries, sink.dropped.load(ordering: .relaxed), Double(maxRSS) / 1024))
+             total, secs, Double(total) / secs, retries, Int(sink.dropped.value), Double(maxRSS) / 1024))
 _ = context
 pipeline.shutdown(timeout: 5)
