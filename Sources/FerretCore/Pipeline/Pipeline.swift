@@ -77,25 +77,40 @@ public final class SinkRunner: @unchecked Sendable {
         var tokens = [telemetry.observe("ferret.sink.queue.length", d, unit: "{signal}") { Double(queue.count) }]
         // Network sinks: their delivery core's buffer, counters and health.
         if let reporting = sink as? any DeliveryReporting {
-            let health: @Sendable () -> DeliveryHealth? = { reporting.deliveryHealth.first }
-            let figures: [(String, String, @Sendable (DeliveryHealth) -> Double)] = [
-                ("ferret.sink.delivery.accepted", "{signal}", { Double($0.accepted) }),
-                ("ferret.sink.delivery.delivered", "{signal}", { Double($0.delivered) }),
-                ("ferret.sink.delivery.dropped", "{signal}", { Double($0.dropped) }),
-                ("ferret.sink.delivery.rejected", "{signal}", { Double($0.rejected) }),
-                ("ferret.sink.delivery.buffered", "{signal}", { Double($0.bufferedPoints) }),
-                ("ferret.sink.delivery.buffered.bytes", "By", { Double($0.bufferedBytes) }),
-                ("ferret.sink.delivery.requests", "{request}", { Double($0.requests) }),
-                ("ferret.sink.delivery.failures", "{request}", { Double($0.failures) }),
-            ]
-            for (label, unit, read) in figures {
-                tokens.append(telemetry.observe(label, d, unit: unit) { health().map(read) })
+            // One set per delivery; a sink with several (otlp: one per signal
+            // kind) tells them apart by `ferret.sink.route`.
+            let routes = reporting.deliveryHealth.map(\.route)
+            for (i, route) in routes.enumerated() {
+                tokens += Self.observeDelivery(telemetry, routes.count > 1 ? d + [("ferret.sink.route", route)] : d) {
+                    let all = reporting.deliveryHealth
+                    return i < all.count ? all[i] : nil
+                }
             }
-            tokens.append(telemetry.observe("ferret.sink.healthy", d, unit: "1") {
-                health().map { ($0.state == .healthy ? 1 : 0, [("ferret.sink.state", $0.state.rawValue)]) }
-            })
         }
         observed = tokens
+    }
+
+    private static func observeDelivery(_ telemetry: SelfTelemetry, _ d: [(String, String)],
+                                        _ health: @escaping @Sendable () -> DeliveryHealth?) -> [Int] {
+        var tokens: [Int] = []
+        // (label, unit, cumulative, reading)
+        let figures: [(String, String, Bool, @Sendable (DeliveryHealth) -> Double)] = [
+            ("ferret.sink.delivery.accepted", "{signal}", true, { Double($0.accepted) }),
+            ("ferret.sink.delivery.delivered", "{signal}", true, { Double($0.delivered) }),
+            ("ferret.sink.delivery.dropped", "{signal}", true, { Double($0.dropped) }),
+            ("ferret.sink.delivery.rejected", "{signal}", true, { Double($0.rejected) }),
+            ("ferret.sink.delivery.buffered", "{signal}", false, { Double($0.bufferedPoints) }),
+            ("ferret.sink.delivery.buffered.bytes", "By", false, { Double($0.bufferedBytes) }),
+            ("ferret.sink.delivery.requests", "{request}", true, { Double($0.requests) }),
+            ("ferret.sink.delivery.failures", "{request}", true, { Double($0.failures) }),
+        ]
+        for (label, unit, cumulative, read) in figures {
+            tokens.append(telemetry.observe(label, d, unit: unit, cumulative: cumulative) { health().map(read) })
+        }
+        tokens.append(telemetry.observe("ferret.sink.healthy", d, unit: "1") {
+            health().map { ($0.state == .healthy ? 1 : 0, [("ferret.sink.state", $0.state.rawValue)]) }
+        })
+        return tokens
     }
 
     public func start() {

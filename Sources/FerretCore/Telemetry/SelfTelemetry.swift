@@ -98,7 +98,7 @@ public final class SelfTelemetry: MetricsFactory, Sendable {
     public static let timerBounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 
     private let series = Mutex<[Key: Series]>([:])
-    private let observed = Mutex<[Int: (label: String, dimensions: [(String, String)], unit: String,
+    private let observed = Mutex<[Int: (label: String, dimensions: [(String, String)], unit: String, cumulative: Bool,
                                         read: @Sendable () -> (Double, [(String, String)])?)]>([:])
     private let nextToken = Atomic<Int>(1)
     private static let bootstrapped = Mutex(false)
@@ -152,20 +152,21 @@ public final class SelfTelemetry: MetricsFactory, Sendable {
     public func destroyMeter(_ handler: MeterHandler) { destroy(handler) }
     public func destroyTimer(_ handler: TimerHandler) { destroy(handler) }
 
-    /// Adds a gauge read when a snapshot is taken (nil: left out that time).
-    /// Returns a token for `removeObserved`.
+    /// Adds a value read when a snapshot is taken (nil: left out that time):
+    /// a gauge, or with `cumulative` a counter some other part keeps (a
+    /// delivery's totals). Returns a token for `removeObserved`.
     @discardableResult
-    public func observe(_ label: String, _ dimensions: [(String, String)] = [], unit: String,
+    public func observe(_ label: String, _ dimensions: [(String, String)] = [], unit: String, cumulative: Bool = false,
                         _ read: @escaping @Sendable () -> Double?) -> Int {
-        observe(label, dimensions, unit: unit) { read().map { ($0, []) } }
+        observe(label, dimensions, unit: unit, cumulative: cumulative) { read().map { ($0, []) } }
     }
 
-    /// An observed gauge whose reading brings attributes of its own (a state).
+    /// An observed value whose reading brings attributes of its own (a state).
     @discardableResult
-    public func observe(_ label: String, _ dimensions: [(String, String)] = [], unit: String,
+    public func observe(_ label: String, _ dimensions: [(String, String)] = [], unit: String, cumulative: Bool = false,
                         _ read: @escaping @Sendable () -> (Double, [(String, String)])?) -> Int {
         let token = nextToken.add(1, ordering: .relaxed).oldValue
-        observed.withLock { $0[token] = (label, dimensions, unit, read) }
+        observed.withLock { $0[token] = (label, dimensions, unit, cumulative, read) }
         return token
     }
 
@@ -201,8 +202,8 @@ public final class SelfTelemetry: MetricsFactory, Sendable {
         }
         for (_, o) in observed.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
             guard let (v, extra) = o.read() else { continue }
-            out.append(.metric(MetricPoint(name: o.label, kind: .gauge, unit: o.unit, value: v, timeUnixNano: now,
-                                           attributes: attrs(o.dimensions + extra), resource: resource)))
+            out.append(.metric(MetricPoint(name: o.label, kind: o.cumulative ? .counter : .gauge, unit: o.unit, value: v,
+                                           timeUnixNano: now, attributes: attrs(o.dimensions + extra), resource: resource)))
         }
         return out
     }
