@@ -66,6 +66,8 @@ public protocol DeliveringSink: DeliveryReporting {
 
 extension DeliveringSink {
     public var deliveryHealth: [DeliveryHealth] { deliveries.map(\.health) }
+    /// Starts the sender threads (a sink made by its factory starts nothing in init).
+    public func start() throws { for d in deliveries { d.start() } }
 }
 
 /// The delivery core of the network sinks: encoded payloads wait in a
@@ -135,11 +137,20 @@ public final class Delivery: @unchecked Sendable {
 
     /// - Parameter name: the sink's name, for logs and health.
     /// - Parameter send: sends one request body to a route; called on the delivery's own thread only.
-    public init(name: String, options: DeliveryOptions, logger: Logger, send: @escaping Send) {
+    /// - Parameter start: start the sender thread now (standalone use); else `start()` does.
+    public init(name: String, options: DeliveryOptions, logger: Logger, start: Bool = true, send: @escaping Send) {
         self.name = name
         self.options = options
         self.logger = logger
         self.send = send
+        if start { self.start() }
+    }
+
+    /// Starts the sender thread (once). Payloads queued before wait for it.
+    public func start() {
+        cond.lock()
+        defer { cond.unlock() }
+        guard thread == nil, !st.closing else { return }
         let t = Thread { [self] in self.loop() }
         t.name = "ferret-delivery-\(name)"
         thread = t
@@ -184,6 +195,13 @@ public final class Delivery: @unchecked Sendable {
             st.closeDeadline = Clock.monotonicNanos() + UInt64(options.closeTimeout.nanoseconds)
         }
         cond.broadcast()
+        // Never started: nothing was sent; what is queued is counted as dropped.
+        if thread == nil && !st.finished {
+            st.dropped += st.queue.reduce(0) { $0 + $1.points }
+            st.queue.removeAll()
+            st.queuedBytes = 0
+            st.finished = true
+        }
         while !st.finished { cond.wait() }
         cond.unlock()
     }

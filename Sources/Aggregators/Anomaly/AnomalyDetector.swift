@@ -15,7 +15,7 @@ import Logging
 /// Counters (monotonic by nature) and histograms pass through unexamined:
 /// put `rate` first to watch a counter's rate. Everything passes through.
 public final class AnomalyDetector: Aggregator, @unchecked Sendable {
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         public var alpha = 0.02
         public var z = 5.0
         public var warmUp = 60
@@ -159,7 +159,12 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
 extension AnomalyDetector {
     static let keys = MetricSelector.keys + ["alpha", "z", "warm_up", "min_change", "cooldown", "stale"]
 
-    public static let aggregatorType = AggregatorType(keys: keys) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var selector: MetricSelector
+        var options: Options
+    }
+
+    public static let aggregatorType = AggregatorType(keys: keys, decode: { c, d, ctx -> Config? in
         let selector = MetricSelector.decode(c, d, ctx)
         var o = Options()
         o.alpha = AggregatorDecoding.number(d, c, "alpha", ctx, default: o.alpha, range: 0.0001...1)
@@ -168,6 +173,8 @@ extension AnomalyDetector {
         o.minChange = AggregatorDecoding.number(d, c, "min_change", ctx, default: o.minChange, range: 0...1000)
         o.cooldown = AggregatorDecoding.nanos(d, c, "cooldown", ctx, default: .seconds(60), minimum: .zero)
         o.stale = AggregatorDecoding.nanos(d, c, "stale", ctx, default: .seconds(60), minimum: .seconds(1))
-        return AnomalyDetector(selector: selector, options: o)
-    }
+        return Config(selector: selector, options: o)
+    }, make: { cf, _, _ in
+        AnomalyDetector(selector: cf.selector, options: cf.options)
+    })
 }

@@ -19,7 +19,7 @@ import Logging
 /// `go.goroutine.leak.resolved` (severity info) follows. It also follows when
 /// the process exits or stops reporting for `stale`. Everything passes through.
 public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         public var window: UInt64 = 120_000_000_000
         public var minSlope = 0.1
         public var minGrowth = 10.0
@@ -197,7 +197,12 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
 extension GoroutineLeakDetector {
     static let keys = MetricSelector.keys + ["window", "min_slope", "min_growth", "min_trend", "resolve_after", "stale"]
 
-    public static let aggregatorType = AggregatorType(keys: keys) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var selector: MetricSelector
+        var options: Options
+    }
+
+    public static let aggregatorType = AggregatorType(keys: keys, decode: { c, d, ctx -> Config? in
         let selector = MetricSelector.decode(c, d, ctx, defaultMetrics: ["go.goroutine.count"])
         var o = Options()
         o.window = AggregatorDecoding.nanos(d, c, "window", ctx, default: .seconds(120), minimum: .seconds(5))
@@ -208,6 +213,8 @@ extension GoroutineLeakDetector {
             o.resolveAfter = AggregatorDecoding.nanos(d, c, "resolve_after", ctx, default: .seconds(60), minimum: .seconds(5))
         }
         o.stale = AggregatorDecoding.nanos(d, c, "stale", ctx, default: .seconds(60), minimum: .seconds(1))
-        return GoroutineLeakDetector(selector: selector, options: o)
-    }
+        return Config(selector: selector, options: o)
+    }, make: { cf, _, _ in
+        GoroutineLeakDetector(selector: cf.selector, options: cf.options)
+    })
 }

@@ -18,7 +18,7 @@ import Logging
 public final class GroupAggregator: Aggregator, @unchecked Sendable {
     public enum Function: String, CaseIterable, Sendable { case sum, avg, min, max, count }
 
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         public var by = ["ferret.group"]
         public var functions: [Function] = [.sum, .avg, .max]
         public var every: UInt64 = 10_000_000_000
@@ -220,7 +220,12 @@ public final class GroupAggregator: Aggregator, @unchecked Sendable {
 extension GroupAggregator {
     static let keys = MetricSelector.keys + ["by", "functions", "every", "stale", "keep_raw", "keep_resource"]
 
-    public static let aggregatorType = AggregatorType(keys: keys) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var selector: MetricSelector
+        var options: Options
+    }
+
+    public static let aggregatorType = AggregatorType(keys: keys, decode: { c, d, ctx -> Config? in
         let selector = MetricSelector.decode(c, d, ctx)
         var o = Options()
         if let n = c.node["by"] {
@@ -240,6 +245,8 @@ extension GroupAggregator {
             o.keepResource = d.stringList(n, "'keep_resource'", context: ctx) ?? o.keepResource
             if o.keepResource.contains("process.pid") { d.fail(n.mark, "'keep_resource' \(ctx) cannot keep 'process.pid': a group spans processes") }
         }
-        return GroupAggregator(selector: selector, options: o)
-    }
+        return Config(selector: selector, options: o)
+    }, make: { cf, _, _ in
+        GroupAggregator(selector: cf.selector, options: cf.options)
+    })
 }

@@ -82,7 +82,13 @@ public final class RateAggregator: Aggregator, @unchecked Sendable {
 extension RateAggregator {
     static let keys = MetricSelector.keys + ["keep_raw", "suffix"]
 
-    public static let aggregatorType = AggregatorType(keys: keys) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var selector: MetricSelector
+        var keepRaw: Bool
+        var suffix: String
+    }
+
+    public static let aggregatorType = AggregatorType(keys: keys, decode: { c, d, ctx -> Config? in
         let selector = MetricSelector.decode(c, d, ctx)
         let keepRaw = AggregatorDecoding.bool(d, c, "keep_raw", ctx, default: false)
         var suffix = "rate"
@@ -93,6 +99,8 @@ extension RateAggregator {
                 suffix = s
             }
         }
-        return RateAggregator(selector: selector, keepRaw: keepRaw, suffix: suffix)
-    }
+        return Config(selector: selector, keepRaw: keepRaw, suffix: suffix)
+    }, make: { cf, _, _ in
+        RateAggregator(selector: cf.selector, keepRaw: cf.keepRaw, suffix: cf.suffix)
+    })
 }

@@ -58,7 +58,7 @@ public struct Glob: Sendable, Hashable, CustomStringConvertible {
 
 /// What an attribute must be for a `where` condition: a glob on its text, or a
 /// number compared as a number (so `1` matches the integer 1 and the double 1.0).
-public struct ValuePattern: Sendable, CustomStringConvertible {
+public struct ValuePattern: Sendable, Equatable, CustomStringConvertible {
     public let glob: Glob
     private let number: Double?
 
@@ -82,7 +82,7 @@ public struct ValuePattern: Sendable, CustomStringConvertible {
 /// Which metric points an aggregator works on: names by glob (`metrics`) and
 /// attributes (`where`, matched against the point's attributes first, then its
 /// resource's). Everything else passes through the aggregator untouched.
-public struct MetricSelector: Sendable, CustomStringConvertible {
+public struct MetricSelector: Sendable, Equatable, CustomStringConvertible {
     /// Empty selects every name.
     public var names: [Glob]
     /// Every condition must hold; a condition holds when the key's value matches
@@ -96,6 +96,11 @@ public struct MetricSelector: Sendable, CustomStringConvertible {
         self.names = names.filter { $0 != "*" }.map(Glob.init)
         if names.contains("*") { self.names = [] }
         self.conditions = conditions.map { ($0.key, $0.patterns.map(ValuePattern.init)) }
+    }
+
+    public static func == (a: MetricSelector, b: MetricSelector) -> Bool {
+        a.names == b.names && a.conditions.count == b.conditions.count
+            && zip(a.conditions, b.conditions).allSatisfy { $0.key == $1.key && $0.patterns == $1.patterns }
     }
 
     public var description: String {

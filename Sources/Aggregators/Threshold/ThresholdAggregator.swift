@@ -131,7 +131,13 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
 extension ThresholdAggregator {
     static let keys = MetricSelector.keys + ["rules", "stale"]
 
-    public static let aggregatorType = AggregatorType(keys: keys, required: ["rules"]) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var selector: MetricSelector
+        var rules: [ThresholdRule]
+        var stale: UInt64
+    }
+
+    public static let aggregatorType = AggregatorType(keys: keys, required: ["rules"], decode: { c, d, ctx -> Config? in
         let selector = MetricSelector.decode(c, d, ctx)
         var rules: [ThresholdRule] = []
         if let n = c.node["rules"] {
@@ -144,6 +150,8 @@ extension ThresholdAggregator {
             }
         }
         let stale = AggregatorDecoding.nanos(d, c, "stale", ctx, default: .seconds(60), minimum: .seconds(1))
-        return ThresholdAggregator(selector: selector, rules: rules, stale: stale)
-    }
+        return Config(selector: selector, rules: rules, stale: stale)
+    }, make: { cf, _, _ in
+        ThresholdAggregator(selector: cf.selector, rules: cf.rules, stale: cf.stale)
+    })
 }

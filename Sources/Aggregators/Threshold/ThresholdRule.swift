@@ -4,7 +4,7 @@ import Foundation
 /// One static rule of the `threshold` aggregator: `<metric> <op> <number> [for <duration>]`,
 /// e.g. `go.gc.cpu.fraction > 0.25 for 30s` or
 /// `go.goroutine.count{ferret.group=web} >= 10000 for 1m`, or the same as a mapping.
-public struct ThresholdRule: Sendable {
+public struct ThresholdRule: Sendable, Equatable {
     public enum Comparison: String, Sendable, CaseIterable {
         case greater = ">", greaterOrEqual = ">=", less = "<", lessOrEqual = "<=", equal = "==", notEqual = "!="
 

@@ -11,7 +11,7 @@ import Logging
 /// (`ValueHistogram`). Selected points are consumed unless `keep_raw` is set;
 /// histogram-kind points always pass through.
 public final class WindowAggregator: Aggregator, @unchecked Sendable {
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         public var every: UInt64 = 10_000_000_000
         /// Percentiles in 0...100 with their name suffixes ("p99" for 99).
         public var percentiles: [(suffix: String, value: Double)] = [("p50", 50), ("p90", 90), ("p99", 99)]
@@ -20,6 +20,12 @@ public final class WindowAggregator: Aggregator, @unchecked Sendable {
         /// 2: percentiles within 1%, about 8 KiB per series; 3: 0.1%, about 52 KiB.
         public var significantDigits: SignificantDigits = .two
         public init() {}
+
+        public static func == (a: Options, b: Options) -> Bool {
+            a.every == b.every && a.percentiles.map(\.suffix) == b.percentiles.map(\.suffix)
+                && a.percentiles.map(\.value) == b.percentiles.map(\.value) && a.stats == b.stats
+                && a.keepRaw == b.keepRaw && a.significantDigits == b.significantDigits
+        }
     }
 
     public enum Stat: String, CaseIterable, Sendable { case min, max, mean, sum, count, last }
@@ -186,7 +192,12 @@ extension WindowAggregator {
 
     static let keys = MetricSelector.keys + ["every", "percentiles", "stats", "keep_raw", "significant_digits"]
 
-    public static let aggregatorType = AggregatorType(keys: keys) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var selector: MetricSelector
+        var options: Options
+    }
+
+    public static let aggregatorType = AggregatorType(keys: keys, decode: { c, d, ctx -> Config? in
         let selector = MetricSelector.decode(c, d, ctx)
         var o = Options()
         o.every = AggregatorDecoding.nanos(d, c, "every", ctx, default: .seconds(10), minimum: .milliseconds(100))
@@ -209,6 +220,8 @@ extension WindowAggregator {
         if let n = c.node["significant_digits"], let digits = d.int(n, "'significant_digits'", context: ctx, range: 1...5) {
             o.significantDigits = SignificantDigits(rawValue: Int8(digits)) ?? .two
         }
-        return WindowAggregator(selector: selector, options: o)
-    }
+        return Config(selector: selector, options: o)
+    }, make: { cf, _, _ in
+        WindowAggregator(selector: cf.selector, options: cf.options)
+    })
 }

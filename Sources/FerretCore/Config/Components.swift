@@ -7,6 +7,16 @@ public struct AggregatorEntry: Sendable {
     public let type: String
     public let identity: String
     public let aggregator: any Aggregator
+    /// Its decoded Config: what a reload compares.
+    public let config: any Sendable
+
+    public init(name: String, type: String, identity: String, aggregator: any Aggregator, config: any Sendable) {
+        self.name = name
+        self.type = type
+        self.identity = identity
+        self.aggregator = aggregator
+        self.config = config
+    }
 }
 
 /// The pipeline component types an agent is built with, by the names configs
@@ -31,16 +41,14 @@ public struct Components: Sendable {
     public var sinkKeys: [String: [String]] { sinks.mapValues { Array(Set($0.keys + ["buffer"])).sorted() } }
     public var aggregatorKeys: [String: [String]] { aggregators.mapValues(\.keys) }
 
-    /// Creates a runner for each sink entry. Entries that fail are reported
-    /// through `errors` (with their position) and skipped; the others work.
+    /// Creates and starts a runner for each sink entry. An entry whose decoded
+    /// Config (and buffer) equals a running sink's keeps that runner. Entries
+    /// that fail are reported through `errors` (with their position) and
+    /// skipped; the others work.
     public func makeSinkRunners(_ configs: [ComponentConfig], logger: Logger, reuse: [SinkRunner] = [],
                                 telemetry: SelfTelemetry = SelfTelemetry(), errors: inout [ConfigError]) -> [SinkRunner] {
         var out: [SinkRunner] = []
         for c in configs {
-            if let same = reuse.first(where: { $0.identity == c.identity && $0.name == c.name }) {
-                out.append(same)
-                continue
-            }
             guard let type = sinks[c.type] else {
                 errors.append(ConfigError(mark: c.mark, "unknown sink type '\(c.type)'"))
                 continue
@@ -53,34 +61,40 @@ public struct Components: Sendable {
             let ctx = "in sink '\(c.name)'"
             var buffer = Self.defaultBuffer
             if let b = c.node["buffer"] { buffer = d.int(b, "'buffer'", context: ctx, range: 16...16_777_216) ?? buffer }
-            var sink: (any Sink)?
+            guard let decoded = type.decode(c, d, context: ctx), d.errors.isEmpty else {
+                errors.append(contentsOf: d.errors)
+                continue
+            }
+            if let same = reuse.first(where: { $0.name == c.name && $0.type == c.type && $0.buffer == buffer && $0.config.map(decoded.isSame) == true }) {
+                out.append(same)
+                continue
+            }
             do {
-                sink = try type.make(c, d, ctx, logger)
+                let sink = try decoded.build(logger: logger)
+                do {
+                    try sink.start()
+                } catch {
+                    sink.close()
+                    throw error
+                }
+                out.append(SinkRunner(name: c.name, type: c.type, identity: c.identity, sink: sink, buffer: buffer, logger: logger,
+                                      telemetry: telemetry, config: decoded.config))
+            } catch let e as ConfigError {
+                errors.append(e)
             } catch {
                 errors.append(ConfigError(mark: c.mark, "sink '\(c.name)' (\(c.type)): \(error)"))
-            }
-            errors.append(contentsOf: d.errors)
-            if d.errors.isEmpty, let sink {
-                out.append(SinkRunner(name: c.name, type: c.type, identity: c.identity, sink: sink, buffer: buffer, logger: logger,
-                                      telemetry: telemetry))
-            } else if let sink {
-                sink.close()
             }
         }
         return out
     }
 
-    /// Builds each entry in order. An entry whose config is unchanged keeps its
-    /// aggregator (and its state) from `reuse`. Failing entries are reported
-    /// through `errors` and left out; the others work.
+    /// Builds each entry in order. An entry whose decoded Config is unchanged
+    /// keeps its aggregator (and its state) from `reuse`. Failing entries are
+    /// reported through `errors` and left out; the others work.
     public func makeAggregators(_ configs: [ComponentConfig], logger: Logger, reuse: [AggregatorEntry] = [],
                                 errors: inout [ConfigError]) -> [AggregatorEntry] {
         var out: [AggregatorEntry] = []
         for c in configs {
-            if let same = reuse.first(where: { $0.identity == c.identity && $0.name == c.name }) {
-                out.append(same)
-                continue
-            }
             guard let type = aggregators[c.type] else {
                 errors.append(ConfigError(mark: c.mark, "unknown aggregator type '\(c.type)'"))
                 continue
@@ -90,14 +104,22 @@ public struct Components: Sendable {
                 continue
             }
             let d = ConfigDecoder()
+            guard let decoded = type.decode(c, d, context: "in aggregator '\(c.name)'"), d.errors.isEmpty else {
+                errors.append(contentsOf: d.errors)
+                continue
+            }
+            if let same = reuse.first(where: { $0.name == c.name && $0.type == c.type && decoded.isSame(as: $0.config) }) {
+                out.append(same)
+                continue
+            }
             do {
-                if let a = try type.make(c, d, "in aggregator '\(c.name)'", logger), d.errors.isEmpty {
-                    out.append(AggregatorEntry(name: c.name, type: c.type, identity: c.identity, aggregator: a))
-                }
+                out.append(AggregatorEntry(name: c.name, type: c.type, identity: c.identity, aggregator: try decoded.build(logger: logger),
+                                           config: decoded.config))
+            } catch let e as ConfigError {
+                errors.append(e)
             } catch {
                 errors.append(ConfigError(mark: c.mark, "aggregator '\(c.name)' (\(c.type)): \(error)"))
             }
-            errors.append(contentsOf: d.errors)
         }
         return out
     }

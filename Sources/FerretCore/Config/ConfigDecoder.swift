@@ -5,9 +5,6 @@ import Foundation
 public final class ConfigDecoder {
     public private(set) var errors: [ConfigError] = []
     private let environment: [String: String]
-    /// Set by `ferret validate`: components decode and check their keys but
-    /// start nothing (no sockets, threads or files) and return nil.
-    public var checkOnly = false
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.environment = environment

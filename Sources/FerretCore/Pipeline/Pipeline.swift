@@ -5,6 +5,10 @@ import Synchronization
 /// Where signals end up. A sink is driven by exactly one thread (its
 /// `SinkRunner`), so implementations need no locking of their own.
 public protocol Sink: AnyObject, Sendable {
+    /// Starts what the sink serves or sends from (binds its socket, opens its
+    /// connection): called once, after it is made and before its runner starts.
+    /// Throwing reports the sink's entry as failed; the others go on.
+    func start() throws
     /// Writes a batch. Throwing counts an error for this sink; the batch is lost.
     func write(_ batch: [Signal]) throws
     /// Pushes buffered output out (called when the runner's queue runs dry).
@@ -14,6 +18,7 @@ public protocol Sink: AnyObject, Sendable {
 }
 
 extension Sink {
+    public func start() throws {}
     public func flush() throws {}
     public func close() {}
 }
@@ -58,11 +63,16 @@ public final class SinkRunner: @unchecked Sendable {
     public let errors: MetricCounter
     private let observed: [Int]
     private let telemetry: SelfTelemetry
+    public let buffer: Int
+    /// The sink's decoded Config, when it was made from one: what a reload compares.
+    public let config: (any Sendable)?
 
     /// `telemetry`: where its counters go (the agent's is `SelfTelemetry.shared`).
     public init(name: String, type: String, identity: String, sink: any Sink, buffer: Int, logger: Logger,
-                telemetry: SelfTelemetry = SelfTelemetry()) {
+                telemetry: SelfTelemetry = SelfTelemetry(), config: (any Sendable)? = nil) {
         self.name = name
+        self.buffer = buffer
+        self.config = config
         self.type = type
         self.identity = identity
         self.sink = sink

@@ -119,7 +119,14 @@ public final class ConsoleSink: Sink, @unchecked Sendable {
 }
 
 extension ConsoleSink {
-    public static let sinkType = SinkType(keys: keys) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var every: Duration
+        var stream: String
+        var events: Bool
+        var maxMetrics: Int
+    }
+
+    public static let sinkType = SinkType(keys: keys, decode: { c, d, ctx -> Config? in
         let every = c.node["every"].flatMap { d.duration($0, "'every'", context: ctx, minimum: .milliseconds(100)) } ?? .seconds(5)
         var stream = "stdout"
         if let s = c.node["stream"], let v = d.string(s, "'stream'", context: ctx) {
@@ -127,7 +134,8 @@ extension ConsoleSink {
         }
         let events = c.node["events"].flatMap { d.bool($0, "'events'", context: ctx) } ?? true
         let maxMetrics = c.node["max_metrics"].flatMap { d.int($0, "'max_metrics'", context: ctx, range: 1...10_000) } ?? 12
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
-        return ConsoleSink(every: every, stream: stream, events: events, maxMetrics: maxMetrics)
-    }
+        return Config(every: every, stream: stream, events: events, maxMetrics: maxMetrics)
+    }, make: { cf, _, _ in
+        ConsoleSink(every: cf.every, stream: cf.stream, events: cf.events, maxMetrics: cf.maxMetrics)
+    })
 }

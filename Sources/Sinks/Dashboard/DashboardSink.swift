@@ -25,12 +25,25 @@ public final class DashboardSink: Sink, @unchecked Sendable {
         return p < 0 ? nil : p
     }
 
-    public init(name: String, host: String, port: Int, options: DashboardState.Options = .init(), logger: Logger) throws {
+    private let host: String
+    private let requestedPort: Int
+
+    /// Makes the sink; with `serve` (standalone use) it starts serving at once,
+    /// otherwise in `start` (the agent: sockets bind in start, not in init).
+    public init(name: String, host: String, port: Int, options: DashboardState.Options = .init(), logger: Logger,
+                serve: Bool = true) throws {
         self.name = name
         self.logger = logger
-        let state = DashboardState(options: options)
-        self.state = state
-        let s = SinkHTTPServer(host: host, port: port, label: "dashboard", logger: logger) { request in
+        self.host = host
+        requestedPort = port
+        state = DashboardState(options: options)
+        if serve { try start() }
+    }
+
+    public func start() throws {
+        guard server == nil else { return }
+        let state = self.state
+        let s = SinkHTTPServer(host: host, port: requestedPort, label: "dashboard", logger: logger) { request in
             DashboardAPI.respond(request, state: state)
         }
         let bound = try s.start(timeout: 10)
@@ -47,7 +60,13 @@ public final class DashboardSink: Sink, @unchecked Sendable {
         boundPort.store(-1, ordering: .relaxed)
     }
 
-    public static let sinkType = SinkType(keys: keys) { c, d, ctx, logger in
+    public struct Config: Equatable, Sendable {
+        var host: String
+        var port: Int
+        var options: DashboardState.Options
+    }
+
+    public static let sinkType = SinkType(keys: keys, decode: { c, d, ctx -> Config? in
         var (host, port) = ListenAddress.parse(defaultListen)!
         if let n = c.node["listen"], let s = d.string(n, "'listen'", context: ctx) {
             if let hp = ListenAddress.parse(s) { (host, port) = hp } else {
@@ -61,7 +80,8 @@ public final class DashboardSink: Sink, @unchecked Sendable {
         if let n = c.node["max_events"], let v = d.int(n, "'max_events'", context: ctx, range: 10...1_000_000) { o.maxEvents = v }
         if let n = c.node["max_traces"], let v = d.int(n, "'max_traces'", context: ctx, range: 10...1_000_000) { o.maxTraces = v }
         if let n = c.node["max_routes"], let v = d.int(n, "'max_routes'", context: ctx, range: 1...100_000) { o.maxRoutes = v }
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
-        return try DashboardSink(name: c.name, host: host, port: port, options: o, logger: logger)
-    }
+        return Config(host: host, port: port, options: o)
+    }, make: { cf, c, logger in
+        try DashboardSink(name: c.name, host: cf.host, port: cf.port, options: cf.options, logger: logger, serve: false)
+    })
 }

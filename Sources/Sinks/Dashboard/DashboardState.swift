@@ -9,7 +9,7 @@ import Synchronization
 /// HTTP traces and per-route request figures. Thread-safe; written by the
 /// sink's runner thread, read by the HTTP server.
 public final class DashboardState: Sendable {
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         public var history = MetricHistory.Options()
         public var maxEvents = 1000
         public var maxTraces = 500

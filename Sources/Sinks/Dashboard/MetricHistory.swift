@@ -21,7 +21,7 @@ import Synchronization
 /// Queries return at most `maxPoints` points: the raw points when they are fewer,
 /// else the range cut into `maxPoints` equal buckets (min, max, mean, last each).
 public final class MetricHistory: Sendable {
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         public var rawSpan: Duration = .seconds(3600)
         public var bucket: Duration = .seconds(60)
         public var longSpan: Duration = .seconds(86_400)

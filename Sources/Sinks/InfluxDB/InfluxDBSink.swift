@@ -31,7 +31,7 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
     public init(url: String, database: String, retentionPolicy: String? = nil, username: String? = nil, password: String? = nil,
                 token: String? = nil, createDatabase: Bool = true, resourceTags: [String] = InfluxDBSink.defaultResourceTags,
                 signals: Set<String> = ["metric", "event"], options: DeliveryOptions = DeliveryOptions(),
-                name: String = "influxdb", logger: Logger) throws {
+                name: String = "influxdb", logger: Logger, start: Bool = true) throws {
         self.resourceTags = Set(resourceTags)
         self.signals = signals
         self.chunkBytes = max(4096, options.batchBytes / 4)
@@ -47,7 +47,7 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
         let create = try HTTPPoster(url: "\(base)/query?q=\(Self.percentEncoded("CREATE DATABASE \"\(database)\""))",
                                     headers: headers.filter { $0.0 != "Content-Type" }, timeout: options.timeout)
         let db = database
-        delivery = Delivery(name: name, options: options, logger: logger) { _, body in
+        delivery = Delivery(name: name, options: options, logger: logger, start: start) { _, body in
             let outcome = write.post(body)
             // A missing database is made when asked to (1.x); the batch then goes again.
             if createDatabase, case .reject(let why) = outcome, why.contains("database not found") {
@@ -148,7 +148,20 @@ public final class InfluxDBSink: DeliveringSink, @unchecked Sendable {
 }
 
 extension InfluxDBSink {
-    public static let sinkType = SinkType(keys: keys) { c, d, ctx, logger in
+    public struct Config: Equatable, Sendable {
+        var url: String
+        var database: String
+        var retentionPolicy: String?
+        var username: String?
+        var password: String?
+        var token: String?
+        var createDatabase: Bool
+        var resourceTags: [String]
+        var signals: Set<String>
+        var options: DeliveryOptions
+    }
+
+    public static let sinkType = SinkType(keys: keys, decode: { c, d, ctx -> Config? in
         let n = c.node
         let url = n["url"].flatMap { d.string($0, "'url'", context: ctx) } ?? "http://127.0.0.1:8086"
         let database = n["database"].flatMap { d.string($0, "'database'", context: ctx) } ?? "ferret"
@@ -170,14 +183,16 @@ extension InfluxDBSink {
         }
         let options = DeliveryOptions.decode(c, d, context: ctx)
         if let problem = HTTPPoster.problem(url: url) { d.fail(n["url"]?.mark ?? c.mark, "\(problem) \(ctx)") }
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
+        return Config(url: url, database: database, retentionPolicy: rp, username: user, password: password, token: token,
+                      createDatabase: create, resourceTags: tags, signals: kinds, options: options)
+    }, make: { cf, c, logger in
         do {
-            return try InfluxDBSink(url: url, database: database, retentionPolicy: rp, username: user, password: password,
-                                    token: token, createDatabase: create, resourceTags: tags, signals: kinds,
-                                    options: options, name: c.name, logger: logger)
+            return try InfluxDBSink(url: cf.url, database: cf.database, retentionPolicy: cf.retentionPolicy, username: cf.username,
+                                    password: cf.password, token: cf.token, createDatabase: cf.createDatabase,
+                                    resourceTags: cf.resourceTags, signals: cf.signals, options: cf.options, name: c.name,
+                                    logger: logger, start: false)
         } catch {
-            d.fail(n["url"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
-            return nil
+            throw ConfigError(mark: c.node["url"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
         }
-    }
+    })
 }

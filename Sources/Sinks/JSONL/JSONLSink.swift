@@ -60,7 +60,13 @@ public final class JSONLSink: Sink, @unchecked Sendable {
 }
 
 extension JSONLSink {
-    public static let sinkType = SinkType(keys: keys, required: ["path"]) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var path: String
+        var signals: Set<String>
+        var append: Bool
+    }
+
+    public static let sinkType = SinkType(keys: keys, required: ["path"], decode: { c, d, ctx -> Config? in
         guard let pathNode = c.node["path"], let path = d.string(pathNode, "'path'", context: ctx) else { return nil }
         var kinds = Set<String>()
         if let s = c.node["signals"] {
@@ -71,10 +77,10 @@ extension JSONLSink {
             }
         }
         let append = c.node["append"].flatMap { d.bool($0, "'append'", context: ctx) } ?? true
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
-        do { return try JSONLSink(path: path, signals: kinds, append: append) } catch {
-            d.fail(pathNode.mark, "sink '\(c.name)': \(error)")
-            return nil
+        return Config(path: path, signals: kinds, append: append)
+    }, make: { cf, c, _ in
+        do { return try JSONLSink(path: cf.path, signals: cf.signals, append: cf.append) } catch {
+            throw ConfigError(mark: c.node["path"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
         }
-    }
+    })
 }

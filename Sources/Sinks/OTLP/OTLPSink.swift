@@ -36,7 +36,7 @@ public final class OTLPSink: DeliveringSink, @unchecked Sendable {
     ///   - signals: the kinds to send (`metric`, `span`, `event`).
     public init(endpoint: String = OTLPSink.defaultEndpoint, headers: [(String, String)] = [],
                 signals: Set<String> = Set(OTLPSink.signalKinds), options: DeliveryOptions = DeliveryOptions(),
-                name: String = "otlp", logger: Logger) throws {
+                name: String = "otlp", logger: Logger, start: Bool = true) throws {
         self.signals = signals
         self.encoder = OTLPEncoder(startUnixNano: Clock.unixNanos())
         self.batchBytes = options.batchBytes
@@ -45,7 +45,7 @@ public final class OTLPSink: DeliveringSink, @unchecked Sendable {
         let posters = try Dictionary(uniqueKeysWithValues: Route.allCases.map {
             ($0.rawValue, try HTTPPoster(url: base + $0.path, headers: headers, timeout: options.timeout))
         })
-        delivery = Delivery(name: name, options: options, logger: logger) { route, body in
+        delivery = Delivery(name: name, options: options, logger: logger, start: start) { route, body in
             guard let poster = posters[route] else { return .reject("no OTLP route '\(route)'") }
             return Self.outcome(poster.exchange(body, extraHeaders: [("Content-Type", "application/x-protobuf")]), url: poster.url)
         }
@@ -119,10 +119,18 @@ public final class OTLPSink: DeliveringSink, @unchecked Sendable {
 }
 
 extension OTLPSink {
-    public static let sinkType = SinkType(keys: keys) { c, d, ctx, logger in
+    public struct Config: Equatable, Sendable {
+        var endpoint: String
+        /// Header names and values, in the entry's order.
+        var headers: [[String]]
+        var signals: Set<String>
+        var options: DeliveryOptions
+    }
+
+    public static let sinkType = SinkType(keys: keys, decode: { c, d, ctx -> Config? in
         let n = c.node
         let endpoint = n["endpoint"].flatMap { d.string($0, "'endpoint'", context: ctx) } ?? defaultEndpoint
-        var headers: [(String, String)] = []
+        var headers: [[String]] = []
         if let h = n["headers"], let pairs = d.mapping(h, "'headers'", context: ctx) {
             for p in pairs {
                 guard let v = d.string(p.value, "header '\(p.key)'", context: ctx) else { continue }
@@ -130,7 +138,7 @@ extension OTLPSink {
                     d.fail(p.keyMark, "header 'Content-Type' \(ctx) is the sink's own (application/x-protobuf)")
                     continue
                 }
-                headers.append((p.key, v))
+                headers.append([p.key, v])
             }
         }
         var kinds = Set(signalKinds)
@@ -146,12 +154,13 @@ extension OTLPSink {
         }
         let options = DeliveryOptions.decode(c, d, context: ctx)
         if let problem = HTTPPoster.problem(url: endpoint) { d.fail(n["endpoint"]?.mark ?? c.mark, "\(problem) \(ctx)") }
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
+        return Config(endpoint: endpoint, headers: headers, signals: kinds, options: options)
+    }, make: { cf, c, logger in
         do {
-            return try OTLPSink(endpoint: endpoint, headers: headers, signals: kinds, options: options, name: c.name, logger: logger)
+            return try OTLPSink(endpoint: cf.endpoint, headers: cf.headers.map { ($0[0], $0[1]) }, signals: cf.signals,
+                                options: cf.options, name: c.name, logger: logger, start: false)
         } catch {
-            d.fail(n["endpoint"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
-            return nil
+            throw ConfigError(mark: c.node["endpoint"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
         }
-    }
+    })
 }

@@ -108,14 +108,20 @@ public final class PprofDirSink: AheadSink, @unchecked Sendable {
 }
 
 extension PprofDirSink {
-    public static let sinkType = SinkType(keys: keys, required: ["path"]) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var path: String
+        var maxBytes: Int
+        var maxAge: Duration?
+    }
+
+    public static let sinkType = SinkType(keys: keys, required: ["path"], decode: { c, d, ctx -> Config? in
         guard let pathNode = c.node["path"], let path = d.string(pathNode, "'path'", context: ctx) else { return nil }
         let maxBytes = c.node["max_bytes"].flatMap { d.int($0, "'max_bytes'", context: ctx, range: 4096...Int.max) } ?? (1 << 30)
         let maxAge = c.node["max_age"].flatMap { d.duration($0, "'max_age'", context: ctx, minimum: .seconds(1)) }
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
-        do { return try PprofDirSink(directory: path, maxBytes: Int64(maxBytes), maxAge: maxAge) } catch {
-            d.fail(pathNode.mark, "sink '\(c.name)': \(error)")
-            return nil
+        return Config(path: path, maxBytes: maxBytes, maxAge: maxAge)
+    }, make: { cf, c, _ in
+        do { return try PprofDirSink(directory: cf.path, maxBytes: Int64(cf.maxBytes), maxAge: cf.maxAge) } catch {
+            throw ConfigError(mark: c.node["path"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
         }
-    }
+    })
 }

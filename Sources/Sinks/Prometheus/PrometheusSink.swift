@@ -32,6 +32,7 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
     private var server: SinkHTTPServer?
     private var lastBindAttempt: UInt64 = 0
     private var closed = false
+    private var started = false
     private let addressKey: String
 
     /// The port the server listens on (the chosen one when `listen` said port 0),
@@ -42,11 +43,10 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
     }
     private let boundPort = Atomic<Int>(-1)
 
-    /// Starts serving. When another prometheus sink of this process holds the
-    /// address (a reload that changed the sink's settings, before the old one
-    /// is closed), binding is retried from the runner thread until it is free.
+    /// Makes the sink; with `serve` (standalone use) it starts serving at once,
+    /// otherwise in `start` (the agent: sockets bind in start, not in init).
     public init(name: String, host: String, port: Int, path: String = "/metrics",
-                options: PrometheusStore.Options = .init(), logger: Logger) throws {
+                options: PrometheusStore.Options = .init(), logger: Logger, serve: Bool = true) throws {
         self.name = name
         self.host = host
         self.requestedPort = port
@@ -57,9 +57,18 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
             logger.warning("sink '\(sinkName)' (prometheus): \(message)")
         }
         addressKey = "\(host):\(port)"
+        if serve { try start() }
+    }
+
+    /// Starts serving. When another prometheus sink of this process holds the
+    /// address (a reload that changed the sink's settings, before the old one
+    /// is closed), binding is retried from the runner thread until it is free.
+    public func start() throws {
+        guard server == nil, !started else { return }
+        started = true
         do {
             try bind()
-        } catch let e as SinkHTTPServer.AddressInUse where port != 0 && Self.held(addressKey) {
+        } catch let e as SinkHTTPServer.AddressInUse where requestedPort != 0 && Self.held(addressKey) {
             logger.info("sink '\(name)' (prometheus): \(e); waiting for the sink that holds it to close")
         }
         Self.hold(addressKey)
@@ -117,7 +126,14 @@ public final class PrometheusSink: Sink, @unchecked Sendable {
 }
 
 extension PrometheusSink {
-    public static let sinkType = SinkType(keys: keys) { c, d, ctx, logger in
+    public struct Config: Equatable, Sendable {
+        var host: String
+        var port: Int
+        var path: String
+        var options: PrometheusStore.Options
+    }
+
+    public static let sinkType = SinkType(keys: keys, decode: { c, d, ctx -> Config? in
         var (host, port) = ListenAddress.parse(defaultListen)!
         if let n = c.node["listen"], let s = d.string(n, "'listen'", context: ctx) {
             if let hp = ListenAddress.parse(s) { (host, port) = hp } else {
@@ -137,9 +153,10 @@ extension PrometheusSink {
         if let n = c.node["expire_after"], let dur = d.duration(n, "'expire_after'", context: ctx, minimum: .seconds(1)) {
             options.expireAfterNanos = UInt64(dur.nanoseconds)
         }
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
-        return try PrometheusSink(name: c.name, host: host, port: port, path: path, options: options, logger: logger)
-    }
+        return Config(host: host, port: port, path: path, options: options)
+    }, make: { cf, c, logger in
+        try PrometheusSink(name: c.name, host: cf.host, port: cf.port, path: cf.path, options: cf.options, logger: logger, serve: false)
+    })
 }
 
 extension PrometheusSink {

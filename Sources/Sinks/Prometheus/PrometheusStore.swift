@@ -15,7 +15,7 @@ import Foundation
 /// process (same resource) are ignored for `expireAfter`, so they cannot bring
 /// its series back.
 public final class PrometheusStore: @unchecked Sendable {
-    public struct Options: Sendable {
+    public struct Options: Sendable, Equatable {
         /// Resource attribute keys that become labels, in this order.
         public var resourceLabels: [String]
         public var expireAfterNanos: UInt64

@@ -157,19 +157,26 @@ public final class StatsDSink: Sink, @unchecked Sendable {
 }
 
 extension StatsDSink {
-    public static let sinkType = SinkType(keys: keys, required: ["address"]) { c, d, ctx, _ in
+    public struct Config: Equatable, Sendable {
+        var address: String
+        var prefix: String
+        var tags: [String]
+        var maxPacket: Int
+    }
+
+    public static let sinkType = SinkType(keys: keys, required: ["address"], decode: { c, d, ctx -> Config? in
         let n = c.node
         guard let a = n["address"], let address = d.string(a, "'address'", context: ctx) else { return nil }
         do { _ = try split(address) } catch { d.fail(a.mark, "\(error) \(ctx)") }
         let prefix = n["prefix"].flatMap { d.string($0, "'prefix'", context: ctx) } ?? ""
         let tags = n["tags"].flatMap { d.stringList($0, "'tags'", context: ctx) } ?? defaultTags
         let maxPacket = n["max_packet"].flatMap { d.int($0, "'max_packet'", context: ctx, range: 512...65_000) } ?? 1432
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
+        return Config(address: address, prefix: prefix, tags: tags, maxPacket: maxPacket)
+    }, make: { cf, c, _ in
         do {
-            return try StatsDSink(address: address, prefix: prefix, tags: tags, maxPacket: maxPacket)
+            return try StatsDSink(address: cf.address, prefix: cf.prefix, tags: cf.tags, maxPacket: cf.maxPacket)
         } catch {
-            d.fail(a.mark, "\(error) \(ctx)")
-            return nil
+            throw ConfigError(mark: c.node["address"]?.mark ?? c.mark, "\(error) in sink '\(c.name)'")
         }
-    }
+    })
 }

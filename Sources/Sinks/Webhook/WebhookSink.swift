@@ -17,13 +17,13 @@ public final class WebhookSink: DeliveringSink, @unchecked Sendable {
     private let minSeverity: Severity
 
     public init(url: String, headers: [(String, String)] = [], events: [String] = ["*"], minSeverity: Severity = .info,
-                options: DeliveryOptions = DeliveryOptions(), name: String = "webhook", logger: Logger) throws {
+                options: DeliveryOptions = DeliveryOptions(), name: String = "webhook", logger: Logger, start: Bool = true) throws {
         patterns = events
         self.minSeverity = minSeverity
         var o = options
         o.concatenate = false
         let poster = try HTTPPoster(url: url, headers: [("Content-Type", "application/json")] + headers, timeout: o.timeout)
-        delivery = Delivery(name: name, options: o, logger: logger) { _, body in poster.post(body) }
+        delivery = Delivery(name: name, options: o, logger: logger, start: start) { _, body in poster.post(body) }
     }
 
     /// Whether an event is one this webhook posts.
@@ -46,13 +46,22 @@ public final class WebhookSink: DeliveringSink, @unchecked Sendable {
 }
 
 extension WebhookSink {
-    public static let sinkType = SinkType(keys: keys, required: ["url"]) { c, d, ctx, logger in
+    public struct Config: Equatable, Sendable {
+        var url: String
+        /// Header names and values, in the entry's order.
+        var headers: [[String]]
+        var events: [String]
+        var minSeverity: Severity
+        var options: DeliveryOptions
+    }
+
+    public static let sinkType = SinkType(keys: keys, required: ["url"], decode: { c, d, ctx -> Config? in
         let n = c.node
         guard let urlNode = n["url"], let url = d.string(urlNode, "'url'", context: ctx) else { return nil }
-        var headers: [(String, String)] = []
+        var headers: [[String]] = []
         if let h = n["headers"] {
             for (k, _, v) in d.mapping(h, "'headers'", context: ctx) ?? [] {
-                if let s = d.string(v, "header '\(k)'", context: ctx) { headers.append((k, s)) }
+                if let s = d.string(v, "header '\(k)'", context: ctx) { headers.append([k, s]) }
             }
         }
         let events = n["events"].flatMap { d.stringList($0, "'events'", context: ctx) } ?? ["*"]
@@ -66,13 +75,13 @@ extension WebhookSink {
         defaults.bufferBytes = 4 << 20
         let options = DeliveryOptions.decode(c, d, context: ctx, defaults: defaults)
         if let problem = HTTPPoster.problem(url: url) { d.fail(urlNode.mark, "\(problem) \(ctx)") }
-        guard d.errors.isEmpty, !d.checkOnly else { return nil }
+        return Config(url: url, headers: headers, events: events, minSeverity: minSeverity, options: options)
+    }, make: { cf, c, logger in
         do {
-            return try WebhookSink(url: url, headers: headers, events: events, minSeverity: minSeverity,
-                                   options: options, name: c.name, logger: logger)
+            return try WebhookSink(url: cf.url, headers: cf.headers.map { ($0[0], $0[1]) }, events: cf.events,
+                                   minSeverity: cf.minSeverity, options: cf.options, name: c.name, logger: logger, start: false)
         } catch {
-            d.fail(urlNode.mark, "sink '\(c.name)': \(error)")
-            return nil
+            throw ConfigError(mark: c.node["url"]?.mark ?? c.mark, "sink '\(c.name)': \(error)")
         }
-    }
+    })
 }
