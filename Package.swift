@@ -151,6 +151,9 @@ let package = Package(
             dependencies: [
                 "FerretCore", "FerretComponents", "GoIntrospection", "LinuxProcess", "Pprof",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `ferret run`: the agent is a Service in a ServiceGroup that owns the signals.
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Host"),

@@ -3,6 +3,8 @@ import FerretComponents
 import FerretCore
 import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,30 +40,61 @@ struct Run: ParsableCommand {
         }
         LogLevelSetting.level.withLock { $0 = Logger.Level(rawValue: logLevel ?? agent.config.agent.logLevel) ?? .info }
 
-        let stop = DispatchSemaphore(value: 0)
-        let signals = DispatchQueue(label: "ferret.signals")
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: signals)
-            s.setEventHandler {
-                if sig == SIGHUP {
-                    logger.info("SIGHUP: reloading \(options.config)")
-                    agent.reload()
-                } else {
-                    stop.signal()
+        // One lifecycle: the agent is a Service in a ServiceGroup, which owns
+        // SIGTERM and SIGINT (graceful shutdown: stop collectors, flush sinks).
+        // SIGHUP re-reads the configuration.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: AgentService(agent: agent))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        let finished = DispatchSemaphore(value: 0)
+        let config = options.config
+        let limit = duration.flatMap { d -> Duration? in if case .success(let v) = DurationParser.parse(d) { v } else { nil } }
+        Task {
+            await withTaskGroup(of: Void.self) { tasks in
+                tasks.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        logger.info("SIGHUP: reloading \(config)")
+                        await AgentService.onThread("ferret-reload") { agent.reload() }
+                    }
                 }
+                if let limit {
+                    tasks.addTask {
+                        try? await Task.sleep(for: limit)
+                        await group.triggerGracefulShutdown()
+                    }
+                }
+                do { try await group.run() } catch { logger.error("ferret: \(error)") }
+                tasks.cancelAll()
             }
-            s.resume()
-            sources.append(s)
+            finished.signal()
         }
-        agent.start()
-        if let d = duration, case .success(let dur) = DurationParser.parse(d) {
-            _ = stop.wait(timeout: .now() + .nanoseconds(Int(dur.nanoseconds)))
-        } else {
-            stop.wait()
+        finished.wait()
+    }
+}
+
+/// The agent as a Service: it starts, runs until the group shuts down
+/// gracefully, then stops its collectors and flushes its sinks.
+struct AgentService: Service {
+    let agent: Agent
+
+    func run() async throws {
+        await Self.onThread("ferret-start") { agent.start() }
+        try? await gracefulShutdown()
+        await Self.onThread("ferret-shutdown") { agent.shutdown() }
+    }
+
+    /// Runs blocking agent work (starting sinks binds sockets and waits for
+    /// their servers' tasks) on a thread of its own, never on the concurrency
+    /// pool those tasks need.
+    static func onThread(_ name: String, _ body: @escaping @Sendable () -> Void) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let t = Thread {
+                body()
+                done.resume()
+            }
+            t.name = name
+            t.start()
         }
-        agent.shutdown()
-        for s in sources { s.cancel() }
     }
 }

@@ -25,6 +25,8 @@ public final class Agent: @unchecked Sendable {
     let agentResource: Resource
     var watcher: ProcessEventWatcher?
     let stopping = Atomic<Bool>(false)
+    /// Wakes the loops' timed waits when the agent stops.
+    private let stopWake = NSCondition()
     /// The agent's own figures, on the process's telemetry (SelfTelemetry.shared).
     let telemetry = SelfTelemetry.shared
     let reloads = SelfTelemetry.shared.counter("ferret.config.reloads")
@@ -111,6 +113,9 @@ public final class Agent: @unchecked Sendable {
     /// Stops collectors, flushes sinks. Safe to call once.
     public func shutdown() {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        stopWake.lock()
+        stopWake.broadcast()
+        stopWake.unlock()
         logger.info("ferret stopping")
         watcher?.stop()
         for t in threads { _ = t.wait(timeout: .now() + 3) }
@@ -223,6 +228,15 @@ public final class Agent: @unchecked Sendable {
 
     // MARK: - loops
 
+    /// A timed wait that ends early when the agent stops. Returns false then.
+    private func pause(nanos: UInt64) -> Bool {
+        stopWake.lock()
+        defer { stopWake.unlock() }
+        if stopping.load(ordering: .relaxed) { return false }
+        if nanos > 0 { _ = stopWake.wait(until: Date(timeIntervalSinceNow: Double(nanos) / 1e9)) }
+        return !stopping.load(ordering: .relaxed)
+    }
+
     private func schedulerLoop() {
         while !stopping.load(ordering: .relaxed) {
             let list = control.sync { Array(instances.values) }
@@ -241,8 +255,8 @@ public final class Agent: @unchecked Sendable {
                 }
                 next = min(next, inst.nextDue)
             }
-            let wait = next > now ? next - now : 0
-            if wait > 0 { usleep(UInt32(min(wait / 1000, 50_000))) }
+            // At most 50 ms: an instance created meanwhile is due at once.
+            if !pause(nanos: min(next > now ? next - now : 0, 50_000_000)) { return }
         }
     }
 
@@ -250,11 +264,15 @@ public final class Agent: @unchecked Sendable {
         var lastRescan = Clock.monotonicNanos()
         var lastSelf = Clock.monotonicNanos()
         while !stopping.load(ordering: .relaxed) {
-            usleep(100_000)
-            let now = Clock.monotonicNanos()
             let (rescanEvery, selfEvery) = control.sync {
                 (UInt64(config.agent.rescan.nanoseconds), UInt64(config.agent.selfMetricsInterval.nanoseconds))
             }
+            // Until the next rescan or self-metrics, and at least once a second
+            // (a reload may shorten either interval).
+            let due = min(lastRescan &+ rescanEvery, lastSelf &+ selfEvery)
+            let before = Clock.monotonicNanos()
+            if !pause(nanos: min(due > before ? due - before : 0, 1_000_000_000)) { return }
+            let now = Clock.monotonicNanos()
             if now - lastRescan >= rescanEvery {
                 lastRescan = now
                 control.sync { rescan() }
