@@ -151,6 +151,10 @@ let package = Package(
             dependencies: [
                 "FerretCore", "FerretComponents", "GoIntrospection", "LinuxProcess", "Pprof",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `ferret status` reads the dashboard's API with the network sinks' client.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 // `ferret run`: the agent is a Service in a ServiceGroup that owns the signals.
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

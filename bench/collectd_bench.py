@@ -28,6 +28,8 @@ ap.add_argument("truthsrv")
 ap.add_argument("--procs", type=int, default=50)
 ap.add_argument("--warmup", type=float, default=10)
 ap.add_argument("--window", type=float, default=60)
+ap.add_argument("--collectors", default="scheduler,heap",
+                help="ferret's collectors, comma-separated (e.g. scheduler,heap,cpu_profiler)")
 args = ap.parse_args()
 
 collectd = shutil.which("collectd") or "/usr/sbin/collectd"
@@ -48,8 +50,19 @@ def cpu_seconds(pid):
 def rss_bytes(pid):
     return int(open(f"/proc/{pid}/statm").read().split()[1]) * page
 
-heap = os.path.exists(f"{args.bin}/libferret_heap.so") and os.path.exists(f"{repo}/plugins.d/heap.yaml")
-collectors = ["scheduler"] + (["heap"] if heap else [])
+def rss_parts(pid):
+    """(anonymous, file-backed) resident bytes, from /proc/PID/status."""
+    f = {}
+    for line in open(f"/proc/{pid}/status"):
+        k, _, v = line.partition(":")
+        if k in ("RssAnon", "RssFile", "RssShmem"):
+            f[k] = int(v.split()[0]) * 1024
+    return f.get("RssAnon", 0), f.get("RssFile", 0) + f.get("RssShmem", 0)
+
+wanted = [c for c in args.collectors.split(",") if c]
+collectors = [c for c in wanted if os.path.exists(f"{args.bin}/libferret_{c}.so") and os.path.exists(f"{repo}/plugins.d/{c}.yaml")]
+missing = sorted(set(wanted) - set(collectors))
+heap = "heap" in collectors
 
 # Each process gets a unique trailing argument (truthsrv's flag parsing stops
 # there and ignores it), so one regex per process selects it in both daemons.
@@ -124,9 +137,11 @@ try:
     go0 = sum(cpu_seconds(p.pid) for p in children)
     w0, t0 = time.time(), time.monotonic()
     rss = {n: [] for n in daemons}
+    parts = {n: [] for n in daemons}
     while time.monotonic() - t0 < args.window:
         for n, p in daemons.items():
             rss[n].append(rss_bytes(p))
+            parts[n].append(rss_parts(p))
         time.sleep(1)
     c1 = {n: cpu_seconds(p) for n, p in daemons.items()}
     w1, t1 = time.time(), time.monotonic()
@@ -173,12 +188,15 @@ try:
           f"{elapsed:.0f} s window after a {args.warmup:.0f} s warm-up:")
     for n in daemons:
         cpu = 100 * (c1[n] - c0[n]) / elapsed
+        anon = max(a for a, _ in parts[n]) / 2**20
+        filed = max(f for _, f in parts[n]) / 2**20
         print(f"  {n:8s} CPU {cpu:.2f}% of one core ({c1[n] - c0[n]:.2f} s), "
-              f"RSS max {max(rss[n]) / 2**20:.1f} MiB, mean {sum(rss[n]) / len(rss[n]) / 2**20:.1f} MiB")
+              f"RSS max {max(rss[n]) / 2**20:.1f} MiB, mean {sum(rss[n]) / len(rss[n]) / 2**20:.1f} MiB "
+              f"(anonymous max {anon:.1f} MiB, file-backed max {filed:.1f} MiB)")
     # Per interval = over the collection rounds that fell in the window (one
     # process.thread.count point per process per round; one ps_rss line per match).
     rounds = ferret_names["process.thread.count"] / max(len(pids), 1)
-    print(f"  ferret   collectors: {', '.join(collectors)}{'' if heap else ' (heap plugin not built here)'}; "
+    print(f"  ferret   collectors: {', '.join(collectors)}{' (not built here: ' + ', '.join(missing) + ')' if missing else ''}; "
           f"{ferret_points / rounds:.0f} metric points per interval ({rounds:.0f} rounds in the window) for {len(pids)} processes "
           f"({ferret_points / rounds / max(len(pids), 1):.1f} per process); per name: "
           + ", ".join(f"{k} {v / rounds:.0f}" for k, v in sorted(ferret_names.items())))

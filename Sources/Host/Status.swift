@@ -1,8 +1,8 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
 /// `ferret status`: what a running agent's dashboard sink sees, from its JSON
 /// API (`/api/overview`): each process group with its instances, Go versions,
@@ -54,23 +54,17 @@ struct Status: ParsableCommand {
 
     func printError(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
+    /// GET through AsyncHTTPClient (already in the agent for the network
+    /// sinks), not URLSession: FoundationNetworking would load libcurl and a
+    /// TLS stack into the agent's memory for this one command.
     static func get(_ url: URL) throws -> Data {
-        final class Box: @unchecked Sendable { var result: Result<Data, Error> = .failure(URLError(.timedOut)) }
-        let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        var request = URLRequest(url: url)
-        request.timeoutInterval = 5
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            if let error {
-                box.result = .failure(error)
-            } else if let http = response as? HTTPURLResponse, http.statusCode != 200 {
-                box.result = .failure(URLError(.badServerResponse, userInfo: [NSLocalizedDescriptionKey: "HTTP \(http.statusCode)"]))
-            } else {
-                box.result = .success(data ?? Data())
-            }
-            done.signal()
-        }.resume()
-        done.wait()
-        return try box.result.get()
+        let request = try HTTPClient.Request(url: url.absoluteString, method: .GET)
+        let response = try HTTPClient.shared.execute(request: request, deadline: .now() + .seconds(5)).wait()
+        guard response.status == .ok else { throw StatusError(description: "HTTP \(response.status.code) from \(url)") }
+        return response.body.map { Data($0.readableBytesView) } ?? Data()
+    }
+
+    struct StatusError: Error, CustomStringConvertible {
+        var description: String
     }
 }
