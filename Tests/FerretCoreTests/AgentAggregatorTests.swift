@@ -39,7 +39,7 @@ final class AgentAggregatorTests: XCTestCase {
                     }
                     next = next.addingTimeInterval(Double.random(in: 0.5...1.5) / rate)
                     let wait = next.timeIntervalSinceNow
-                    if wait > 0 { Thread.sleep(forTimeInterval: wait) }
+                    if wait > 0 { Thread.sleep(forTimeInterval: wait) }  // pacing the load: not a wait
                 }
                 done.signal()
             }
@@ -143,9 +143,13 @@ final class AgentAggregatorTests: XCTestCase {
 
         // The other process under the same load for 5 minutes: nothing.
         let remaining = 300 - Date().timeIntervalSince(start)
-        if remaining > 0 { Thread.sleep(forTimeInterval: remaining) }
+        if remaining > 0 { Thread.sleep(forTimeInterval: remaining) }  // a measurement window, not a wait
         steadyLoad.stop()
-        Thread.sleep(forTimeInterval: 1.5)  // the last interval reaches the sink
+        // The last interval reaches the sink: a point of the steady pid taken after the load stopped.
+        let stopped = UInt64(Date().timeIntervalSince1970 * 1e9)
+        Wait.until("a point taken after the load stopped", timeout: 10, poll: 0.1) {
+            agent.lines().contains { $0.name == "go.goroutine.count" && Self.pid($0) == steady.pid && Self.time($0) >= stopped }
+        }
         let lines = agent.lines()
         let steadyEvents = lines.filter { $0.signal == "event" && $0.name.hasPrefix("go.goroutine.leak") && Self.pid($0) == steady.pid }
         XCTAssertEqual(steadyEvents.count, 0, "\(steadyEvents.map { $0["body"] ?? "" })")
@@ -195,11 +199,9 @@ final class AgentAggregatorTests: XCTestCase {
         let agent = try TestSupport.AgentProcess(config: config, dir: dir)
         defer { agent.stop() }
         // Past the anomaly warm-up, at rest.
-        let deadline = Date().addingTimeInterval(30)
-        while agent.lines().filter({ $0.name == "go.goroutine.count" && Self.pid($0) == srv.pid }).count < 16 {
-            guard Date() < deadline else { throw Failure(description: "too few points; agent stderr:\n\(agent.stderr)") }
-            usleep(100_000)
-        }
+        guard Wait.until("16 points at rest", timeout: 30, poll: 0.1, {
+            agent.lines().filter({ $0.name == "go.goroutine.count" && Self.pid($0) == srv.pid }).count >= 16
+        }) else { throw Failure(description: "too few points; agent stderr:\n\(agent.stderr)") }
         let rest = agent.lines().filter { $0.name == "go.goroutine.count" && Self.pid($0) == srv.pid }.map(Self.value)
         XCTAssertEqual(Set(rest), [Double(base)], "at rest the count is the program's own")
         XCTAssertFalse(agent.lines().contains { $0.signal == "event" && ["alert", "anomaly"].contains($0.name) })

@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 import XCTest
 
 /// End to end: the real `ferret` binary, real processes, real plugins (the C
@@ -219,7 +220,9 @@ final class AgentTests: XCTestCase {
         try agent.waitForStderr("reload: the new configuration is invalid; keeping the old one")
         XCTAssertTrue(agent.stderr.contains("config.yaml:\(bogusLine):1: unknown key 'bogus_key' at the top level"), agent.stderr)
         let before = agent.lines().count
-        usleep(500_000)
+        Wait.until("A collected", timeout: 0.5) {
+            agent.lines()[before...].contains { $0.name == "test.collect.count" && self.pid($0) == Int(a.processIdentifier) }
+        }
         XCTAssertTrue(agent.lines()[before...].contains { $0.name == "test.collect.count" && self.pid($0) == Int(a.processIdentifier) },
                       "A is still collected under the old config")
 
@@ -227,9 +230,13 @@ final class AgentTests: XCTestCase {
         try config(dir, rules: rules(tokenB)).write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
         agent.signal(SIGHUP)
         _ = try agent.waitFor("B attached after reload") { $0.name == "counter.attached" && ($0.attributes["target.pid"] as? NSNumber)?.intValue == Int(b.processIdentifier) }
-        usleep(400_000)
+        // A's detach (the reload re-matched it before attaching B) has reached the sink:
+        // every collect of A came before it.
+        Wait.until("A detached", timeout: 5) {
+            agent.lines().contains { $0.name == "counter.detached" && self.pid($0) == Int(a.processIdentifier) }
+        }
         let after = agent.lines().count
-        usleep(600_000)
+        usleep(600_000)  // a measurement window, not a wait
         XCTAssertFalse(agent.lines()[after...].contains { $0.name == "test.collect.count" && self.pid($0) == Int(a.processIdentifier) },
                        "A is no longer matched")
 
@@ -268,7 +275,10 @@ final class AgentTests: XCTestCase {
         let demo = try TestSupport.startDemo(try TestSupport.demoBinary())
         children.append(demo)
         let (sl, _) = try sleeper()
-        usleep(300_000)
+        func comm(_ p: Process) -> String {
+            ((try? String(contentsOfFile: "/proc/\(p.processIdentifier)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .newlines)
+        }
+        Wait.until("the demo and sleep exec'd", timeout: 5) { comm(demo) == "ferret-demo" && comm(sl) == "sleep" }
         let dir = TestSupport.tempDir("ps")
         try FileManager.default.createDirectory(atPath: dir + "/plugins.d", withIntermediateDirectories: true)
         try config(dir, rules: "  - name: go\n    match: { runtime: go }\n    group: \"{exe.name}-{go.version}\"").write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)

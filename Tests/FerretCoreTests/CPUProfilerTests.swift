@@ -255,8 +255,7 @@ final class CPUProfilerTests: XCTestCase {
         }
         fetch.start()
         try Self.profile(p.processIdentifier, ["--duration", "10s", "--frequency", "99", "--output", dir + "/ours.pb.gz"])
-        let deadline = Date().addingTimeInterval(15)
-        while !FileManager.default.fileExists(atPath: goProfile) && Date() < deadline { usleep(100_000) }
+        Wait.until("Go's own profile", timeout: 15, poll: 0.1) { FileManager.default.fileExists(atPath: goProfile) }
         let ours = Self.flatShares(try Self.pprof(["-top", "-nodecount=5", dir + "/ours.pb.gz"]).stdout)
         let theirs = Self.flatShares(try Self.pprof(["-top", "-nodecount=5", goProfile]).stdout)
         let topOurs = ours.sorted { $0.value > $1.value }.prefix(5).map(\.key)
@@ -302,7 +301,7 @@ final class CPUProfilerTests: XCTestCase {
         XCTAssertTrue((hot["body"] as? String)?.contains("main.hotA") == true, "\(hot)")
 
         // Exit mid-window: a partial profile, then a clean detach.
-        usleep(700_000)
+        usleep(700_000)  // into the next window: a measurement window, not a wait
         let before = agent.lines().filter { $0.signal == "profile" && pidOf($0) == pid }.count
         b.terminate()
         b.waitUntilExit()
@@ -318,7 +317,8 @@ final class CPUProfilerTests: XCTestCase {
             ((try? String(contentsOfFile: "/proc/\(agentPid)/maps", encoding: .utf8)) ?? "")
                 .split(separator: "\n").filter { $0.contains("perf_event") || $0.contains("anon_inode:[perf_event]") }.count
         }
-        func shortBatch() throws {
+        @discardableResult
+        func shortBatch() throws -> Set<Int32> {
             var batch: [Process] = []
             for _ in 0..<10 {
                 let s = Process()
@@ -328,19 +328,24 @@ final class CPUProfilerTests: XCTestCase {
                 batch.append(s)
             }
             for s in batch { s.waitUntilExit() }
+            return Set(batch.map(\.processIdentifier))
         }
         // One batch first: the symbols of /bin/sleep and its libraries are parsed
         // once and cached (per binary, not per process), and that is not a leak.
-        try shortBatch()
-        usleep(1_500_000)
+        let first = try shortBatch()
+        // Every process of it the agent attached is detached (its exit reported).
+        Wait.until("the first batch detached", timeout: 10, poll: 0.1) {
+            let l = agent.lines()
+            let attached = Set(l.filter { $0.name == "process.attach" }.map(pidOf)).intersection(first)
+            return attached.isSubset(of: Set(l.filter { $0.name == "process.exit" }.map(pidOf)))
+        }
         let fd0 = fds(), maps0 = perfMaps()
         for _ in 0..<10 {
             try shortBatch()
         }
         let attaches = agent.lines().filter { $0.name == "process.attach" && ($0["body"] as? String)?.contains("(sleep)") == true }.count
         XCTAssertGreaterThanOrEqual(attaches, 50, "most of the short processes were attached")
-        let deadline = Date().addingTimeInterval(10)
-        while (fds() > fd0 || perfMaps() > maps0) && Date() < deadline { usleep(200_000) }
+        Wait.until("the agent's fds and rings back to the baseline", timeout: 10, poll: 0.2) { fds() <= fd0 && perfMaps() <= maps0 }
         XCTAssertLessThanOrEqual(fds(), fd0, "no leaked fds")
         XCTAssertLessThanOrEqual(perfMaps(), maps0, "no leaked ring buffers")
         XCTAssertEqual(agent.stop(), 0)

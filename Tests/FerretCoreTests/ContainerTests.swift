@@ -22,12 +22,13 @@ final class ContainerTests: XCTestCase {
     /// Makes requests until the tracer's first span for the server shows (its
     /// probes are in), then returns the (requests, spans) baseline to count from.
     static func tracedBaseline(_ srv: TruthServer, agent: TestSupport.AgentProcess, tag: String) throws -> (Int, Int) {
-        let deadline = Date().addingTimeInterval(30)
-        while spans(agent, pid: srv.pid) == 0 {
-            guard Date() < deadline else { throw Failure(description: "\(tag): no span within 30 s\n\(agent.stderr.suffix(2000))") }
+        guard try Wait.until("\(tag): the first span", timeout: 30, poll: 0.15, {
+            if spans(agent, pid: srv.pid) > 0 { return true }
             _ = try srv.truth("/truth")
-            usleep(150_000)
-        }
+            return false
+        }) else { throw Failure(description: "\(tag): no span within 30 s\n\(agent.stderr.suffix(2000))") }
+        // The spans of the requests already made (how many were traced is not
+        // known) settle: a measurement window, not a wait.
         usleep(300_000)
         return (srv.requests, spans(agent, pid: srv.pid))
     }
@@ -38,9 +39,8 @@ final class ContainerTests: XCTestCase {
                            burst: Int = 100) throws -> String {
         for _ in 0..<burst { _ = try srv.truth("/truth") }
         let want = srv.requests - base.0
-        let deadline = Date().addingTimeInterval(10)
-        while spans(agent, pid: srv.pid) - base.1 < want && Date() < deadline { usleep(100_000) }
-        usleep(500_000) // nothing more arrives
+        Wait.until("\(tag): \(want) spans", timeout: 10, poll: 0.1) { spans(agent, pid: srv.pid) - base.1 >= want }
+        usleep(500_000) // nothing more arrives: a measurement window, not a wait
         let got = spans(agent, pid: srv.pid) - base.1
         XCTAssertEqual(got, want, "\(tag): server spans vs requests made")
         return "\(got)/\(want) spans"
@@ -201,7 +201,9 @@ final class ContainerTests: XCTestCase {
                 let path = try c.install(b.path, as: "burner")
                 let burner = try c.spawn(path, ["-mode", "split"], ready: "ready")
                 defer { c.kill(burner) }
-                usleep(200_000)
+                // Burning: 0.1 s of CPU time since the ready line.
+                let cpu0 = TestSupport.cpuSeconds(burner.pid) ?? 0
+                Wait.until("\(tag): the burner burning", timeout: 10) { (TestSupport.cpuSeconds(burner.pid) ?? 0) >= cpu0 + 0.1 }
                 XCTAssertEqual(TestContainer.nsDepth(burner.pid), 1, "\(tag): in its own PID namespace")
                 lines.append(try CPUProfilerTests.checkSplit(pid: burner.pid, tag: tag, out: "\(dir)/\(b.version)-\(b.flavour.rawValue).pb.gz"))
             } catch {

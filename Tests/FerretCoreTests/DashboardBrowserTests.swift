@@ -31,8 +31,7 @@ final class DashboardBrowserTests: XCTestCase {
         let buf = TestSupport.AgentProcess.Buffer()
         out.fileHandleForReading.readabilityHandler = { h in buf.append(h.availableData) }
         try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(100_000) }
+        Wait.until("the browser checks", timeout: timeout, poll: 0.1) { !p.isRunning }
         if p.isRunning { p.terminate() }
         p.waitUntilExit()
         out.fileHandleForReading.readabilityHandler = nil

@@ -1,6 +1,7 @@
 import FerretCore
 @testable import FerretDelivery
 import Foundation
+import GoTestSupport
 import Logging
 import Synchronization
 import XCTest
@@ -58,8 +59,7 @@ final class DeliveryTests: XCTestCase {
         rec.outcomes = [.retry("down"), .retry("down"), .retry("503")]
         let d = Delivery(name: "t", options: options(), logger: logger) { rec.send($0, $1) }
         d.enqueue(route: "r", Array("x".utf8), points: 7)
-        let deadline = Date().addingTimeInterval(10)
-        while d.health.delivered < 7 && Date() < deadline { usleep(5_000) }
+        Wait.until("7 points delivered", timeout: 10, poll: 0.005) { d.health.delivered >= 7 }
         d.close()
         let h = d.health
         XCTAssertEqual(h.delivered, 7)
@@ -92,7 +92,7 @@ final class DeliveryTests: XCTestCase {
             return rec.send(route, body)
         }
         d.enqueue(route: "r", [UInt8](repeating: 0, count: 1000), points: 1)
-        usleep(100_000)   // the first batch is in flight
+        Wait.until("the first batch in flight", timeout: 5, poll: 0.005) { !first.load(ordering: .relaxed) }
         for i in 0..<100 {
             var payload = [UInt8](repeating: UInt8(i), count: 500)
             payload[0] = UInt8(i)

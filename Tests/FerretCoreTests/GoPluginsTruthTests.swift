@@ -108,12 +108,11 @@ final class GoPluginsTruthTests: XCTestCase {
             // Each metric's first point after the truth: both plugins collect once per
             // interval, so these come from the next round of each.
             var points: [String: Double] = [:]
-            let deadline = Date().addingTimeInterval(5)
-            while points.count < names.count && Date() < deadline {
+            Wait.until("\(tag): every metric of the interval", timeout: 5, poll: 0.05) {
                 for l in agent.lines()[base...] where Self.pid(l) == srv.pid && Self.time(l) > after {
                     if names.contains(l.name) && points[l.name] == nil { points[l.name] = Self.value(l) }
                 }
-                if points.count < names.count { usleep(50_000) }
+                return points.count >= names.count
             }
             let t2 = try srv.truth()
             let missing = names.filter { points[$0] == nil }
@@ -127,7 +126,7 @@ final class GoPluginsTruthTests: XCTestCase {
                 return abs(a - b) <= max(c.tolerance * max(a, b), 256 * 1024)
             }
             last = Self.exact.map { "\($0.metric) \($0.truth(t1))/\(points[$0.metric]!)/\($0.truth(t2))" }.joined(separator: " ")
-            guard steady else { usleep(300_000); continue }
+            guard steady else { usleep(300_000); continue }  // a pause before the retake, not a wait
             // The program can move and come back between the two truths: a
             // connection's goroutine not yet gone (the count equal at both truths,
             // one more in between), a GC shrinking stacks into HeapIdle that the
@@ -146,7 +145,7 @@ final class GoPluginsTruthTests: XCTestCase {
             if !off.isEmpty && retaken < 2 {
                 retaken += 1
                 print("\(tag): retaken, the program moved between the truths: \(off.joined(separator: "; "))")
-                usleep(300_000)
+                usleep(300_000)  // a pause before the retake, not a wait
                 continue
             }
             for o in off { XCTFail(o) }

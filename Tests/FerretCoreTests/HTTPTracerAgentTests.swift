@@ -29,8 +29,12 @@ final class HTTPTracerAgentTests: XCTestCase {
             p.standardOutput = out
             try p.run()
             var text = ""
-            let deadline = Date().addingTimeInterval(10)
-            while !text.contains("\n") && Date() < deadline { text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
+            // availableData blocks until output or EOF: no poll interval of its own.
+            Wait.until("httpsrv's first line", timeout: 10, poll: 0) {
+                let d = out.fileHandleForReading.availableData
+                text += String(decoding: d, as: UTF8.self)
+                return d.isEmpty || text.contains("\n")
+            }
             guard let line = text.split(separator: "\n").first, line.hasPrefix("listening ") else {
                 throw TestSupport.TestError("httpsrv said: \(text)")
             }
@@ -100,11 +104,10 @@ final class HTTPTracerAgentTests: XCTestCase {
         // A killed agent: the kernel drops its links and programs with its descriptors.
         agent.signal(SIGKILL)
         agent.process.waitUntilExit()
-        let deadline = Date().addingTimeInterval(10)
-        var left = try Self.tracerPrograms()
-        while left > before && Date() < deadline {
-            usleep(200_000)
+        var left = 0
+        try Wait.until("the killed agent's BPF programs gone", timeout: 10, poll: 0.2) {
             left = try Self.tracerPrograms()
+            return left <= before
         }
         XCTAssertEqual(left, before, "BPF programs left behind by a killed agent")
         XCTAssertTrue(a.isRunning && b.isRunning, "the traced services survived")

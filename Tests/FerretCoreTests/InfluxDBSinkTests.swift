@@ -1,6 +1,7 @@
 import FerretCore
 @testable import FerretDelivery
 import Foundation
+import GoTestSupport
 import Logging
 @testable import SinkInfluxDB
 import XCTest
@@ -53,11 +54,10 @@ final class InfluxServer {
         p.standardError = FileHandle(forWritingAtPath: log)
         try p.run()
         process = p
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            if case .success(let a) = get("/ping"), a.status == 204 { return }
-            usleep(100_000)
-        }
+        if Wait.until("influxd answering /ping", timeout: 30, poll: 0.1, {
+            if case .success(let a) = get("/ping"), a.status == 204 { return true }
+            return false
+        }) { return }
         throw TestSupport.TestError("influxd did not answer /ping on \(url) within 30 s: \(String(decoding: FileManager.default.contents(atPath: log) ?? Data(), as: UTF8.self).suffix(2000))")
     }
 
@@ -219,12 +219,12 @@ final class InfluxDBSinkTests: XCTestCase {
         let sink = try InfluxDBSink(url: server.url, database: "conflict", logger: logger)
         let r = resource(pid: 1, group: "g")
         try sink.write([.metric(MetricPoint(name: "m", kind: .gauge, value: 1, timeUnixNano: 1_700_000_000_000_000_000, resource: r))])
-        let deadline = Date().addingTimeInterval(10)
-        while sink.delivery.health.delivered < 1 && Date() < deadline { usleep(50_000) }
+        let deadline = Date().addingTimeInterval(10)  // for both waits
+        Wait.until("the first point delivered", timeout: 10, poll: 0.05) { sink.delivery.health.delivered >= 1 }
         // An event named like the metric, carrying a boolean `value`: InfluxDB answers 400 (field type conflict).
         try sink.write([.event(Event(name: "m", severity: .info, body: "x", timeUnixNano: 1_700_000_000_000_000_001,
                                      attributes: [Attribute("value", .bool(true))], resource: r))])
-        while sink.delivery.health.requests < 2 && Date() < deadline { usleep(50_000) }
+        Wait.until("the refused request", timeout: deadline.timeIntervalSinceNow, poll: 0.05) { sink.delivery.health.requests >= 2 }
         try sink.write([.metric(MetricPoint(name: "m2", kind: .gauge, value: 2, timeUnixNano: 1_700_000_000_000_000_002, resource: r))])
         sink.close()
         let h = sink.delivery.health

@@ -29,9 +29,8 @@ final class InspectCommandTests: XCTestCase {
         XCTAssertGreaterThan((j["functions"] as? Int) ?? 0, 1000)
         XCTAssertEqual((j["layouts"] as? [String: String])?["runtime.schedt"], "dwarf")
 
-        let demo = try TestSupport.startDemo(exe)
+        let demo = try TestSupport.startDemo(exe)  // returns once the demo is serving
         defer { demo.terminate() }
-        usleep(300_000)
         let live = try inspect(["--json", String(demo.processIdentifier)])
         XCTAssertEqual(live.status, 0, live.stderr)
         let lj = try XCTUnwrap(live.json)
@@ -52,9 +51,8 @@ final class InspectCommandTests: XCTestCase {
     func testInspectStrippedProcessShowsStrategyAndChecks() throws {
         let dir = TestSupport.tempDir("inspect-stripped")
         let stripped = try TestSupport.strippedDemoBinary(in: dir)
-        let demo = try TestSupport.startDemo(stripped)
+        let demo = try TestSupport.startDemo(stripped)  // returns once the demo is serving
         defer { demo.terminate() }
-        usleep(300_000)
         let live = try inspect(["--json", String(demo.processIdentifier)])
         XCTAssertEqual(live.status, 0, live.stderr)
         let j = try XCTUnwrap(live.json, live.stdout)

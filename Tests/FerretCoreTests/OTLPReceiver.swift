@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 
 /// The OTLP/HTTP test receiver (Fixtures/otlp_receiver.py) as a child
 /// process: it decodes each request with PyPI's opentelemetry-proto and logs
@@ -62,16 +63,10 @@ final class OTLPReceiver {
     /// Waits until `done` holds for the requests logged so far, and returns them.
     @discardableResult
     func waitUntil(_ what: String, timeout: Double = 15, _ done: ([[String: Any]]) -> Bool) throws -> [[String: Any]] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            let all = requests()
-            if done(all) { return all }
-            if Date() > deadline {
-                let statuses = all.map { "\($0["path"] ?? "?") \($0["status"] ?? "?") \($0["error"] ?? "")" }
-                throw TestSupport.TestError("timed out waiting for \(what); the receiver logged:\n\(statuses.joined(separator: "\n"))")
-            }
-            usleep(50_000)
-        }
+        var all: [[String: Any]] = []
+        if Wait.until(what, timeout: timeout, poll: 0.05, { all = requests(); return done(all) }) { return all }
+        let statuses = all.map { "\($0["path"] ?? "?") \($0["status"] ?? "?") \($0["error"] ?? "")" }
+        throw TestSupport.TestError("timed out waiting for \(what); the receiver logged:\n\(statuses.joined(separator: "\n"))")
     }
 
     // MARK: - reading decoded requests

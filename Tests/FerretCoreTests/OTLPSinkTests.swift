@@ -2,6 +2,7 @@
 @testable import FerretCore
 @testable import FerretDelivery
 import Foundation
+import GoTestSupport
 import Logging
 @testable import SinkOTLP
 import XCTest
@@ -166,7 +167,7 @@ final class OTLPSinkTests: XCTestCase {
         let exit = try XCTUnwrap(records.first { $0.item["event_name"] as? String == "process.exit" })
         XCTAssertEqual(exit.item["severity_number"] as? String, "SEVERITY_NUMBER_INFO")
         XCTAssertEqual(exit.resource["process.pid"], "i:4242")
-        usleep(200_000)
+        usleep(200_000)  // room for a wrong request to show: a measurement window, not a wait
         XCTAssertTrue(receiver.requests().allSatisfy { $0["path"] as? String == "/v1/logs" }, "only events were asked for")
     }
 
@@ -182,7 +183,7 @@ final class OTLPSinkTests: XCTestCase {
                 .metric(MetricPoint(name: "test.seq", kind: .gauge, value: Double(batch * 200 + i), timeUnixNano: 1, resource: resource))
             })
             try sink.write([.event(Event(name: "test.batch", severity: .info, body: "\(batch)", timeUnixNano: 1, resource: resource))])
-            usleep(30_000)
+            usleep(30_000)  // pacing the batches: not a wait
         }
         func values(_ all: [[String: Any]]) -> [Int] {
             OTLPReceiver.items(OTLPReceiver.bodies(all, path: "/v1/metrics"), "resource_metrics", "scope_metrics", "metrics")
@@ -199,8 +200,7 @@ final class OTLPSinkTests: XCTestCase {
         XCTAssertEqual(Set(values(all)), Set(0..<1000), "every point arrived")
         XCTAssertEqual(bodies(all), Set((0..<5).map { "s:\($0)" }))
         // The receiver logs before it answers: give the last answer time to land.
-        let deadline = Date().addingTimeInterval(5)
-        while sink.delivery.health.delivered < 1005 && Date() < deadline { usleep(20_000) }
+        Wait.until("1005 points delivered", timeout: 5) { sink.delivery.health.delivered >= 1005 }
         let h = sink.delivery.health
         XCTAssertEqual(h.failures, 3)
         XCTAssertEqual(h.delivered, 1005)

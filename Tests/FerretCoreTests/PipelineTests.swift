@@ -1,5 +1,6 @@
 @testable import FerretCore
 import Foundation
+import GoTestSupport
 import Logging
 import Synchronization
 @testable import SinkJSONL
@@ -26,10 +27,9 @@ final class PipelineTests: XCTestCase {
         for batch in 0..<50 { p.submit((0..<100).map { metric(batch * 100 + $0) }) }
         // All 5000 lines reach the file long before the slow sink could have taken them.
         var lines = 0
-        while Date().timeIntervalSince(t0) < 5 {
+        Wait.until("5000 lines in the file", timeout: 5 - Date().timeIntervalSince(t0), poll: 0.01) {
             lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count
-            if lines == 5000 { break }
-            usleep(10_000)
+            return lines == 5000
         }
         let elapsed = Date().timeIntervalSince(t0)
         XCTAssertEqual(lines, 5000)
@@ -128,10 +128,12 @@ final class PipelineTests: XCTestCase {
         func event(_ n: Int) -> Signal { .event(Event(name: "e\(n)", severity: .info, body: "", timeUnixNano: 1, resource: .empty)) }
         pipeline.submit(event(1))
         // The stage is stuck in annotate with e1; the dispatcher still takes e2..e5.
-        let deadline = Date().addingTimeInterval(5)
-        while gate.threads.withLock({ $0.isEmpty }) && Date() < deadline { usleep(5_000) }
-        for n in 2...5 { pipeline.submit(event(n)); usleep(20_000) }
-        while counter.seen.withLock({ $0.count }) < 5 && Date() < deadline { usleep(5_000) }
+        let deadline = Date().addingTimeInterval(5)  // for both waits
+        Wait.until("the stage in annotate", timeout: 5, poll: 0.005) { !gate.threads.withLock({ $0.isEmpty }) }
+        for n in 2...5 { pipeline.submit(event(n)); usleep(20_000) }  // pacing: one batch each, not a wait
+        Wait.until("e1…e5 through the aggregators", timeout: deadline.timeIntervalSinceNow, poll: 0.005) {
+            counter.seen.withLock({ $0.count }) >= 5
+        }
         XCTAssertEqual(counter.seen.withLock { $0 }, ["e1", "e2", "e3", "e4", "e5"], "the aggregators are not held up by the ahead sink")
         XCTAssertTrue(memory.signals.isEmpty, "the other sinks wait for the annotation")
         for _ in 0..<10 { gate.open.signal() }

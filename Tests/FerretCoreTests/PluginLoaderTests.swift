@@ -1,6 +1,7 @@
 @testable import FerretCore
 import FerretPluginABI
 import Foundation
+import GoTestSupport
 import Logging
 import XCTest
 
@@ -264,12 +265,10 @@ final class PluginLoaderTests: XCTestCase {
         inst.detach(pid: other.pid)
         XCTAssertEqual(done.wait(timeout: .now() + 5), .success)
         // The detach of `other` is queued after its attach; wait for it to run.
-        let deadline = Date().addingTimeInterval(5)
         var events: [(String, Int64?)] = []
-        while Date() < deadline {
+        Wait.until("5 events", timeout: 5) {
             events = sink.signals.compactMap { if case .event(let e) = $0 { return (e.name, e.resource.pid) } else { return nil } }
-            if events.count >= 5 { break }
-            usleep(20_000)
+            return events.count >= 5
         }
         let mine = events.filter { $0.1 == Int64(me.pid) }.map(\.0), others = events.filter { $0.1 == Int64(other.pid) }.map(\.0)
         XCTAssertEqual(mine, ["counter.attached", "counter.detached", "counter.attached"], "\(events)")

@@ -1,6 +1,7 @@
 @testable import FerretComponents
 @testable import FerretCore
 import Foundation
+import GoTestSupport
 import Logging
 @testable import SinkPprofDir
 import XCTest
@@ -48,12 +49,14 @@ final class PprofDirSinkTests: XCTestCase {
         pipeline.start()
         XCTAssertTrue(pipeline.submit([profile(pid: 1, group: "g", start: 10, bytes: 100)]))
         let deadline = Date().addingTimeInterval(5)
-        while memory.signals.isEmpty && Date() < deadline { usleep(20_000) }
+        Wait.until("the first profile in the memory sink", timeout: 5) { !memory.signals.isEmpty }
         guard case .profile(let p)? = memory.signals.first else { return XCTFail("no profile reached the memory sink") }
         XCTAssertEqual(p.path, dir + "/p/g/1-10.pb.gz", "the sink listed first still sees the path: pprof_dir stands ahead")
-        sleep(2)
+        sleep(2)  // the file ages past max_age (1 s): the time itself is under test, not a wait
         XCTAssertTrue(pipeline.submit([profile(pid: 1, group: "g", start: 20, bytes: 100)]))
-        while memory.signals.count < 2 && Date() < deadline.addingTimeInterval(5) { usleep(20_000) }
+        Wait.until("the second profile in the memory sink", timeout: deadline.addingTimeInterval(5).timeIntervalSinceNow) {
+            memory.signals.count >= 2
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: p.path!), "older than max_age: removed")
         pipeline.shutdown()
     }

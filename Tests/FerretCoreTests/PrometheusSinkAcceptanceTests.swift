@@ -72,12 +72,10 @@ final class PrometheusSinkAcceptanceTests: XCTestCase {
         // no longer seeing them, marks them stale (an instant query finds nothing).
         srv.stop()
         var exposition = ""
-        let deadline = Date().addingTimeInterval(15)
-        repeat {
+        try Wait.until("the exited process' series gone from /metrics", timeout: 15, poll: 0.2) {
             exposition = try HTTP.get(port: ferretPort, path: "/metrics").text
-            if !exposition.contains(#"process_pid="\#(pid)""#) { break }
-            usleep(200_000)
-        } while Date() < deadline
+            return !exposition.contains(#"process_pid="\#(pid)""#)
+        }
         XCTAssertFalse(exposition.contains(#"process_pid="\#(pid)""#), "the exited process' series are still served")
         XCTAssertTrue(exposition.contains(#"ferret_group="ferret""#), "the agent's own series stay")
         let gone = try prometheus.waitForEmpty(#"go_goroutine_count{process_pid="\#(pid)"}"#, timeout: 15)
@@ -129,12 +127,12 @@ final class PrometheusServerProcess {
         process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if (try? HTTP.get(port: port, path: "/-/ready", timeout: 2))?.status == 200 { return }
-            guard process.isRunning else { break }
-            usleep(200_000)
+        var ready = false
+        Wait.until("prometheus ready", timeout: 60, poll: 0.2) {
+            ready = (try? HTTP.get(port: port, path: "/-/ready", timeout: 2))?.status == 200
+            return ready || !process.isRunning
         }
+        if ready { return }
         stop()
         throw TestSupport.TestError("prometheus did not become ready on port \(port):\n\(logText)")
     }
@@ -144,8 +142,7 @@ final class PrometheusServerProcess {
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(50_000) }
+        Wait.until("prometheus stopped", timeout: 10, poll: 0.05) { !process.isRunning }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
@@ -163,35 +160,28 @@ final class PrometheusServerProcess {
     }
 
     func waitForSeries(_ promql: String, timeout: Double) throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let first = try query(promql).first { return first }
-            usleep(500_000)
+        var first: [String: Any]?
+        try Wait.until("a result for \(promql)", timeout: timeout, poll: 0.5) {
+            first = try query(promql).first
+            return first != nil
         }
+        if let first { return first }
         throw TestSupport.TestError("no result for \(promql) within \(Int(timeout)) s; targets: \(targets())\nprometheus log:\n\(logText)")
     }
 
     /// Waits for the first result's value to satisfy `predicate`; returns it.
     func waitForValue(_ promql: String, timeout: Double, _ predicate: (Double) -> Bool) throws -> Double {
-        let deadline = Date().addingTimeInterval(timeout)
         var last = Double.nan
-        while Date() < deadline {
-            if let first = try query(promql).first {
-                last = PrometheusSinkAcceptanceTests.value(first)
-                if predicate(last) { return last }
-            }
-            usleep(500_000)
-        }
+        if try Wait.until("\(promql) qualifying", timeout: timeout, poll: 0.5, {
+            guard let first = try query(promql).first else { return false }
+            last = PrometheusSinkAcceptanceTests.value(first)
+            return predicate(last)
+        }) { return last }
         throw TestSupport.TestError("\(promql) never qualified within \(Int(timeout)) s (last \(last)); targets: \(targets())")
     }
 
     func waitForEmpty(_ promql: String, timeout: Double) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try query(promql).isEmpty { return true }
-            usleep(500_000)
-        }
-        return false
+        try Wait.until("no result for \(promql)", timeout: timeout, poll: 0.5) { try query(promql).isEmpty }
     }
 
     /// The scrape targets' health, for failure messages.

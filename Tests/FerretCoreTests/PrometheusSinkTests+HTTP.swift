@@ -2,6 +2,7 @@
 @testable import FerretCore
 @testable import FerretHTTPServer
 import Foundation
+import GoTestSupport
 import Logging
 @testable import SinkPrometheus
 import XCTest
@@ -67,10 +68,10 @@ extension PrometheusSinkTests {
         defer { new.close() }
         XCTAssertNil(new.port, "waiting")
         old.close()
-        let deadline = Date().addingTimeInterval(5)
-        while new.port == nil && Date() < deadline {
+        Wait.until("the new sink listening", timeout: 5, poll: 0.1) {
+            if new.port != nil { return true }
             try? new.flush()
-            usleep(100_000)
+            return false
         }
         XCTAssertEqual(new.port, port)
         XCTAssertEqual(try HTTP.get(port: port, path: "/new").status, 200)

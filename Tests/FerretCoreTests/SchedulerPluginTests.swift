@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 @testable import SchedulerPlugin
 import XCTest
 
@@ -18,8 +19,7 @@ final class SchedulerPluginTests: XCTestCase {
         let dir = TestSupport.tempDir("sched")
         let stripped = try TestSupport.strippedDemoBinary(in: dir)
         let plain = try start(try TestSupport.demoBinary())
-        let bare = try start(stripped)
-        usleep(300_000)
+        let bare = try start(stripped)  // start returns once each demo is serving
         TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
         let config = """
         agent: { interval: 200ms, self_metrics_interval: 10s }
@@ -109,8 +109,7 @@ final class SchedulerPluginTests: XCTestCase {
         try JSONSerialization.data(withJSONObject: table).write(to: URL(fileURLWithPath: dir + "/globalrefs.json"))
 
         let plain = try start(try TestSupport.demoBinary())
-        let bare = try start(stripped)
-        usleep(300_000)
+        let bare = try start(stripped)  // start returns once each demo is serving
         TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
         TestSupport.manifest(in: dir + "/plugins.d", name: "heap", library: TestSupport.productsDir + "/libferret_heap.so")
         let config = """
@@ -132,7 +131,7 @@ final class SchedulerPluginTests: XCTestCase {
         _ = try agent.waitFor("heap figures of the plain build") { ($0.name as String).hasPrefix("go.memory") && pid($0) == plain.processIdentifier }
         _ = try agent.waitFor("OS figures of the stripped build") { $0.name == "process.cpu.time" && pid($0) == bare.processIdentifier }
         _ = try agent.waitFor("RSS of the stripped build") { ($0.name as String).hasPrefix("process.memory") && pid($0) == bare.processIdentifier }
-        usleep(600_000)
+        usleep(600_000)  // room for a wrong point or a second event to show: a measurement window, not a wait
         let lines = agent.lines()
         XCTAssertFalse(lines.contains { $0.signal == "metric" && ($0.name as String).hasPrefix("go.") && pid($0) == bare.processIdentifier }, "never a guessed number")
         XCTAssertEqual(lines.filter { $0.name == event && pid($0) == bare.processIdentifier }.count, 2, "one event from each collector")
@@ -185,11 +184,7 @@ final class SchedulerPluginTests: XCTestCase {
     }
 
     func waitForFDs(_ agent: TestSupport.AgentProcess, _ predicate: (Int) -> Bool, _ what: String) throws {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if predicate(TestSupport.perfEventFDs(of: agent.process.processIdentifier)) { return }
-            usleep(50_000)
-        }
+        if Wait.until(what, timeout: 10, poll: 0.05, { predicate(TestSupport.perfEventFDs(of: agent.process.processIdentifier)) }) { return }
         XCTFail("\(what): the agent holds \(TestSupport.perfEventFDs(of: agent.process.processIdentifier)) perf event fds")
     }
 
@@ -210,7 +205,7 @@ final class SchedulerPluginTests: XCTestCase {
 
         // The fixture is idle (blocked in read) after startup: its count is flat until told to call.
         _ = try agent.waitFor("process.syscalls of the fixture") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid }
-        usleep(600_000)
+        usleep(600_000)  // idle points: a measurement window, not a wait
         let idle = syscallPoints(agent, fixture.pid)
         XCTAssertGreaterThanOrEqual(idle.count, 2)
         let v0 = idle.last ?? 0
@@ -220,7 +215,7 @@ final class SchedulerPluginTests: XCTestCase {
         try fixture.send("thread \(Int(n))") // a thread started after attach
         try fixture.send("nested \(Int(n))") // one whose creator has exited
         _ = try agent.waitFor("the fixture's calls") { $0.name == "process.syscalls" && self.pid($0) == fixture.pid && self.value($0) >= v0 + 3 * n }
-        usleep(600_000)
+        usleep(600_000)  // room for a call counted twice to show: a measurement window, not a wait
         let d = (syscallPoints(agent, fixture.pid).last ?? 0) - v0
         XCTAssertGreaterThanOrEqual(d, 3 * n)
         XCTAssertLessThanOrEqual(d, 3 * n + 300, "each call counted once")
@@ -246,9 +241,8 @@ final class SchedulerPluginTests: XCTestCase {
         _ = try agent.waitFor("go.goroutine.count (the other figures flow)") { $0.name == "go.goroutine.count" && self.pid($0) == demo.processIdentifier }
         try fixture.send("calls 1000")
         // Several collections later: still no syscall counts.
-        let deadline = Date().addingTimeInterval(15)
-        while agent.lines().filter({ $0.name == "process.run_delay" && self.pid($0) == fixture.pid }).count < 5 && Date() < deadline {
-            usleep(100_000)
+        Wait.until("5 collections of the fixture", timeout: 15, poll: 0.1) {
+            agent.lines().filter({ $0.name == "process.run_delay" && self.pid($0) == fixture.pid }).count >= 5
         }
         XCTAssertFalse(agent.lines().contains { $0.name.hasPrefix("process.syscalls") }, "syscalls: false")
         XCTAssertEqual(TestSupport.perfEventFDs(of: agent.process.processIdentifier), 0, "no perf events opened")
@@ -281,9 +275,8 @@ final class SchedulerPluginTests: XCTestCase {
         }
         _ = try agent.waitFor("go.goroutine.count (the Go figures flow)") { $0.name == "go.goroutine.count" && self.pid($0) == demo.processIdentifier }
         let seen = agent.lines().filter { $0.name == "process.run_delay" && self.pid($0) == fixture.pid }.count
-        let deadline = Date().addingTimeInterval(15)
-        while agent.lines().filter({ $0.name == "process.run_delay" && self.pid($0) == fixture.pid }).count < seen + 5 && Date() < deadline {
-            usleep(100_000)
+        Wait.until("5 more collections of the fixture", timeout: 15, poll: 0.1) {
+            agent.lines().filter({ $0.name == "process.run_delay" && self.pid($0) == fixture.pid }).count >= seen + 5
         }
         let lines = agent.lines()
         XCTAssertGreaterThanOrEqual(lines.filter { $0.name == "process.run_delay" && self.pid($0) == fixture.pid }.count, seen + 5, "the OS figures flow")

@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 import XCTest
 
 /// The delivery core under a real outage: the agent writes to a real influxd
@@ -58,8 +59,7 @@ final class SinkOutageTests: XCTestCase {
             """
         let agent = try TestSupport.AgentProcess(config: config, dir: dir)
         defer { agent.stop() }
-        let up = Date().addingTimeInterval(30)
-        while Date() < up, (try? influx.pointCount(db: "small")) ?? 0 < 1000 { usleep(200_000) }
+        Wait.until("1000 points in 'small'", timeout: 30, poll: 0.2) { (try? influx.pointCount(db: "small")) ?? 0 >= 1000 }
         XCTAssertGreaterThanOrEqual(try influx.pointCount(db: "small"), 1000, agent.stderr)
         let agentPid = agent.process.processIdentifier
         let rssBefore = Self.rss(agentPid)
@@ -69,7 +69,7 @@ final class SinkOutageTests: XCTestCase {
         var rssMax = rssBefore
         while Date().timeIntervalSince(outageStart) < 60 {
             rssMax = max(rssMax, Self.rss(agentPid))
-            usleep(500_000)
+            usleep(500_000)  // sampling the 60 s outage: a measurement window, not a wait
         }
         let during = agent.lines().count
         try influx.start()

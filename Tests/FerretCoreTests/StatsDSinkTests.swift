@@ -2,6 +2,7 @@
 @testable import FerretCore
 import Foundation
 import Glibc
+import GoTestSupport
 import Logging
 @testable import SinkStatsD
 import XCTest
@@ -33,16 +34,18 @@ final class StatsDSinkTests: XCTestCase {
 
         deinit { close(fd) }
 
-        /// Every line received until `until` holds or the deadline passes.
+        /// Every line received until `until` holds or the deadline passes. Each
+        /// check blocks in poll(2) for up to 100 ms: no poll interval of its own.
         func lines(timeout: Double = 5, until: ([String]) -> Bool) -> [String] {
             var out: [String] = []
-            let deadline = Date().addingTimeInterval(timeout)
             var buf = [UInt8](repeating: 0, count: 65_536)
-            while !until(out) && Date() < deadline {
+            Wait.until("the statsd lines", timeout: timeout, poll: 0) {
+                if until(out) { return true }
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&p, 1, 100) > 0 else { continue }
+                guard poll(&p, 1, 100) > 0 else { return false }
                 let n = recv(fd, &buf, buf.count, 0)
                 if n > 0 { out += String(decoding: buf[0..<n], as: UTF8.self).split(separator: "\n").map(String.init) }
+                return until(out)
             }
             return out
         }

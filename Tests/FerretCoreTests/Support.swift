@@ -1,5 +1,6 @@
 import FerretCore
 import Foundation
+import GoTestSupport
 import XCTest
 
 /// Helpers shared by the tests: build products, fixture plugins, temp dirs,
@@ -117,8 +118,8 @@ enum TestSupport {
         return out
     }
 
-    /// Starts the burner fixture (Fixtures/burner) with `args` and waits for
-    /// its "ready" line. The caller terminates it.
+    /// Starts the burner fixture (Fixtures/burner) with `args`, waits for its
+    /// "ready" line and for it to be burning. The caller terminates it.
     static func startBurner(_ path: String, _ args: [String]) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
@@ -127,23 +128,37 @@ enum TestSupport {
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
-        let deadline = Date().addingTimeInterval(10)
         var text = ""
-        while Date() < deadline && !text.contains("ready") {
+        // availableData blocks until output or EOF: no poll interval of its own.
+        Wait.until("\(path)'s ready line", timeout: 10, poll: 0) {
             let d = out.fileHandleForReading.availableData
-            if d.isEmpty { break }
             text += String(decoding: d, as: UTF8.self)
+            return d.isEmpty || text.contains("ready")
         }
         guard text.contains("ready") else {
             p.terminate()
             throw TestError("\(path) did not start: \(text)")
         }
-        usleep(200_000)
+        // Burning: 0.1 s of CPU time since the ready line.
+        let pid = p.processIdentifier
+        let cpu0 = cpuSeconds(pid) ?? 0
+        Wait.until("\(path) burning", timeout: 10) { (cpuSeconds(pid) ?? 0) >= cpu0 + 0.1 }
         return p
     }
 
-    /// Starts a demo binary quietly on a free port, without its self-load.
-    /// The caller terminates it.
+    /// utime + stime of process `pid`, seconds.
+    static func cpuSeconds(_ pid: Int32) -> Double? {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = s.lastIndex(of: ")") else { return nil }
+        let f = s[s.index(after: close)...].split(separator: " ")
+        // After "pid (comm)": state is field 3, utime 14, stime 15.
+        guard f.count > 13, let u = Double(f[11]), let st = Double(f[12]) else { return nil }
+        return (u + st) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Starts a demo binary quietly on a free port, without its self-load, and
+    /// returns once it is serving (holds its listening socket: its runtime is
+    /// up). The caller terminates it.
     static func startDemo(_ exe: String) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
@@ -151,7 +166,27 @@ enum TestSupport {
         p.standardError = FileHandle.nullDevice
         p.standardOutput = FileHandle.nullDevice
         try p.run()
+        guard Wait.until("\(exe) listening", timeout: 10, poll: 0.01, { isListening(p.processIdentifier) }) else {
+            p.terminate()
+            throw TestError("\(exe) did not start listening within 10 s")
+        }
         return p
+    }
+
+    /// Whether process `pid` holds a TCP (IPv4) socket in the LISTEN state.
+    static func isListening(_ pid: Int32) -> Bool {
+        let fdDir = "/proc/\(pid)/fd"
+        let inodes = Set(((try? FileManager.default.contentsOfDirectory(atPath: fdDir)) ?? []).compactMap { fd -> String? in
+            guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: fdDir + "/" + fd),
+                  link.hasPrefix("socket:[") else { return nil }
+            return String(link.dropFirst("socket:[".count).dropLast())
+        })
+        guard !inodes.isEmpty, let tcp = try? String(contentsOfFile: "/proc/\(pid)/net/tcp", encoding: .utf8) else { return false }
+        // sl local rem st ... inode: st 0A is LISTEN.
+        return tcp.split(separator: "\n").dropFirst().contains { line in
+            let f = line.split(separator: " ")
+            return f.count > 9 && f[3] == "0A" && inodes.contains(String(f[9]))
+        }
     }
 
     /// Starts `sleep` with a unique duration token so rules can match it by cmdline.
@@ -281,25 +316,22 @@ enum TestSupport {
         /// Waits up to `timeout` seconds for a line satisfying `predicate` (each line
         /// is tested once).
         func waitFor(_ what: String, timeout: Double = 15, _ predicate: ([String: Any]) -> Bool) throws -> [String: Any] {
-            let deadline = Date().addingTimeInterval(timeout)
             var checked = 0
-            while Date() < deadline {
+            var hit: [String: Any]?
+            Wait.until(what, timeout: timeout, poll: 0.05) {
                 let all = lines()
-                if let hit = all[checked...].first(where: predicate) { return hit }
+                hit = all[checked...].first(where: predicate)
                 checked = all.count
-                if !process.isRunning { break }
-                usleep(50_000)
+                return hit != nil || !process.isRunning  // an agent gone writes nothing more
             }
+            if let hit { return hit }
             throw TestError("timed out waiting for \(what); agent stderr:\n\(stderr)")
         }
 
         func waitForStderr(_ text: String, timeout: Double = 15) throws {
-            let deadline = Date().addingTimeInterval(timeout)
-            while Date() < deadline {
-                if stderr.contains(text) { return }
-                usleep(50_000)
+            guard Wait.until("'\(text)' on stderr", timeout: timeout, poll: 0.05, { stderr.contains(text) }) else {
+                throw TestError("timed out waiting for '\(text)' on stderr:\n\(stderr)")
             }
-            throw TestError("timed out waiting for '\(text)' on stderr:\n\(stderr)")
         }
     }
 }

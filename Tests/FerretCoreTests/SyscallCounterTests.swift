@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 @testable import SchedulerPlugin
 import XCTest
 
@@ -39,9 +40,18 @@ final class SyscallCounterTests: XCTestCase {
         let counter = try SyscallCounter(pid: fixture.pid, tracepointID: try tracepointID())
         XCTAssertEqual(counter.attempts, 1)
         XCTAssertEqual(counter.fds.count, 1, "one event per thread present at attach")
-        usleep(50_000) // let the fixture get back into read() after its reply
+        // The fixture is back in read(0, ...) after its reply (/proc/PID/syscall: "<nr> 0x0 ...").
+        #if arch(x86_64)
+        let read = "0"  // __NR_read
+        #else
+        let read = "63"  // __NR_read of the generic table (arm64)
+        #endif
+        Wait.until("the fixture blocked in read()", timeout: 2, poll: 0.005) {
+            let f = ((try? String(contentsOfFile: "/proc/\(fixture.pid)/syscall", encoding: .utf8)) ?? "").split(separator: " ")
+            return f.count > 1 && f[0] == read && f[1] == "0x0"
+        }
 
-        let idle = try delta(counter) { usleep(200_000) }
+        let idle = try delta(counter) { usleep(200_000) }  // a measurement window, not a wait
         XCTAssertEqual(idle, 0, "blocked in read(): this process only, not the host's other calls")
         let d = try delta(counter) { try fixture.send("calls \(n)") }
         XCTAssertGreaterThanOrEqual(d, n)

@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 import XCTest
 
 /// Issue #8 on real third-party Go programs as Debian ships them: Prometheus 2.42
@@ -77,13 +78,13 @@ final class ThirdPartyGoProgramsTests: XCTestCase {
 
         /// The agent's newest value of `metric` for `p`, taken after `after`.
         func newest(_ metric: String, _ p: Int32, after: Int) throws -> Double {
-            let deadline = Date().addingTimeInterval(10)
-            while Date() < deadline {
+            let found = try? Wait.value("\(metric) of \(p)", timeout: 10, poll: 0.05) { () -> Double? in
                 let lines = agent.lines()
-                if lines.count > after, let l = lines[after...].last(where: { $0.name == metric && pid($0) == p }) { return value(l) }
-                usleep(50_000)
+                guard lines.count > after, let l = lines[after...].last(where: { $0.name == metric && pid($0) == p }) else { return nil }
+                return value(l)
             }
-            throw TestSupport.TestError("no \(metric) for \(p)")
+            guard let found else { throw TestSupport.TestError("no \(metric) for \(p)") }
+            return found
         }
         /// The program's figure before and after the agent's reading: ours within
         /// [min − slack, max + slack]; a few tries, as both sides move.

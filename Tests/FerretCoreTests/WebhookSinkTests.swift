@@ -1,4 +1,5 @@
 import Foundation
+import GoTestSupport
 import XCTest
 
 /// The webhook sink through the real agent, posting to a real HTTP server
@@ -71,8 +72,7 @@ final class WebhookSinkTests: XCTestCase {
         sleeper.terminate()
         sleeper.waitUntilExit()
         _ = try agent.waitFor("process.exit") { $0.name == "process.exit" }
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, !posted(file).contains(where: { $0.name == "process.exit" }) { usleep(100_000) }
+        Wait.until("process.exit posted", timeout: 20, poll: 0.1) { posted(file).contains(where: { $0.name == "process.exit" }) }
         XCTAssertEqual(agent.stop(), 0)
 
         let events = posted(file)

@@ -72,35 +72,36 @@ final class HeapReaderTests: XCTestCase {
         var lines: [String] = []
         for (phase, path) in [("after GC", "/gc"), ("quiescent", "/truth")] {
             var last = ""
-            var done = false
-            for _ in 0..<10 {
+            var reading: (t1: [String: UInt64], ours: HeapSnapshot, table: HeapSnapshot, t2: [String: UInt64])?
+            // Up to 2 s, every 200 ms: no GC ended and the heap did not grow between the truths.
+            try Wait.until("\(tag) \(phase): a reading without a GC or heap growth", timeout: 5, poll: 0.2) {
                 let t1 = try srv.truth(path).memstats
                 let ours = try reader.read()
                 let table = try tableReader.read()
                 let t2 = try srv.truth().memstats
                 last = Self.compared.map { "\($0.0) \(t1[$0.0] ?? 0)/\($0.2(ours))/\(t2[$0.0] ?? 0)" }.joined(separator: " ")
-                guard t1["NumGC"] == t2["NumGC"], Self.close(t1["HeapSys"] ?? 0, t2["HeapSys"] ?? 0, 0.02) else {
-                    usleep(200_000)
-                    continue
-                }
-                for (name, tol, pick) in Self.compared {
-                    let lo = min(t1[name] ?? 0, t2[name] ?? 0), hi = max(t1[name] ?? 0, t2[name] ?? 0)
-                    let v = pick(ours)
-                    XCTAssertTrue(Self.close(v, lo, tol) || Self.close(v, hi, tol) || (v >= lo && v <= hi),
-                                  "\(tag) \(phase): \(name) ours \(v) vs program \(t1[name] ?? 0) before, \(t2[name] ?? 0) after (±\(Int(tol * 100))%)")
-                }
-                XCTAssertEqual(UInt64(ours.numGC), t2["NumGC"], "\(tag) \(phase): NumGC exact")
-                XCTAssertEqual(ours.pauseTotalNs, t2["PauseTotalNs"], "\(tag) \(phase): PauseTotalNs exact")
-                XCTAssertEqual(table.numGC, ours.numGC, "\(tag): table layouts")
-                XCTAssertTrue(Self.close(table.heapInUse, ours.heapInUse, 0.02), "\(tag): table layouts")
-                XCTAssertGreaterThanOrEqual(ours.heapObjects, 200_000, "\(tag): the live list is counted")
-                XCTAssertGreaterThanOrEqual(ours.heapLive, ours.heapMarked, tag)
-                lines.append("\(phase): objects \(t1["HeapObjects"] ?? 0)/\(ours.heapObjects)/\(t2["HeapObjects"] ?? 0) "
-                    + "inuse \(t1["HeapInuse"] ?? 0)/\(ours.heapInUse)/\(t2["HeapInuse"] ?? 0)")
-                done = true
-                break
+                guard t1["NumGC"] == t2["NumGC"], Self.close(t1["HeapSys"] ?? 0, t2["HeapSys"] ?? 0, 0.02) else { return false }
+                reading = (t1, ours, table, t2)
+                return true
             }
-            if !done { throw Failure(description: "\(tag) \(phase): a GC ended or the heap grew under every reading: \(last)") }
+            guard let reading else {
+                throw Failure(description: "\(tag) \(phase): a GC ended or the heap grew under every reading: \(last)")
+            }
+            let (t1, ours, table, t2) = reading
+            for (name, tol, pick) in Self.compared {
+                let lo = min(t1[name] ?? 0, t2[name] ?? 0), hi = max(t1[name] ?? 0, t2[name] ?? 0)
+                let v = pick(ours)
+                XCTAssertTrue(Self.close(v, lo, tol) || Self.close(v, hi, tol) || (v >= lo && v <= hi),
+                              "\(tag) \(phase): \(name) ours \(v) vs program \(t1[name] ?? 0) before, \(t2[name] ?? 0) after (±\(Int(tol * 100))%)")
+            }
+            XCTAssertEqual(UInt64(ours.numGC), t2["NumGC"], "\(tag) \(phase): NumGC exact")
+            XCTAssertEqual(ours.pauseTotalNs, t2["PauseTotalNs"], "\(tag) \(phase): PauseTotalNs exact")
+            XCTAssertEqual(table.numGC, ours.numGC, "\(tag): table layouts")
+            XCTAssertTrue(Self.close(table.heapInUse, ours.heapInUse, 0.02), "\(tag): table layouts")
+            XCTAssertGreaterThanOrEqual(ours.heapObjects, 200_000, "\(tag): the live list is counted")
+            XCTAssertGreaterThanOrEqual(ours.heapLive, ours.heapMarked, tag)
+            lines.append("\(phase): objects \(t1["HeapObjects"] ?? 0)/\(ours.heapObjects)/\(t2["HeapObjects"] ?? 0) "
+                + "inuse \(t1["HeapInuse"] ?? 0)/\(ours.heapInUse)/\(t2["HeapInuse"] ?? 0)")
         }
 
         // GC CPU fraction over a GC-heavy interval, against runtime/metrics (Go 1.20+).
@@ -143,7 +144,7 @@ final class HeapReaderTests: XCTestCase {
             } catch is IntrospectionError {
                 refused += 1
             }
-            usleep(2_000)
+            usleep(2_000)  // pacing the readings: a measurement window, not a wait
         }
         print("HeapReader under churn: \(ok) readings (\(attempts) attempts), \(refused) refused")
         XCTAssertGreaterThan(ok, 150, "most readings succeed under churn")

@@ -1,5 +1,6 @@
 import Foundation
 @testable import GoIntrospection
+import GoTestSupport
 import XCTest
 
 /// /proc parsing against a recorded procfs tree (injectable root) and the live one.
@@ -44,9 +45,9 @@ final class ProcFSTests: XCTestCase {
         // Right after spawning, the child may not have exec'd yet; and during
         // exec the kernel sets comm before the new command line exists.
         var f = try XCTUnwrap(fs.facts(pid: p.processIdentifier))
-        for _ in 0..<200 where f.comm != "sleep" || f.cmdline.isEmpty {
-            usleep(10_000)
+        try Wait.until("sleep's comm and command line", timeout: 2, poll: 0.01) {
             f = try XCTUnwrap(fs.facts(pid: p.processIdentifier))
+            return f.comm == "sleep" && !f.cmdline.isEmpty
         }
         XCTAssertEqual(f.comm, "sleep")
         XCTAssertEqual(f.cmdline, ["/bin/sleep", "30"])

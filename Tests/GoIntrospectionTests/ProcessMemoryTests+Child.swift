@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import GoTestSupport
 import XCTest
 
 @testable import GoIntrospection
@@ -58,17 +59,17 @@ extension ProcessMemoryTests {
         private func readUntilReady() throws {
             var text = ""
             var buf = [UInt8](repeating: 0, count: 4096)
-            let deadline = Date().addingTimeInterval(30)
-            while !text.contains("ready\n") {
+            // Each check blocks in poll(2) for up to 100 ms: no poll interval of its own.
+            let ready = try Wait.until("child \(pid)'s ready line", timeout: 30, poll: 0) {
                 var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let remaining = Int32(max(0, deadline.timeIntervalSinceNow) * 1000)
-                guard remaining > 0 else { throw ProcessMemoryTests.FixtureError(description: "child \(pid) not ready: \(text)") }
-                if poll(&pfd, 1, remaining) <= 0 { continue }
+                if poll(&pfd, 1, 100) <= 0 { return false }
                 let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
+                if n < 0 && errno == EINTR { return false }
                 guard n > 0 else { throw ProcessMemoryTests.FixtureError(description: "child \(pid) exited early: \(text)") }
                 text += String(decoding: buf[..<n], as: UTF8.self)
+                return text.contains("ready\n")
             }
+            guard ready else { throw ProcessMemoryTests.FixtureError(description: "child \(pid) not ready: \(text)") }
             for line in text.split(separator: "\n") {
                 let kv = line.split(separator: " ", maxSplits: 1)
                 if kv.count == 2 { info[String(kv[0])] = String(kv[1]) }

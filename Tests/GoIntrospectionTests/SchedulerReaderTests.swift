@@ -122,46 +122,48 @@ final class SchedulerReaderTests: XCTestCase {
             + "procs \(snap.procs) idle \(s.idleProcs) cgo \(cgo)→\(cgo2) layouts \(reader.layoutSource)"
     }
 
-    /// Truth, ours, truth, until both truths agree (at most 8 times); then ours must
-    /// equal them. Returns the agreed value and our snapshot.
+    /// Truth, ours, truth, until both truths agree (for up to 0.8 s, every 100 ms);
+    /// then ours must equal them. Returns the agreed value and our snapshot.
     private func agreeing<T: Equatable>(
         tag: String, truth: () throws -> T, ours: () throws -> SchedulerSnapshot, pick: (SchedulerSnapshot) -> T,
         file: StaticString = #filePath, line: UInt = #line
     ) throws -> (T, SchedulerSnapshot) {
         var seen: [String] = []
-        for _ in 0..<8 {
+        var agreed: (T, SchedulerSnapshot)?
+        try Wait.until("\(tag): the truth holding still", timeout: 3, poll: 0.1) {
             let a = try truth()
             let s = try ours()
             let b = try truth()
-            if a == b {
-                XCTAssertEqual(pick(s), a, "\(tag): ours vs the program's own", file: file, line: line)
-                return (a, s)
-            }
+            if a == b { agreed = (a, s); return true }
             seen.append("\(a)/\(pick(s))/\(b)")
-            usleep(100_000)
+            return false
         }
-        throw Failure(description: "\(tag): the truth never held still: \(seen)")
+        guard let agreed else { throw Failure(description: "\(tag): the truth never held still: \(seen)") }
+        let (a, s) = agreed
+        XCTAssertEqual(pick(s), a, "\(tag): ours vs the program's own", file: file, line: line)
+        return (a, s)
     }
 
-    /// Reference, candidate, reference, until both references agree; then the
-    /// candidate must equal them.
+    /// Reference, candidate, reference, until both references agree (for up to
+    /// 0.8 s, every 100 ms); then the candidate must equal them.
     private func agreeingSnapshots(
         tag: String, reference: () throws -> SchedulerSnapshot, candidate: () throws -> SchedulerSnapshot,
         file: StaticString = #filePath, line: UInt = #line
     ) throws -> SchedulerSnapshot {
         var seen: [String] = []
-        for _ in 0..<8 {
+        var agreed: (SchedulerSnapshot, SchedulerSnapshot)?
+        try Wait.until("\(tag): readings holding still", timeout: 3, poll: 0.1) {
             let a = try reference()
             let s = try candidate()
             let b = try reference()
-            if a == b {
-                XCTAssertEqual(s, a, "\(tag)", file: file, line: line)
-                return s
-            }
+            if a == b { agreed = (a, s); return true }
             seen.append("\(a) / \(s) / \(b)")
-            usleep(100_000)
+            return false
         }
-        throw Failure(description: "\(tag): readings never held still: \(seen)")
+        guard let agreed else { throw Failure(description: "\(tag): readings never held still: \(seen)") }
+        let (a, s) = agreed
+        XCTAssertEqual(s, a, "\(tag)", file: file, line: line)
+        return s
     }
 
     // MARK: - GODEBUG=schedtrace
@@ -177,13 +179,12 @@ final class SchedulerReaderTests: XCTestCase {
             srv.stderr.split(separator: "\n").filter { $0.hasPrefix("SCHED ") }.map(Self.parseSchedtrace)
         }
         func waitForLine(after n: Int) throws -> [[String: Int]] {
-            let deadline = Date().addingTimeInterval(5)
-            while Date() < deadline {
+            let l = try? Wait.value("schedtrace line \(n + 1)", timeout: 5, poll: 0.005) { () -> [[String: Int]]? in
                 let l = lines()
-                if l.count > n { return l }
-                usleep(5_000)
+                return l.count > n ? l : nil
             }
-            throw Failure(description: "no schedtrace line \(n + 1) within 5 s; stderr: \(srv.stderr)")
+            guard let l else { throw Failure(description: "no schedtrace line \(n + 1) within 5 s; stderr: \(srv.stderr)") }
+            return l
         }
         let keys: [(String, KeyPath<SchedulerSnapshot, Int>)] = [
             ("threads", \.threads), ("idlethreads", \.idleThreads), ("spinningthreads", \.spinningThreads),

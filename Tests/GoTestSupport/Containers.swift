@@ -109,14 +109,13 @@ public final class TestContainer: @unchecked Sendable {
             throw Failure("container \(layout) did not start (got '\(line)')")
         }
         // The sandbox: the deepest descendant of unshare running sleep.
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
+        Wait.until("the sandbox process", timeout: 5, poll: 0.01) {
             if let s = Self.descendants(of: unshare.processIdentifier).last(where: { Self.comm($0) == "sleep" }),
                Self.nsDepth(s) == depth {
                 sandboxPID = s
-                break
+                return true
             }
-            usleep(10_000)
+            return false
         }
         guard sandboxPID > 0 else {
             stop()
@@ -153,12 +152,11 @@ public final class TestContainer: @unchecked Sendable {
     /// The host pid of the program a `command` launcher (nsenter, host pid
     /// `launcher`) started: its descendant in the container's namespace.
     public func programPID(launcher: Int32, timeout: Double = 5) throws -> Int32 {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let p = Self.descendants(of: launcher).first(where: { Self.nsDepth($0) == depth }) { return p }
-            usleep(5_000)
+        let found = try? Wait.value("the program under nsenter", timeout: timeout, poll: 0.005) { () -> Int32? in
+            Self.descendants(of: launcher).first(where: { Self.nsDepth($0) == depth })
         }
-        throw Failure("no program under nsenter \(launcher) at namespace depth \(depth)")
+        guard let found else { throw Failure("no program under nsenter \(launcher) at namespace depth \(depth)") }
+        return found
     }
 
     /// A program started in the container with `spawn`.
@@ -231,7 +229,7 @@ public final class TestContainer: @unchecked Sendable {
         }
         for dir in cgroupDirs.reversed() {
             // The namespace's processes take a moment to be reaped.
-            for _ in 0..<100 where rmdir(dir) != 0 && errno == EBUSY { usleep(20_000) }
+            Wait.until("cgroup \(dir) removed", timeout: 2) { rmdir(dir) == 0 || errno != EBUSY }
         }
         // Parents created for the layout, if empty now (deepest first).
         for root in Self.hierarchies() {
@@ -319,17 +317,20 @@ public final class TestContainer: @unchecked Sendable {
         return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).count - 2
     }
 
+    /// The first line `fd` gives within `timeout` seconds (what came, if no
+    /// newline did). Each check blocks in poll(2) for up to 100 ms, so the wait
+    /// needs no poll interval of its own.
     static func readLine(_ fd: Int32, timeout: Double) -> String {
         var line = Data()
         var byte: UInt8 = 0
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
+        Wait.until("a line on fd \(fd)", timeout: timeout, poll: 0) {
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, 100) >= 0 else { break }
-            if p.revents == 0 { continue }
-            guard read(fd, &byte, 1) == 1 else { break }
-            if byte == UInt8(ascii: "\n") { break }
+            guard poll(&p, 1, 100) >= 0 else { return true }
+            if p.revents == 0 { return false }
+            guard read(fd, &byte, 1) == 1 else { return true }
+            if byte == UInt8(ascii: "\n") { return true }
             line.append(byte)
+            return false
         }
         return String(decoding: line, as: UTF8.self)
     }

@@ -157,19 +157,7 @@ public final class TruthServer: @unchecked Sendable {
         }
         try process.run()
         // The first stdout line: "listening on 127.0.0.1:PORT".
-        var line = Data()
-        let fd = outPipe.fileHandleForReading.fileDescriptor
-        let deadline = Date().addingTimeInterval(startTimeout)
-        var byte: UInt8 = 0
-        while Date() < deadline {
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, 100) >= 0 else { break }
-            if p.revents == 0 { continue }
-            guard read(fd, &byte, 1) == 1 else { break }
-            if byte == UInt8(ascii: "\n") { break }
-            line.append(byte)
-        }
-        let text = String(decoding: line, as: UTF8.self)
+        let text = TestContainer.readLine(outPipe.fileHandleForReading.fileDescriptor, timeout: startTimeout)
         let addr = text.hasPrefix("listening on ") ? String(text.dropFirst("listening on ".count)) : ""
         let hp = addr.split(separator: ":")
         guard hp.count == 2, let port = UInt16(hp[1]) else {

@@ -94,9 +94,8 @@ final class TracingTests: XCTestCase {
         let counts = Self.servedCounts(served)
         let total = counts["served"] ?? -1
         // The ring buffer hands events over within ~50 ms; wait for the last.
-        let deadline = Date().addingTimeInterval(5)
-        while events.count < total && Date() < deadline { usleep(20_000) }
-        usleep(100_000)
+        Wait.until("\(label): \(total) events", timeout: 5) { events.count >= total }
+        usleep(100_000)  // room for an extra (wrong) event to show: a measurement window, not a wait
         tracer.detach(pid: srv.pid)
         XCTAssertEqual(tracer.inflightCount(pid: srv.pid), 0, "\(label): in-flight entries left")
 
@@ -209,13 +208,14 @@ final class FixtureProcess {
     }
 
     func waitForLine(prefix: String, timeout: TimeInterval) throws -> String {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let line = buffer.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) { return String(line) }
-            let d = pipe.fileHandleForReading.availableData
-            if d.isEmpty { usleep(10_000) } else { buffer += String(decoding: d, as: UTF8.self) }
+        func line() -> String? { buffer.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }).map(String.init) }
+        let found = try? Wait.value("a line starting with '\(prefix)'", timeout: timeout, poll: 0.01) { () -> String? in
+            if let l = line() { return l }
+            buffer += String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self)
+            return line()
         }
-        throw RetFinder.Failure("no line starting with '\(prefix)' within \(timeout)s; got: \(buffer)")
+        guard let found else { throw RetFinder.Failure("no line starting with '\(prefix)' within \(timeout)s; got: \(buffer)") }
+        return found
     }
 
     func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }

@@ -1,5 +1,6 @@
 import CLinuxSupport
 import Foundation
+import GoTestSupport
 @testable import PerfSampling
 import XCTest
 
@@ -14,9 +15,9 @@ extension CPUSamplerTests {
         let pid = try Fixtures.spawn(exe, ["4", "30"])
         defer { Fixtures.kill(pid) }
         try Fixtures.waitForExec(pid, exe)
-        _ = waitUntil(2) { (Attachment.threads(of: pid)?.count ?? 0) >= 5 }
+        Wait.until("the four burning threads", timeout: 2) { (Attachment.threads(of: pid)?.count ?? 0) >= 5 }
         try sampler.start(pid: pid)
-        Thread.sleep(forTimeInterval: 2.0)
+        Thread.sleep(forTimeInterval: 2.0)  // a measurement window, not a wait
         let stats = try XCTUnwrap(sampler.stats(pid: pid))
         sampler.stop(pid: pid)
         XCTAssertGreaterThan(stats.lost, 0, "\(stats)")
@@ -38,9 +39,9 @@ extension CPUSamplerTests {
         let w = try Fixtures.spawn(exe, ["0.05"])
         try Fixtures.waitForExec(w, exe)
         try sampler.start(pid: w)
-        Thread.sleep(forTimeInterval: 0.2)
+        Thread.sleep(forTimeInterval: 0.2)  // a measurement (warm-up) window, not a wait
         Fixtures.reap(w)
-        XCTAssert(waitUntil(2) { sampler.pids.isEmpty })
+        XCTAssert(Wait.until("the warm-up's detach", timeout: 2) { sampler.pids.isEmpty })
 
         let fds0 = Fixtures.countEntries("/proc/self/fd")
         let maps0 = Fixtures.mapsLines()
@@ -53,7 +54,7 @@ extension CPUSamplerTests {
                 try sampler.start(pid: pid)
                 XCTAssertNotNil(sampler.stats(pid: pid))
                 if i % 2 == 0 {
-                    usleep(20_000)
+                    usleep(20_000)  // a measurement window, not a wait
                     sampler.stop(pid: pid)
                     XCTAssertNil(sampler.stats(pid: pid))
                     stopped += 1
@@ -68,7 +69,7 @@ extension CPUSamplerTests {
             if i % 3 == 0 { Fixtures.reap(pid) }  // the others stay zombies until after the check below
             else { reapLater.append(pid) }
         }
-        XCTAssert(waitUntil(5) { sampler.pids.isEmpty }, "still attached: \(sampler.pids)")
+        XCTAssert(Wait.until("every detach", timeout: 5) { sampler.pids.isEmpty }, "still attached: \(sampler.pids)")
         XCTAssertEqual(c.detachedCount, leftToExit + 1, "exits detected (+ warm-up)")
         let fds1 = Fixtures.countEntries("/proc/self/fd")
         let maps1 = Fixtures.mapsLines()
@@ -101,7 +102,7 @@ extension CPUSamplerTests {
         }
         // A zombie: exited, not reaped.
         let zombie = try Fixtures.spawn(exe, ["0.001"])
-        XCTAssert(waitUntil(2) { (try? String(contentsOfFile: "/proc/\(zombie)/stat", encoding: .utf8))?.contains(") Z ") ?? false })
+        XCTAssert(Wait.until("a zombie", timeout: 2) { (try? String(contentsOfFile: "/proc/\(zombie)/stat", encoding: .utf8))?.contains(") Z ") ?? false })
         XCTAssertThrowsError(try sampler.start(pid: zombie)) { e in
             XCTAssertEqual(e as? SamplerError, .exited(pid: zombie))
             XCTAssert("\(e)".contains("pid \(zombie)"))
@@ -139,7 +140,7 @@ extension CPUSamplerTests {
             try Fixtures.waitForExec(pid, exe)
             try sampler!.start(pid: pid)
         }
-        Thread.sleep(forTimeInterval: 1.0)
+        Thread.sleep(forTimeInterval: 1.0)  // a measurement window, not a wait
         XCTAssertEqual(sampler!.pids, pids.sorted())
         let before = pids.map { sampler!.stats(pid: $0)?.samples ?? 0 }
         sampler!.shutdown()

@@ -19,7 +19,7 @@ extension CPUSamplerTests {
             let bias = try Fixtures.loadBias(pid, exe, pie: true)
             let cpu0 = Fixtures.cpuSeconds(pid) ?? 0
             try sampler.start(pid: pid)
-            Thread.sleep(forTimeInterval: 1.5)
+            Thread.sleep(forTimeInterval: 1.5)  // a measurement window, not a wait
             let cpu1 = Fixtures.cpuSeconds(pid) ?? 0
             sampler.stop(pid: pid)
             let samples = c.samples(pid: pid)
@@ -74,7 +74,7 @@ extension CPUSamplerTests {
         try Fixtures.waitForExec(pid, exe)
         let cpu0 = Fixtures.cpuSeconds(pid) ?? 0
         try sampler.start(pid: pid)
-        Thread.sleep(forTimeInterval: 2.0)
+        Thread.sleep(forTimeInterval: 2.0)  // a measurement window, not a wait
         let cpu1 = Fixtures.cpuSeconds(pid) ?? 0
         let stats = try XCTUnwrap(sampler.stats(pid: pid))
         sampler.stop(pid: pid)

@@ -1,5 +1,6 @@
 import CLinuxSupport
 import Foundation
+import GoTestSupport
 @testable import PerfSampling
 import XCTest
 
@@ -177,15 +178,6 @@ final class CPUSamplerTests: XCTestCase {
                   file: file, line: line)
     }
 
-    func waitUntil(_ seconds: TimeInterval, _ cond: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if cond() { return true }
-            usleep(10_000)
-        }
-        return cond()
-    }
-
     // MARK: Tests
 
     /// 99 Hz on a busy loop for 2 s: ~198 samples, leaf IPs in busy_loop, the
@@ -205,7 +197,7 @@ final class CPUSamplerTests: XCTestCase {
         let t0 = Fixtures.monotonicNanos()
         let cpu0 = Fixtures.cpuSeconds(pid) ?? 0
         try sampler.start(pid: pid)
-        Thread.sleep(forTimeInterval: 2.0)
+        Thread.sleep(forTimeInterval: 2.0)  // a measurement window, not a wait
         let cpu1 = Fixtures.cpuSeconds(pid) ?? 0
         let stats = try XCTUnwrap(sampler.stats(pid: pid))
         sampler.stop(pid: pid)
@@ -247,7 +239,7 @@ final class CPUSamplerTests: XCTestCase {
         try sampler.start(pid: pid)
         XCTAssertEqual(Attachment.threads(of: pid)?.count, 1, "attached before the threads started")
         Fixtures.reap(pid)
-        XCTAssert(waitUntil(2) { sampler.stats(pid: pid) == nil }, "exit detected")
+        XCTAssert(Wait.until("the exit detected", timeout: 2) { sampler.stats(pid: pid) == nil }, "exit detected")
 
         var tids: [String: Int32] = [:]
         for line in try String(contentsOfFile: tidFile, encoding: .utf8).split(separator: "\n") {
@@ -284,13 +276,13 @@ final class CPUSamplerTests: XCTestCase {
         let pid = try Fixtures.spawn(exe, [tidFile])
         defer { Fixtures.kill(pid) }
         try Fixtures.waitForExec(pid, exe)
-        XCTAssert(waitUntil(1) { Attachment.threads(of: pid)?.count == 2 })
+        XCTAssert(Wait.until("main and thread A", timeout: 1) { Attachment.threads(of: pid)?.count == 2 })
         try sampler.start(pid: pid)
         let stats = try XCTUnwrap(sampler.stats(pid: pid))
         XCTAssertEqual(stats.fds, 2 * stats.rings + 1, "leader and A")
         let wakeups0 = sampler.drainWakeups
         let t0 = Date()
-        XCTAssert(waitUntil(15) { sampler.stats(pid: pid) == nil }, "exit of the last thread detected")
+        XCTAssert(Wait.until("the last thread's exit", timeout: 15) { sampler.stats(pid: pid) == nil }, "exit of the last thread detected")
         let wakeups = sampler.drainWakeups - wakeups0
         let seconds = max(Date().timeIntervalSince(t0), 1)
         let b = try XCTUnwrap(Int32(try String(contentsOfFile: tidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
@@ -324,13 +316,13 @@ final class CPUSamplerTests: XCTestCase {
             guard attempt == 1 else { return }
             var byte: UInt8 = 1
             _ = write(writeFD, &byte, 1)
-            _ = self.waitUntil(2) { (Attachment.threads(of: pid)?.count ?? 0) >= 2 }
+            Wait.until("the new thread", timeout: 2) { (Attachment.threads(of: pid)?.count ?? 0) >= 2 }
         }
         try sampler.start(pid: pid)
         let stats = try XCTUnwrap(sampler.stats(pid: pid))
         XCTAssertEqual(stats.attachAttempts, 2)
         XCTAssertEqual(stats.fds, 2 * stats.rings + 1)
-        Thread.sleep(forTimeInterval: 0.5)
+        Thread.sleep(forTimeInterval: 0.5)  // a measurement window, not a wait
         sampler.stop(pid: pid)
         let burner = try XCTUnwrap(Attachment.threads(of: pid)?.first { $0 != pid })
         XCTAssertGreaterThan(c.samples(pid: pid).filter { $0.tid == burner }.count, 25)

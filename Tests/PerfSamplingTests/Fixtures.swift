@@ -54,15 +54,13 @@ enum Fixtures {
         return pid
     }
 
-    /// Waits until /proc/PID/exe is `exe` (the exec happened), up to 5 s.
+    /// Waits until /proc/PID/exe is `exe` (the exec happened), up to 20 s.
     static func waitForExec(_ pid: pid_t, _ exe: String) throws {
-        let deadline = Date().addingTimeInterval(20) // generous: a loaded machine execs slowly
         let want = URL(fileURLWithPath: exe).resolvingSymlinksInPath().path
-        while Date() < deadline {
-            if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"), link == want { return }
-            usleep(1000)
-        }
-        throw Failure(description: "pid \(pid) did not exec \(exe)")
+        // generous: a loaded machine execs slowly
+        guard Wait.until("the exec", timeout: 20, poll: 0.001, {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) == want
+        }) else { throw Failure(description: "pid \(pid) did not exec \(exe)") }
     }
 
     /// waitpid; the raw status.
@@ -96,17 +94,19 @@ enum Fixtures {
     static func loadBias(_ pid: pid_t, _ exe: String, pie: Bool) throws -> UInt64 {
         guard pie else { return 0 }
         let want = URL(fileURLWithPath: exe).resolvingSymlinksInPath().path
-        let deadline = Date().addingTimeInterval(2)
-        repeat {
+        var bias: UInt64?
+        try Wait.until("the mapping of \(exe)", timeout: 2, poll: 0.001) {
             let maps = try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)
             for line in maps.split(separator: "\n") {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count >= 6, f[5] == want, f[2] == "00000000" else { continue }
-                return UInt64(f[0].split(separator: "-")[0], radix: 16) ?? 0
+                bias = UInt64(f[0].split(separator: "-")[0], radix: 16) ?? 0
+                return true
             }
-            usleep(1000)
-        } while Date() < deadline
-        throw Failure(description: "no mapping of \(exe) at offset 0 in pid \(pid)")
+            return false
+        }
+        guard let bias else { throw Failure(description: "no mapping of \(exe) at offset 0 in pid \(pid)") }
+        return bias
     }
 
     /// utime + stime of a process, seconds.
