@@ -6,14 +6,15 @@ import Foundation
 public final class BoundedQueue<Element>: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [Element] = []
-    private var spare: [Element] = []
     private var closed = false
     public let capacity: Int
+    /// What an empty queue reserves; appends grow it as needed.
+    static var reserve: Int { 256 }
 
     public init(capacity: Int) {
         precondition(capacity > 0)
         self.capacity = capacity
-        items.reserveCapacity(min(capacity, 65_536))
+        items.reserveCapacity(min(capacity, Self.reserve))
     }
 
     /// Appends all of `batch` if it fits; returns false (and appends nothing) if not.
@@ -47,9 +48,12 @@ public final class BoundedQueue<Element>: @unchecked Sendable {
             _ = condition.wait(until: Date(timeIntervalSinceNow: timeout))
         }
         if items.isEmpty { return closed ? nil : [] }
-        swap(&items, &spare)
-        let out = spare
-        spare.removeAll(keepingCapacity: true)
+        // The batch is handed over and a small buffer takes its place: the
+        // queue's memory follows what is queued, not its capacity (a queue of
+        // 65,536 signals reserved up front is megabytes).
+        let out = items
+        items = []
+        items.reserveCapacity(min(capacity, Self.reserve))
         return out
     }
 
