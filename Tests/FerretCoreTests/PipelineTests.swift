@@ -23,17 +23,18 @@ final class PipelineTests: XCTestCase {
         let jsonl = SinkRunner(name: "jsonl", type: "jsonl", identity: "", sink: try JSONLSink(path: path), buffer: 100_000, logger: logger)
         let p = Pipeline(queueSize: 100_000, sinks: [slowRunner, jsonl], logger: logger)
         p.start()
-        let t0 = Date()
         for batch in 0..<50 { p.submit((0..<100).map { metric(batch * 100 + $0) }) }
-        // All 5000 lines reach the file long before the slow sink could have taken them.
+        // All 5000 lines reach the file while the slow sink has taken a few
+        // batches at most (each takes it 500 ms): counted, not timed.
         var lines = 0
-        Wait.until("5000 lines in the file", timeout: 5 - Date().timeIntervalSince(t0), poll: 0.01) {
+        var slowWrites = 0
+        Wait.until("5000 lines in the file", timeout: 5, poll: 0.01) {
+            slowWrites = slow.writes
             lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count
             return lines == 5000
         }
-        let elapsed = Date().timeIntervalSince(t0)
         XCTAssertEqual(lines, 5000)
-        XCTAssertLessThan(elapsed, 1.5, "jsonl waited for the slow sink")
+        XCTAssertLessThanOrEqual(slowWrites, 3, "jsonl waited for the slow sink")
         XCTAssertLessThan(slow.signals.count, 5000, "the slow sink is still behind")
         XCTAssertGreaterThan(slowRunner.dropped.value, 0, "the slow sink's overflow is counted")
         XCTAssertEqual(jsonl.dropped.value, 0)
@@ -43,11 +44,10 @@ final class PipelineTests: XCTestCase {
     func testQueueOverflowIsCountedNotBlocking() {
         let sink = MemorySink(delay: .milliseconds(200))
         let p = Pipeline(queueSize: 1000, sinks: [SinkRunner(name: "m", type: "memory", identity: "", sink: sink, buffer: 1000, logger: logger)], logger: logger)
-        // Not started: nothing drains, so the queue fills.
+        // Not started: nothing drains, so the queue fills. A submit that
+        // blocked on the full queue would never return here.
         var accepted = 0
-        let t0 = Date()
         for i in 0..<30 where p.submit((0..<100).map { metric(i * 100 + $0) }) { accepted += 1 }
-        XCTAssertLessThan(Date().timeIntervalSince(t0), 0.5, "submit never blocks")
         XCTAssertEqual(accepted, 10)
         XCTAssertEqual(p.stats.accepted.value, 1000)
         XCTAssertEqual(p.stats.dropped.value, 2000)

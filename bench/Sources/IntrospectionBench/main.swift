@@ -2,7 +2,10 @@
 // 1. cold parse of a large Go binary: ELF + build info + pclntab (+ inline-tree area),
 // 2. 100k address symbolizations (with inlined frames), side by side with
 //    `go tool addr2line` on the same addresses,
-// 3. one batched read of 64 scattered words from a live process.
+// 3. one batched read of 64 scattered words from a live process,
+// 4. DWARF layouts (a binary with DWARF, $FERRET_DWARF_BINARY or BINARY): open,
+//    index and first layout; cached lookups; a lookup after the handle was
+//    released (what DWARFLayoutTests.testSpeed asserted in wall-clock time).
 // Usage: IntrospectionBench BINARY GO_TOOL [PID]
 import Foundation
 import GoIntrospection
@@ -102,4 +105,24 @@ if args.count > 3, let pid = Int32(args[3]) {
     let dt = now() - t2
     print(String(format: "read: 64 scattered words from pid %d (%d mappings): %.2f µs per batch, %.1f syscalls per batch",
                  pid, rw.count, dt / Double(n) * 1e6, Double(ProcessMemory.syscallCount - calls0) / Double(n)))
+}
+
+// 4. DWARF layouts.
+let dwarfPath = ProcessInfo.processInfo.environment["FERRET_DWARF_BINARY"] ?? path
+if let d = try? DWARFLayouts(path: dwarfPath), d.hasDWARF {
+    let t0 = now()
+    let first = d.layout(of: "runtime.schedt")
+    let open = now() - t0
+    let t1 = now()
+    for _ in 0..<1000 { _ = d.layout(of: "runtime.schedt") }
+    let cached = now() - t1
+    d.releaseHandle()
+    let t2 = now()
+    _ = d.layout(of: "runtime.m")
+    let reopen = now() - t2
+    print(String(format: "dwarf: %@: open + index + first layout %.1f ms (%@); 1000 cached lookups %.3f ms; after release, a new type %.1f ms",
+                 (dwarfPath as NSString).lastPathComponent, open * 1e3, first == nil ? "not found" : "found",
+                 cached * 1e3, reopen * 1e3))
+} else {
+    print("dwarf: \((dwarfPath as NSString).lastPathComponent) has no DWARF (set FERRET_DWARF_BINARY)")
 }
