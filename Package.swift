@@ -16,6 +16,8 @@ let sinkExtraDependencies: [String: [Target.Dependency]] = [
     "OTLP": ["FerretDelivery", "OTLP"],
     "Webhook": ["FerretDelivery"],
 ]
+/// Go introspection and the Linux process layer (the shared library).
+let ferretGo: Target.Dependency = .product(name: "FerretGo", package: "FerretGo")
 let sinkTargets = sinkFolders.map { "Sink\($0)" }
 /// The aggregator folders (Sources/Aggregators/<Name>).
 let aggregators = ["Window", "Rate", "Group", "GoroutineLeak", "Threshold", "Anomaly"]
@@ -51,6 +53,10 @@ let package = Package(
         .library(name: "ferret_http_tracer", type: .dynamic, targets: ["HTTPTracerPlugin"]),
     ],
     dependencies: [
+        // Go introspection and the Linux process layer as one shared library
+        // (libFerretGo.so): one copy and one parse per binary in the agent,
+        // however many plugins read it (Packages/FerretGo/Package.swift).
+        .package(path: "Packages/FerretGo"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // The agent's own metrics: components report through swift-metrics.
@@ -71,21 +77,9 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
-        // Linux processes as the host sees them: the procfs root (host_proc), PID
-        // namespaces (NSpid), cgroups and the container and pod identity behind them.
-        .target(name: "LinuxProcess", path: "Sources/LinuxProcess"),
         // The CPU profiler's sampling engine (issue #5): perf CPU-clock samples with
         // callchains from every thread of a process, rings drained by its own thread.
-        .target(name: "PerfSampling", dependencies: ["CLinuxSupport", "LinuxProcess"], path: "Sources/PerfSampling"),
-        // elfutils: libelf and libdw in one module (see its module map).
-        .systemLibrary(
-            name: "CElf", path: "Sources/CElf", pkgConfig: "libdw",
-            providers: [.apt(["libelf-dev", "libdw-dev"])]),
-        // Go binary and process introspection: ELF, build info, pclntab, DWARF layouts,
-        // the per-version layout table, process memory.
-        .target(
-            name: "GoIntrospection", dependencies: ["LinuxProcess", "CElf", "CCapstone"], path: "Sources/GoIntrospection",
-            resources: [.embedInCode("Layouts/layouts.json"), .embedInCode("Layouts/globalrefs.json")]),
+        .target(name: "PerfSampling", dependencies: ["CLinuxSupport", ferretGo], path: "Sources/PerfSampling"),
         .systemLibrary(
             name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // pprof profiles (profile.proto, generated code committed: scripts/gen-protos.sh).
@@ -107,7 +101,7 @@ let package = Package(
         .target(
             name: "FerretCore",
             dependencies: [
-                "FerretPluginABI", "CYAML", "CLinuxSupport", "LinuxProcess", "GoIntrospection",
+                "FerretPluginABI", "CYAML", "CLinuxSupport", ferretGo,
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -149,7 +143,7 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "FerretCore", "FerretComponents", "GoIntrospection", "LinuxProcess", "Pprof",
+                "FerretCore", "FerretComponents", ferretGo, "Pprof",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // `ferret status` reads the dashboard's API with the network sinks' client.
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -162,34 +156,31 @@ let package = Package(
             ],
             path: "Sources/Host"),
         .target(
-            name: "ProcIOPlugin", dependencies: ["FerretPluginKit", "LinuxProcess"],
+            name: "ProcIOPlugin", dependencies: ["FerretPluginKit", ferretGo],
             path: "Sources/Plugins/ProcIO", exclude: ["README.md", "sample.yaml"]),
         .target(
-            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "LinuxProcess", "CLinuxSupport"],
+            name: "SchedulerPlugin", dependencies: ["FerretPluginKit", ferretGo, "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
         // CPU profiling shared by the cpu_profiler plugin and tests: samples to pprof.
-        .target(name: "CPUProfiling", dependencies: ["GoIntrospection", "Pprof"]),
+        .target(name: "CPUProfiling", dependencies: [ferretGo, "Pprof"]),
         .target(
-            name: "CPUProfilerPlugin", dependencies: ["FerretPluginKit", "GoIntrospection", "PerfSampling", "CPUProfiling"],
+            name: "CPUProfilerPlugin", dependencies: ["FerretPluginKit", ferretGo, "PerfSampling", "CPUProfiling"],
             path: "Sources/Plugins/CPUProfiler", exclude: ["README.md", "sample.yaml"]),
         .target(
-            name: "HeapPlugin", dependencies: ["FerretPluginKit", "GoIntrospection"],
+            name: "HeapPlugin", dependencies: ["FerretPluginKit", ferretGo],
             path: "Sources/Plugins/Heap", exclude: ["README.md", "sample.yaml"]),
-        // libbpf and capstone for the http_tracer (issue #6).
+        // libbpf for the http_tracer (issue #6).
         .systemLibrary(
             name: "CBPF", path: "Sources/CBPF", pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev"])]),
-        .systemLibrary(
-            name: "CCapstone", path: "Sources/CCapstone", pkgConfig: "capstone",
-            providers: [.apt(["libcapstone-dev"])]),
         // The http_tracer's engine: RET finding, probe planning, the libbpf loader
         // and event decoding (a library so tests drive it without the host).
         .target(
-            name: "HTTPTracing", dependencies: ["GoIntrospection", "LinuxProcess", "CBPF"],
+            name: "HTTPTracing", dependencies: [ferretGo, "CBPF"],
             path: "Sources/HTTPTracing"),
         // The BPF C under bpf/ is compiled by scripts/build.sh, not SwiftPM.
         .target(
-            name: "HTTPTracerPlugin", dependencies: ["FerretPluginKit", "HTTPTracing", "GoIntrospection"],
+            name: "HTTPTracerPlugin", dependencies: ["FerretPluginKit", "HTTPTracing", ferretGo],
             path: "Sources/Plugins/HTTPTracer", exclude: ["README.md", "sample.yaml", "bpf"]),
         // Benchmarks (bench/run.sh builds them in release mode).
         .executableTarget(
@@ -199,16 +190,16 @@ let package = Package(
             name: "AggregatorBench", dependencies: ["FerretCore", "FerretAggregators"],
             path: "bench/Sources/AggregatorBench"),
         .executableTarget(
-            name: "IntrospectionBench", dependencies: ["GoIntrospection"],
+            name: "IntrospectionBench", dependencies: [ferretGo],
             path: "bench/Sources/IntrospectionBench"),
         .executableTarget(
             name: "PrometheusBench", dependencies: ["FerretCore", "SinkPrometheus", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PrometheusBench"),
         .executableTarget(
-            name: "GoReaderBench", dependencies: ["GoIntrospection"],
+            name: "GoReaderBench", dependencies: [ferretGo],
             path: "bench/Sources/GoReaderBench"),
         .executableTarget(
-            name: "GlobalsLocateBench", dependencies: ["GoIntrospection"],
+            name: "GlobalsLocateBench", dependencies: [ferretGo],
             path: "bench/Sources/GlobalsLocateBench"),
         .executableTarget(
             name: "HistoryBench", dependencies: ["FerretCore", "SinkDashboard"],
@@ -223,7 +214,7 @@ let package = Package(
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
         .testTarget(
-            name: "GoIntrospectionTests", dependencies: ["GoIntrospection", "GoTestSupport"],
+            name: "GoIntrospectionTests", dependencies: [ferretGo, "GoTestSupport"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "PprofTests", dependencies: ["Pprof", "GoTestSupport"],
@@ -232,10 +223,10 @@ let package = Package(
             name: "PerfSamplingTests", dependencies: ["PerfSampling", "CLinuxSupport", "GoTestSupport"],
             path: "Tests/PerfSamplingTests"),
         .testTarget(
-            name: "HTTPTracingTests", dependencies: ["HTTPTracing", "GoIntrospection", "GoTestSupport"],
+            name: "HTTPTracingTests", dependencies: ["HTTPTracing", ferretGo, "GoTestSupport"],
             path: "Tests/HTTPTracingTests", exclude: ["Fixtures"]),
         .testTarget(
-            name: "LinuxProcessTests", dependencies: ["LinuxProcess"],
+            name: "LinuxProcessTests", dependencies: [ferretGo],
             path: "Tests/LinuxProcessTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "FerretPluginKitTests", dependencies: ["FerretPluginKit"],

@@ -120,6 +120,7 @@ public struct ProbePlan: Sendable {
         let server = try serverFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
         let client = try clientFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
         let dwarf = binary.dwarf
+        defer { binary.releaseDWARF() }
         var sources: Set<String> = []
         func layout(_ type: String) throws -> TypeLayout {
             guard let (l, source) = GoLayoutTable.resolve(binaryDWARF: dwarf, goVersion: version, type: type) else {

@@ -14,6 +14,55 @@ import XCTest
 final class GoPluginsTruthTests: XCTestCase {
     struct Failure: Error, CustomStringConvertible { var description: String }
 
+    /// One parse per binary in the agent process (issue #17): the scheduler,
+    /// heap and cpu_profiler plugins and the host share one Go introspection
+    /// library, so two processes of one stripped binary, read by all three
+    /// plugins, cost one pclntab parse (the globals locator's and the
+    /// symbolizer's) and one opened binary. Before the library was shared each
+    /// plugin parsed on its own: three parses.
+    func testThreePluginsParseABinaryOnce() throws {
+        let path = try GoToolchains.build(source: TruthServer.fixtureSource, version: "go1.22.10", flavour: .strippedStatic)
+        let servers = try (0..<2).map { _ in try TruthServer(binary: path, arguments: ["-quiet"]) }
+        defer { for s in servers { s.stop() } }
+        let dir = TestSupport.tempDir("oneparse")
+        for name in ["scheduler", "heap", "cpu_profiler"] {
+            TestSupport.manifest(in: dir + "/plugins.d", name: name, library: TestSupport.productsDir + "/libferret_\(name).so")
+        }
+        let comm = String(URL(fileURLWithPath: path).lastPathComponent.prefix(15))
+        let config = """
+        agent: { interval: 250ms, self_metrics_interval: 500ms }
+        plugins: { paths: [plugins.d] }
+        rules:
+          - name: one
+            match: { comm: "\(comm)" }
+            collectors: { scheduler: {}, heap: {}, cpu_profiler: { window: 1s } }
+        pipeline:
+          sinks: [ { type: jsonl, path: \(dir)/out.jsonl } ]
+        """
+        let agent = try TestSupport.AgentProcess(config: config, dir: dir)
+        defer { agent.stop() }
+        func pidOf(_ l: [String: Any]) -> Int32 { (l.resource["process.pid"] as? NSNumber)?.int32Value ?? 0 }
+        for s in servers {
+            let pid = s.pid
+            _ = try agent.waitFor("goroutines of \(pid)") { $0.name == "go.goroutine.count" && pidOf($0) == pid }
+            _ = try agent.waitFor("heap of \(pid)") { $0.name == "go.memory.heap.used" && pidOf($0) == pid }
+            _ = try agent.waitFor("a profile of \(pid)") { $0.signal == "profile" && pidOf($0) == pid }
+        }
+        // A snapshot taken after every plugin attached to both processes.
+        let seen = agent.lines().count
+        func latest(_ name: String) throws -> Int {
+            _ = try agent.waitFor("\(name) after the attaches") { _ in
+                agent.lines().dropFirst(seen).contains { $0.name == name }
+            }
+            let l = agent.lines().dropFirst(seen).last { $0.name == name }
+            return (l?["value"] as? NSNumber)?.intValue ?? -1
+        }
+        XCTAssertEqual(try latest("ferret.introspection.pclntab.parses"), 1,
+                       "three plugins on two processes of one binary parse its pclntab once")
+        XCTAssertEqual(try latest("ferret.introspection.binaries.opened"), 1,
+                       "the binary is opened once for the host and the three plugins")
+    }
+
     func testSchedulerAndHeapPluginsAgreeWithEveryToolchain() throws {
         let builds = try GoToolchains.buildAll(source: TruthServer.fixtureSource, flavours: [.plain, .staticBuild])
         XCTAssertGreaterThanOrEqual(builds.count, 16, "8 toolchains × 2 flavours")

@@ -1,4 +1,5 @@
 import Foundation
+import GoIntrospection
 
 extension Agent {
     /// The processes the agent tracks and matches, read at each snapshot.
@@ -8,6 +9,14 @@ extension Agent {
         }
         telemetry.observe("ferret.processes.matched", unit: "{process}") { [weak self] in
             self.map { a in Double(a.control.sync { a.tracked.values.filter { $0.rule != nil }.count }) }
+        }
+        // Go introspection is one shared library for the host and the plugins:
+        // these count its parses across all of them (one per binary).
+        telemetry.observe("ferret.introspection.binaries.opened", unit: "{binary}", cumulative: true) {
+            Double(IntrospectionCounters.binariesOpened.load(ordering: .relaxed))
+        }
+        telemetry.observe("ferret.introspection.pclntab.parses", unit: "{table}", cumulative: true) {
+            Double(IntrospectionCounters.pclnTablesParsed.load(ordering: .relaxed))
         }
     }
 

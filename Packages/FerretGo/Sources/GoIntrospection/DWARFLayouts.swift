@@ -21,6 +21,8 @@ public final class DWARFLayouts: @unchecked Sendable {
     /// type name → offset of its DIE; built on first lookup.
     private var index: [String: Dwarf_Off]?
     private var cache: [String: TypeLayout?] = [:]
+    /// (type, member path) → offset, kept when the handle is released.
+    private var offsets: [String: Int?] = [:]
 
     /// Bounds that keep hostile DWARF from running away.
     private static let maxTypeChain = 32
@@ -32,8 +34,15 @@ public final class DWARFLayouts: @unchecked Sendable {
     /// an ELF file without DWARF (stripped, `-ldflags=-w`) is not an error.
     public init(path: String) throws(IntrospectionError) {
         self.path = path
+        let handle = try Self.open(path)
+        dwarfPresent = handle != nil
+        if let handle { (fd, elf, dwarf) = handle }
+    }
+
+    /// The file's libdw handle, or nil when it has no DWARF.
+    private static func open(_ path: String) throws(IntrospectionError) -> (Int32, OpaquePointer, OpaquePointer)? {
         guard ELFFile.libelfReady else { throw .init("libelf: version mismatch") }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .init("\(path): cannot open: \(String(cString: strerror(errno)))") }
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
@@ -49,22 +58,37 @@ public final class DWARFLayouts: @unchecked Sendable {
             close(fd)
             throw .init("\(path): not an ELF file")
         }
-        if let dw = dwarf_begin_elf(e, DWARF_C_READ, nil) {
-            self.fd = fd
-            self.elf = e
-            self.dwarf = dw
-            dwarfPresent = true
-        } else {
+        guard let dw = dwarf_begin_elf(e, DWARF_C_READ, nil) else {
             elf_end(e)
             close(fd)
-            dwarfPresent = false
+            return nil
         }
+        return (fd, e, dw)
     }
 
-    deinit {
+    deinit { closeHandle() }
+
+    private func closeHandle() {
         if let dw = dwarf { dwarf_end(dw) }
         if let e = elf { elf_end(e) }
         if fd >= 0 { close(fd) }
+        (fd, elf, dwarf, index) = (-1, nil, nil, nil)
+    }
+
+    /// Closes libdw's handle and drops the type index, keeping the layouts
+    /// already resolved: the decompressed DWARF of a large binary is megabytes,
+    /// and the readers resolve what they need when they attach. A later lookup
+    /// of a type not resolved yet opens the file again.
+    public func releaseHandle() {
+        lock.lock()
+        defer { lock.unlock() }
+        closeHandle()
+    }
+
+    /// Opens the handle again after `releaseHandle` (under the lock).
+    private func reopenIfReleased() {
+        guard dwarfPresent, dwarf == nil, let handle = try? Self.open(path) else { return }
+        (fd, elf, dwarf) = handle
     }
 
     /// False when the file carries no DWARF (stripped binaries).
@@ -77,6 +101,7 @@ public final class DWARFLayouts: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let hit = cache[typeName] { return hit }
+        reopenIfReleased()
         var result: TypeLayout?
         if var die = lookupDIE(typeName), var s = stripTypedefs(&die) {
             result = structLayout(name: typeName, die: &s)
@@ -93,6 +118,15 @@ public final class DWARFLayouts: @unchecked Sendable {
         guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else { return nil }
         lock.lock()
         defer { lock.unlock() }
+        let key = typeName + "\u{0}" + path
+        if let hit = offsets[key] { return hit }
+        let found = resolveOffset(parts, in: typeName)
+        offsets[key] = found
+        return found
+    }
+
+    private func resolveOffset(_ parts: [String], in typeName: String) -> Int? {
+        reopenIfReleased()
         guard var die = lookupDIE(typeName) else { return nil }
         var total = 0
         for part in parts {
@@ -112,6 +146,7 @@ public final class DWARFLayouts: @unchecked Sendable {
     public func typeNames() -> [String] {
         lock.lock()
         defer { lock.unlock() }
+        reopenIfReleased()
         return ensureIndex().keys.sorted()
     }
 

@@ -1,4 +1,6 @@
 import CCapstone
+import Glibc
+import Synchronization
 
 /// x86-64 machine code decoded with capstone (Debian's libcapstone-dev): what
 /// the HTTP tracer needs to place probes (RETs, ENDBR64) and what the globals
@@ -28,25 +30,27 @@ public enum X86Decoder {
     /// k-th RIP-relative operand, cannot use a partial list.
     /// `details` adds mnemonics and RIP-relative targets (slower).
     public static func decode(_ code: [UInt8], address: UInt64, details: Bool = false) throws(Failure) -> [Instruction] {
+        let cs = try Capstone.shared.acquire()
+        defer { Capstone.shared.release() }
         var handle: csh = 0
-        guard cs_open(CS_ARCH_X86, CS_MODE_64, &handle) == CS_ERR_OK else {
+        guard cs.open(CS_ARCH_X86, CS_MODE_64, &handle) == CS_ERR_OK else {
             throw Failure("capstone: cs_open(x86, 64) failed")
         }
-        defer { cs_close(&handle) }
-        if details { cs_option(handle, CS_OPT_DETAIL, Int(CS_OPT_ON.rawValue)) }
+        defer { _ = cs.close(&handle) }
+        if details { _ = cs.option(handle, CS_OPT_DETAIL, Int(CS_OPT_ON.rawValue)) }
         var out: [Instruction] = []
         var offset = 0
         while offset < code.count {
             var insn: UnsafeMutablePointer<cs_insn>?
             // Decode in chunks; cs_disasm stops at the first undecodable byte.
             let n = code.withUnsafeBufferPointer { b in
-                cs_disasm(handle, b.baseAddress! + offset, b.count - offset, address &+ UInt64(offset), 0, &insn)
+                cs.disasm(handle, b.baseAddress! + offset, b.count - offset, address &+ UInt64(offset), 0, &insn)
             }
             guard n > 0, let insn else {
                 let byte = String(format: "%02x", code[offset])
                 throw Failure("undecodable instruction at 0x\(String(address &+ UInt64(offset), radix: 16)) (byte \(byte))")
             }
-            defer { cs_free(insn, n) }
+            defer { cs.free(insn, n) }
             for i in 0..<n {
                 let x = insn[i]
                 var d = Instruction(
@@ -79,5 +83,66 @@ public enum X86Decoder {
             }
             return nil
         }
+    }
+}
+
+/// libcapstone, opened with dlopen while something decodes and closed when the
+/// last decoder is done. Linked the usual way, its tables (77,000 relocations)
+/// were resident in every agent and plugin, 3 to 5 MiB, though only stripped
+/// binaries and the http_tracer's RET finder decode anything.
+final class Capstone: Sendable {
+    struct API: @unchecked Sendable {
+        typealias Open = @convention(c) (cs_arch, cs_mode, UnsafeMutablePointer<csh>?) -> cs_err
+        typealias Option = @convention(c) (csh, cs_opt_type, Int) -> cs_err
+        typealias Disasm = @convention(c) (csh, UnsafePointer<UInt8>?, Int, UInt64, Int,
+                                           UnsafeMutablePointer<UnsafeMutablePointer<cs_insn>?>?) -> Int
+        typealias Free = @convention(c) (UnsafeMutablePointer<cs_insn>?, Int) -> Void
+        typealias Close = @convention(c) (UnsafeMutablePointer<csh>?) -> cs_err
+        let library: UnsafeMutableRawPointer
+        let open: Open, option: Option, disasm: Disasm, free: Free, close: Close
+    }
+
+    static let shared = Capstone()
+    /// Debian 12's soname first, then the development link.
+    static let names = ["libcapstone.so.4", "libcapstone.so.5", "libcapstone.so"]
+    private let state = Mutex<(api: API?, users: Int)>((nil, 0))
+
+    func acquire() throws(X86Decoder.Failure) -> API {
+        let result: Result<API, X86Decoder.Failure> = state.withLock { s in
+            if let api = s.api { s.users += 1; return .success(api) }
+            switch Self.load() {
+            case .success(let api): s = (api, 1); return .success(api)
+            case .failure(let e): return .failure(e)
+            }
+        }
+        return try result.get()
+    }
+
+    func release() {
+        state.withLock { s in
+            s.users -= 1
+            if s.users == 0, let api = s.api { dlclose(api.library); s.api = nil }
+        }
+    }
+
+    private static func load() -> Result<API, X86Decoder.Failure> {
+        var errors: [String] = []
+        for name in names {
+            guard let lib = dlopen(name, RTLD_NOW | RTLD_LOCAL) else {
+                errors.append(dlerror().map { String(cString: $0) } ?? name)
+                continue
+            }
+            func sym<T>(_ s: String, _: T.Type) -> T? { dlsym(lib, s).map { unsafeBitCast($0, to: T.self) } }
+            guard let o = sym("cs_open", API.Open.self), let op = sym("cs_option", API.Option.self),
+                  let d = sym("cs_disasm", API.Disasm.self), let f = sym("cs_free", API.Free.self),
+                  let c = sym("cs_close", API.Close.self)
+            else {
+                dlclose(lib)
+                errors.append("\(name): a cs_* function is missing")
+                continue
+            }
+            return .success(API(library: lib, open: o, option: op, disasm: d, free: f, close: c))
+        }
+        return .failure(X86Decoder.Failure("capstone could not be loaded (install libcapstone4): " + errors.joined(separator: "; ")))
     }
 }

@@ -74,9 +74,10 @@ public final class ObjectSymbols: @unchecked Sendable {
         self.elf = elf
         buildID = elf.gnuBuildID ?? elf.goBuildID ?? ""
         var symbols = elf.readSymbols()
-        // Go: pclntab, when the object has one (found by section or by magic scan).
-        if (try? GoBuildInfo.read(from: elf)) != nil {
-            pcln = try? PclnTable.load(from: elf, symbols: symbols)
+        // Go: pclntab, when the object has one (found by section or by magic
+        // scan), shared with the runtime readers through the binary cache.
+        if let go = try? GoBinaryCache.binary(elf: elf), go.isGo {
+            pcln = try? go.pclnTable()
         } else {
             pcln = nil
         }

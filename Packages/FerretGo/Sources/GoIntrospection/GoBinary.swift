@@ -10,6 +10,7 @@ public final class GoBinary: @unchecked Sendable {
     /// nil for non-Go binaries.
     public let buildInfo: GoBuildInfo?
     private let lock = NSLock()
+    private let parseLock = NSLock()
     private var _symbols: [ELFSymbol]?
     private var _pcln: Result<PclnTable, IntrospectionError>?
     private var _dwarf: DWARFLayouts??
@@ -56,13 +57,32 @@ public final class GoBinary: @unchecked Sendable {
         let cached = _pcln
         lock.unlock()
         if let cached { return try cached.get() }
+        // Plugins attach concurrently: the first parses, the others wait for
+        // its table instead of parsing the same bytes again.
+        parseLock.lock()
+        defer { parseLock.unlock() }
+        lock.lock()
+        let parsed = _pcln
+        lock.unlock()
+        if let parsed { return try parsed.get() }
         let syms = symbols
         let r: Result<PclnTable, IntrospectionError>
         do throws(IntrospectionError) { r = .success(try PclnTable.load(from: elf, symbols: syms)) } catch { r = .failure(error) }
+        IntrospectionCounters.pclnTablesParsed.add(1, ordering: .relaxed)
         lock.lock()
         _pcln = r
         lock.unlock()
         return try r.get()
+    }
+
+    /// Closes the DWARF handle, keeping the layouts resolved so far (see
+    /// `DWARFLayouts.releaseHandle`). Each reader calls it once its layouts are
+    /// resolved, so a cached binary does not keep megabytes of DWARF.
+    public func releaseDWARF() {
+        lock.lock()
+        let d = _dwarf
+        lock.unlock()
+        d??.releaseHandle()
     }
 
     /// The binary's own DWARF layouts, or nil when it has none.
@@ -95,18 +115,38 @@ public enum GoBinaryCache {
     /// descriptor and its notes, so a path that now names another file (a reused
     /// pid's /proc/PID/exe) cannot return the old file's parse.
     public static func binary(path: String) throws(IntrospectionError) -> GoBinary {
-        let elf = try ELFFile(path: path)
+        try binary(elf: try ELFFile(path: path))
+    }
+
+    /// The parsed binary behind an opened file: the cached one when the same
+    /// file (and build) was parsed before, through whichever path. The CPU
+    /// profiler's symbolizer and the runtime readers share one pclntab this way.
+    public static func binary(elf: ELFFile) throws(IntrospectionError) -> GoBinary {
         let key = Key(dev: elf.device, ino: elf.inode, size: elf.fileSize, modified: elf.modified,
                       buildID: elf.gnuBuildID ?? elf.goBuildID ?? "")
         if let hit = cache.withLock({ $0[key] }) { return hit }
-        let b = try GoBinary(elf: elf)
-        cache.withLock { c in
+        let made = try GoBinary(elf: elf)
+        // Two plugins may miss at once: the first one stored wins, so both
+        // share its parses.
+        return cache.withLock { c in
+            if let first = c[key] { return first }
             if c.count >= 256 { c.removeAll() }
-            c[key] = b
+            c[key] = made
+            IntrospectionCounters.binariesOpened.add(1, ordering: .relaxed)
+            return made
         }
-        return b
     }
 
-    /// Number of distinct binaries parsed (for tests and self-metrics).
+    /// Number of distinct binaries cached (for tests and self-metrics).
     public static var count: Int { cache.withLock { $0.count } }
+}
+
+/// How often this process parsed something, for the agent's self-metrics
+/// (`ferret.introspection.*`): with the library shared by the host and every
+/// plugin, a binary read by three plugins is opened and parsed once.
+public enum IntrospectionCounters {
+    /// Binaries opened and wrapped (`GoBinaryCache` misses).
+    public static let binariesOpened = Atomic<Int>(0)
+    /// Function tables (pclntab) parsed.
+    public static let pclnTablesParsed = Atomic<Int>(0)
 }

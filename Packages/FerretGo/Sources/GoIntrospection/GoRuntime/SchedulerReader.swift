@@ -163,6 +163,7 @@ public final class SchedulerReader: Sendable {
         -> (version: String, source: String, bias: UInt64, plan: Plan)
     {
         let version = globals.version
+        defer { binary.releaseDWARF() }
 
         // Layouts: the binary's DWARF, else the table row for its Go version.
         let fields = RuntimeFieldResolver(goVersion: version, dwarf: layouts == .automatic ? binary.dwarf : nil)

@@ -84,6 +84,7 @@ public enum RuntimeGlobalsValidator {
         var size: [String: UInt64] = [:]
         for g in globals { if let a = g.address { at[g.name] = a &+ bias; size[g.name] = g.size ?? 0 } }
         let fields = RuntimeFieldResolver(goVersion: version, dwarf: binary.dwarf)
+        defer { binary.releaseDWARF() }
         let memory = ProcessMemory(pid: pid)
         let maps = (try? ProcessMaps.read(pid: pid)) ?? []
         var checks: [GlobalsCheck] = []

@@ -195,6 +195,7 @@ public final class HeapReader: Sendable {
             required: ["runtime.memstats", "runtime.gcController", "runtime.mheap_", "runtime.work", "runtime.sched",
                        "runtime.gomaxprocs", "runtime.allp"])
         let version = globals.version
+        defer { binary.releaseDWARF() }
         let f = RuntimeFieldResolver(goVersion: version, dwarf: layouts == .automatic ? binary.dwarf : nil)
         for t in ["runtime.mstats", "runtime.gcControllerState", "runtime.heapStatsDelta", "runtime.mheap",
                   "runtime.workType", "runtime.schedt", "runtime.p", "runtime.mcache", "runtime.mspan"]
