@@ -207,12 +207,27 @@ let package = Package(
         // Test support shared by the test targets: Go toolchains and cached fixture
         // builds, the truthsrv fixture's client.
         .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),
+        // Helpers of the agent-level tests: the agent as a process (AgentProcess),
+        // C fixture plugins, an HTTP client, the OTLP receiver.
+        .target(name: "FerretTestSupport", dependencies: ["FerretCore", "FerretDelivery", "GoTestSupport"], path: "Tests/FerretTestSupport"),
+        // The kernel and the agent end to end (through the `ferret` executable).
         .testTarget(
             name: "FerretCoreTests",
-            dependencies: ["FerretCore", "FerretComponents", "FerretAggregators", "FerretDelivery", "FerretHTTPServer",
-                           "FerretPluginKit", "GoTestSupport", "SchedulerPlugin", "Pprof"] + sinkTargets.map { .target(name: $0) },
+            dependencies: ["FerretCore", "FerretComponents", "FerretAggregators",
+                           "FerretPluginKit", "FerretTestSupport", "GoTestSupport", "SchedulerPlugin", "Pprof"]
+                + sinkTargets.map { .target(name: $0) },
             path: "Tests/FerretCoreTests",
             exclude: ["Fixtures"]),
+        // The sinks, the delivery core and the HTTP server, a test file or more per sink.
+        .testTarget(
+            name: "SinkTests",
+            dependencies: ["FerretCore", "FerretDelivery", "FerretHTTPServer", "FerretTestSupport", "GoTestSupport", "Pprof"]
+                + sinkTargets.map { .target(name: $0) },
+            path: "Tests/SinkTests"),
+        .testTarget(
+            name: "AggregatorTests",
+            dependencies: ["FerretCore", "FerretAggregators", "FerretComponents", "GoTestSupport", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "Tests/AggregatorTests"),
         .testTarget(
             name: "GoIntrospectionTests", dependencies: [ferretGo, "GoTestSupport"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),

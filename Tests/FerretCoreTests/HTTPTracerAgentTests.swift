@@ -1,3 +1,4 @@
+import FerretTestSupport
 import FerretCore
 import Foundation
 import GoTestSupport

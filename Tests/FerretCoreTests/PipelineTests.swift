@@ -1,4 +1,5 @@
 @testable import FerretCore
+import FerretTestSupport
 import Foundation
 import GoTestSupport
 import Logging

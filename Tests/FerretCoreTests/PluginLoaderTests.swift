@@ -1,4 +1,5 @@
 @testable import FerretCore
+import FerretTestSupport
 import FerretPluginABI
 import Foundation
 import GoTestSupport

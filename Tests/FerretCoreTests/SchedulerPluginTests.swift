@@ -1,3 +1,4 @@
+import FerretTestSupport
 import Foundation
 import GoTestSupport
 @testable import SchedulerPlugin

@@ -1,3 +1,4 @@
+import FerretTestSupport
 import CoreMetrics
 @testable import FerretCore
 import Foundation

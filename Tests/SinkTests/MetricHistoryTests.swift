@@ -1,5 +1,6 @@
 @testable import FerretCore
 @testable import SinkDashboard
+import FerretTestSupport
 import XCTest
 
 /// The dashboard's in-memory history: raw points for an hour, one-minute

@@ -5,18 +5,18 @@ import GoTestSupport
 /// process: it decodes each request with PyPI's opentelemetry-proto and logs
 /// what it decoded (MessageToDict, proto field names) as JSON lines, which
 /// these helpers read back. Terminated on deinit.
-final class OTLPReceiver {
-    let process = Process()
-    let port: Int
-    let log: String
+public final class OTLPReceiver {
+    public let process = Process()
+    public let port: Int
+    public let log: String
 
     /// The venv of scripts/setup.sh that holds opentelemetry-proto.
-    static var python: String {
+    public static var python: String {
         (ProcessInfo.processInfo.environment["FERRET_PY_VENV"] ?? "/opt/ferret-py") + "/bin/python"
     }
 
     /// - Parameter failFirst: how many requests are answered 503 before it starts taking them.
-    init(failFirst: Int = 0, maxSeconds: Int = 300) throws {
+    public init(failFirst: Int = 0, maxSeconds: Int = 300) throws {
         let python = Self.python
         guard FileManager.default.isExecutableFile(atPath: python) else {
             throw TestSupport.TestError("\(python) is missing: run scripts/setup.sh (it installs opentelemetry-proto there)")
@@ -52,17 +52,17 @@ final class OTLPReceiver {
         process.waitUntilExit()
     }
 
-    var endpoint: String { "http://127.0.0.1:\(port)" }
+    public var endpoint: String { "http://127.0.0.1:\(port)" }
 
     /// Every request logged so far.
-    func requests() -> [[String: Any]] {
+    public func requests() -> [[String: Any]] {
         guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
     /// Waits until `done` holds for the requests logged so far, and returns them.
     @discardableResult
-    func waitUntil(_ what: String, timeout: Double = 15, _ done: ([[String: Any]]) -> Bool) throws -> [[String: Any]] {
+    public func waitUntil(_ what: String, timeout: Double = 15, _ done: ([[String: Any]]) -> Bool) throws -> [[String: Any]] {
         var all: [[String: Any]] = []
         if Wait.until(what, timeout: timeout, poll: 0.05, { all = requests(); return done(all) }) { return all }
         let statuses = all.map { "\($0["path"] ?? "?") \($0["status"] ?? "?") \($0["error"] ?? "")" }
@@ -72,13 +72,13 @@ final class OTLPReceiver {
     // MARK: - reading decoded requests
 
     /// The decoded request of each accepted request to `path`.
-    static func bodies(_ requests: [[String: Any]], path: String) -> [[String: Any]] {
+    public static func bodies(_ requests: [[String: Any]], path: String) -> [[String: Any]] {
         requests.filter { $0["path"] as? String == path && $0["status"] as? Int == 200 }.compactMap { $0["request"] as? [String: Any] }
     }
 
     /// Items of the innermost lists: e.g. (resource_metrics, scope_metrics, metrics),
     /// each paired with its resource's attributes and its scope.
-    static func items(_ bodies: [[String: Any]], _ outer: String, _ middle: String, _ inner: String)
+    public static func items(_ bodies: [[String: Any]], _ outer: String, _ middle: String, _ inner: String)
         -> [(resource: [String: String], scope: [String: Any], item: [String: Any])] {
         var out: [(resource: [String: String], scope: [String: Any], item: [String: Any])] = []
         for b in bodies {
@@ -96,7 +96,7 @@ final class OTLPReceiver {
 
     /// KeyValue lists as "key": "type:value", the type being the AnyValue
     /// member that was set (s, i, d, b), so that a type change shows.
-    static func attributes(_ list: Any?) -> [String: String] {
+    public static func attributes(_ list: Any?) -> [String: String] {
         var out: [String: String] = [:]
         for kv in list as? [[String: Any]] ?? [] {
             guard let key = kv["key"] as? String else { continue }
@@ -105,7 +105,7 @@ final class OTLPReceiver {
         return out
     }
 
-    static func anyValue(_ v: Any?) -> String {
+    public static func anyValue(_ v: Any?) -> String {
         let v = v as? [String: Any] ?? [:]
         if let s = v["string_value"] as? String { return "s:\(s)" }
         if let i = v["int_value"] as? String { return "i:\(i)" }     // int64 is a JSON string
@@ -115,13 +115,13 @@ final class OTLPReceiver {
     }
 
     /// A protobuf bytes field as MessageToDict writes it (base64) → bytes.
-    static func bytes(_ v: Any?) -> [UInt8] {
+    public static func bytes(_ v: Any?) -> [UInt8] {
         guard let s = v as? String, let d = Data(base64Encoded: s) else { return [] }
         return Array(d)
     }
 
     /// A (u)int64 field: a JSON string in MessageToDict's output.
-    static func uint64(_ v: Any?) -> UInt64? {
+    public static func uint64(_ v: Any?) -> UInt64? {
         (v as? String).flatMap { UInt64($0) }
     }
 }

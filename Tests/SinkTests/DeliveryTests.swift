@@ -1,3 +1,4 @@
+import FerretTestSupport
 import FerretCore
 @testable import FerretDelivery
 import Foundation

@@ -1,6 +1,7 @@
 @testable import FerretComponents
 @testable import FerretCore
 @testable import FerretDelivery
+import FerretTestSupport
 import Foundation
 import GoTestSupport
 import Logging

@@ -1,3 +1,4 @@
+import FerretTestSupport
 import Foundation
 import GoTestSupport
 import XCTest
@@ -11,7 +12,7 @@ import XCTest
 /// agent's), the OpenMetrics unit (so the scrape used OpenMetrics); when the
 /// fixture exits, its series leave /metrics and Prometheus marks them stale.
 final class PrometheusSinkAcceptanceTests: XCTestCase {
-    static let prometheus = "/usr/bin/prometheus"
+    static let prometheus = PrometheusServerProcess.prometheus
 
     func testPrometheusScrapesFerretMonitoringAGoFixture() throws {
         guard FileManager.default.isExecutableFile(atPath: Self.prometheus) else {
@@ -88,106 +89,6 @@ final class PrometheusSinkAcceptanceTests: XCTestCase {
         return Int(stderr[r.upperBound...].prefix { $0.isNumber })
     }
 
-    static func value(_ result: [String: Any]) -> Double {
-        guard let v = result["value"] as? [Any], v.count == 2, let s = v[1] as? String else { return .nan }
-        return Double(s) ?? .nan
-    }
+    static func value(_ result: [String: Any]) -> Double { PrometheusServerProcess.value(result) }
 }
 
-/// A Prometheus server on a free loopback port, scraping one target every
-/// second, with its own config and storage under `dir`. Stopped by `stop()`
-/// (SIGTERM, then SIGKILL) or on deinit.
-final class PrometheusServerProcess {
-    let process = Process()
-    let port: Int
-    let dir: String
-    private let log: String
-
-    init(dir: String, target: String) throws {
-        self.dir = dir
-        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        port = try TestSupport.freePort()
-        log = dir + "/prometheus.log"
-        try """
-        global:
-          scrape_interval: 1s
-          scrape_timeout: 1s
-          evaluation_interval: 1s
-        scrape_configs:
-          - job_name: ferret
-            static_configs:
-              - targets: ["\(target)"]
-        """.write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.executableURL = URL(fileURLWithPath: PrometheusSinkAcceptanceTests.prometheus)
-        process.arguments = ["--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data",
-                             "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"]
-        process.standardOutput = logHandle
-        process.standardError = logHandle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        var ready = false
-        Wait.until("prometheus ready", timeout: 60, poll: 0.2) {
-            ready = (try? HTTP.get(port: port, path: "/-/ready", timeout: 2))?.status == 200
-            return ready || !process.isRunning
-        }
-        if ready { return }
-        stop()
-        throw TestSupport.TestError("prometheus did not become ready on port \(port):\n\(logText)")
-    }
-
-    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        Wait.until("prometheus stopped", timeout: 10, poll: 0.05) { !process.isRunning }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
-
-    deinit { stop() }
-
-    /// The result vector of an instant query.
-    func query(_ promql: String) throws -> [[String: Any]] {
-        let q = promql.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? promql
-        let obj = try HTTP.json(port: port, path: "/api/v1/query?query=\(q)")
-        guard obj["status"] as? String == "success", let data = obj["data"] as? [String: Any] else {
-            throw TestSupport.TestError("query \(promql) failed: \(obj)")
-        }
-        return data["result"] as? [[String: Any]] ?? []
-    }
-
-    func waitForSeries(_ promql: String, timeout: Double) throws -> [String: Any] {
-        var first: [String: Any]?
-        try Wait.until("a result for \(promql)", timeout: timeout, poll: 0.5) {
-            first = try query(promql).first
-            return first != nil
-        }
-        if let first { return first }
-        throw TestSupport.TestError("no result for \(promql) within \(Int(timeout)) s; targets: \(targets())\nprometheus log:\n\(logText)")
-    }
-
-    /// Waits for the first result's value to satisfy `predicate`; returns it.
-    func waitForValue(_ promql: String, timeout: Double, _ predicate: (Double) -> Bool) throws -> Double {
-        var last = Double.nan
-        if try Wait.until("\(promql) qualifying", timeout: timeout, poll: 0.5, {
-            guard let first = try query(promql).first else { return false }
-            last = PrometheusSinkAcceptanceTests.value(first)
-            return predicate(last)
-        }) { return last }
-        throw TestSupport.TestError("\(promql) never qualified within \(Int(timeout)) s (last \(last)); targets: \(targets())")
-    }
-
-    func waitForEmpty(_ promql: String, timeout: Double) throws -> Bool {
-        try Wait.until("no result for \(promql)", timeout: timeout, poll: 0.5) { try query(promql).isEmpty }
-    }
-
-    /// The scrape targets' health, for failure messages.
-    func targets() -> String {
-        guard let obj = try? HTTP.json(port: port, path: "/api/v1/targets"),
-              let active = (obj["data"] as? [String: Any])?["activeTargets"] as? [[String: Any]] else { return "?" }
-        return active.map { "\($0["scrapeUrl"] ?? "?") \($0["health"] ?? "?") \($0["lastError"] ?? "")" }.joined(separator: "; ")
-    }
-}

@@ -2,15 +2,15 @@ import Foundation
 
 /// A tiny HTTP/1.1 client over a POSIX socket, with request headers and the
 /// response's headers (lower-cased names).
-enum HTTP {
-    struct Response {
-        var status: Int
-        var headers: [String: String]
-        var body: Data
-        var text: String { String(decoding: body, as: UTF8.self) }
+public enum HTTP {
+    public struct Response {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: Data
+        public var text: String { String(decoding: body, as: UTF8.self) }
     }
 
-    static func get(host: String = "127.0.0.1", port: Int, path: String, method: String = "GET",
+    public static func get(host: String = "127.0.0.1", port: Int, path: String, method: String = "GET",
                     headers: [String: String] = [:], timeout: Double = 30) throws -> Response {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestSupport.TestError("socket: \(String(cString: strerror(errno)))") }
@@ -58,7 +58,7 @@ enum HTTP {
         return Response(status: status, headers: fields, body: body)
     }
 
-    static func dechunk(_ data: Data) throws -> Data {
+    public static func dechunk(_ data: Data) throws -> Data {
         var out = Data()
         var i = data.startIndex
         while let lineEnd = data[i...].range(of: Data("\r\n".utf8)) {
@@ -74,7 +74,7 @@ enum HTTP {
     }
 
     /// A GET of Prometheus' HTTP API, decoded.
-    static func json(port: Int, path: String) throws -> [String: Any] {
+    public static func json(port: Int, path: String) throws -> [String: Any] {
         let r = try get(port: port, path: path)
         guard let obj = try JSONSerialization.jsonObject(with: r.body) as? [String: Any] else {
             throw TestSupport.TestError("GET \(path): HTTP \(r.status), not JSON: \(r.text)")

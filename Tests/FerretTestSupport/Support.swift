@@ -5,9 +5,9 @@ import XCTest
 
 /// Helpers shared by the tests: build products, fixture plugins, temp dirs,
 /// child processes and jsonl reading.
-enum TestSupport {
+public enum TestSupport {
     /// The folder holding `ferret` and the plugin libraries (.build/<triple>/debug).
-    static let productsDir: String = {
+    public static let productsDir: String = {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
         // swift-corelibs-xctest runs <products>/ferretPackageTests.xctest
@@ -17,31 +17,31 @@ enum TestSupport {
         return dir.path
     }()
 
-    static let repoRoot: String = {
+    public static let repoRoot: String = {
         var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { dir = dir.deletingLastPathComponent() }
         return dir.path
     }()
 
-    static var ferret: String {
+    public static var ferret: String {
         let p = productsDir + "/ferret"
         precondition(FileManager.default.fileExists(atPath: p), "\(p) is missing: run `swift build` before `swift test` (scripts/test.sh does)")
         return p
     }
 
-    static let headerDir = repoRoot + "/Sources/FerretPluginABI/include"
+    public static let headerDir = repoRoot + "/Sources/FerretPluginABI/include"
 
     /// Compiles a fixture plugin (Tests/FerretCoreTests/Fixtures/plugins/NAME.c) once per run.
-    static func fixture(_ name: String) throws -> String {
+    public static func fixture(_ name: String) throws -> String {
         try compile(source: repoRoot + "/Tests/FerretCoreTests/Fixtures/plugins/\(name).c", output: buildDir + "/lib\(name).so")
     }
 
     /// Compiles the C example plugin with plain cc against the header alone.
-    static func examplePlugin() throws -> String {
+    public static func examplePlugin() throws -> String {
         try compile(source: repoRoot + "/examples/c-plugin/fdcount.c", output: buildDir + "/libferret_fdcount.so")
     }
 
-    static let buildDir: String = {
+    public static let buildDir: String = {
         let d = NSTemporaryDirectory() + "ferret-tests-\(getpid())"
         try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         return d
@@ -50,13 +50,13 @@ enum TestSupport {
     private static let compileLock = NSLock()
 
     /// Compiles a fixture program (Tests/FerretCoreTests/Fixtures/programs/NAME.c) once per run.
-    static func program(_ name: String) throws -> String {
+    public static func program(_ name: String) throws -> String {
         try compile(source: repoRoot + "/Tests/FerretCoreTests/Fixtures/programs/\(name).c", output: buildDir + "/\(name)", shared: false)
     }
 
     /// Compiles a C source against ferret_plugin.h in `headers` (this tree's
     /// header unless told: the ABI tests use a saved 1.0 copy).
-    static func compile(source: String, output: String, shared: Bool = true, headers: String = headerDir) throws -> String {
+    public static func compile(source: String, output: String, shared: Bool = true, headers: String = headerDir) throws -> String {
         compileLock.lock()
         defer { compileLock.unlock() }
         if FileManager.default.fileExists(atPath: output) { return output }
@@ -66,13 +66,13 @@ enum TestSupport {
         return output
     }
 
-    struct TestError: Error, CustomStringConvertible {
-        var description: String
-        init(_ d: String) { description = d }
+    public struct TestError: Error, CustomStringConvertible {
+        public var description: String
+        public init(_ d: String) { description = d }
     }
 
     /// Runs a command to completion.
-    static func run(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    public static func run(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args
@@ -88,20 +88,20 @@ enum TestSupport {
     }
 
     /// A fresh private directory (mode 0700).
-    static func tempDir(_ name: String = "case") -> String {
+    public static func tempDir(_ name: String = "case") -> String {
         let d = buildDir + "/\(name)-\(UUID().uuidString.prefix(8))"
         try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         return d
     }
 
     /// Writes a plugins.d manifest for `library`.
-    static func manifest(in dir: String, name: String, library: String) {
+    public static func manifest(in dir: String, name: String, library: String) {
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         try! "name: \(name)\nlibrary: \(library)\nkind: collector\n".write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
     }
 
     /// The bundled Go demo service, built once per run by scripts/build-demo.sh.
-    static func demoBinary() throws -> String {
+    public static func demoBinary() throws -> String {
         compileLock.lock()
         defer { compileLock.unlock() }
         let r = try run("/bin/bash", [repoRoot + "/scripts/build-demo.sh", buildDir + "/demo"])
@@ -111,7 +111,7 @@ enum TestSupport {
 
     /// The demo built stripped and static (`CGO_ENABLED=0 -ldflags='-s -w'`) with
     /// Debian's Go 1.19 (no `go build -C` there) into `dir`; returns its path.
-    static func strippedDemoBinary(in dir: String) throws -> String {
+    public static func strippedDemoBinary(in dir: String) throws -> String {
         let out = dir + "/ferret-demo-stripped"
         let r = try run("/bin/bash", ["-c", "cd '\(repoRoot)/examples/demo' && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -ldflags='-s -w' -o '\(out)' ."])
         guard r.status == 0 else { throw TestError("stripped demo build failed:\n\(r.stderr)") }
@@ -120,7 +120,7 @@ enum TestSupport {
 
     /// Starts the burner fixture (Fixtures/burner) with `args`, waits for its
     /// "ready" line and for it to be burning. The caller terminates it.
-    static func startBurner(_ path: String, _ args: [String]) throws -> Process {
+    public static func startBurner(_ path: String, _ args: [String]) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
@@ -147,7 +147,7 @@ enum TestSupport {
     }
 
     /// utime + stime of process `pid`, seconds.
-    static func cpuSeconds(_ pid: Int32) -> Double? {
+    public static func cpuSeconds(_ pid: Int32) -> Double? {
         guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = s.lastIndex(of: ")") else { return nil }
         let f = s[s.index(after: close)...].split(separator: " ")
@@ -159,7 +159,7 @@ enum TestSupport {
     /// Starts a demo binary quietly on a free port, without its self-load, and
     /// returns once it is serving (holds its listening socket: its runtime is
     /// up). The caller terminates it.
-    static func startDemo(_ exe: String) throws -> Process {
+    public static func startDemo(_ exe: String) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = ["-listen", "127.0.0.1:0", "-selfload=false"]
@@ -174,7 +174,7 @@ enum TestSupport {
     }
 
     /// Whether process `pid` holds a TCP (IPv4) socket in the LISTEN state.
-    static func isListening(_ pid: Int32) -> Bool {
+    public static func isListening(_ pid: Int32) -> Bool {
         let fdDir = "/proc/\(pid)/fd"
         let inodes = Set(((try? FileManager.default.contentsOfDirectory(atPath: fdDir)) ?? []).compactMap { fd -> String? in
             guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: fdDir + "/" + fd),
@@ -190,7 +190,7 @@ enum TestSupport {
     }
 
     /// Starts `sleep` with a unique duration token so rules can match it by cmdline.
-    static func spawnSleeper() throws -> (Process, String) {
+    public static func spawnSleeper() throws -> (Process, String) {
         let token = "\(Int.random(in: 100_000...999_999)).\(Int.random(in: 1000...9999))"
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sleep")
@@ -201,14 +201,14 @@ enum TestSupport {
 
     /// The syscaller fixture (Fixtures/programs/syscaller.c): makes a known
     /// number of system calls when told to. Terminated on deinit.
-    final class Syscaller {
-        let process = Process()
+    public final class Syscaller {
+        public let process = Process()
         private let input = Pipe(), output = Pipe()
-        var pid: Int32 { process.processIdentifier }
+        public var pid: Int32 { process.processIdentifier }
 
         /// `token` (ignored by the program) lets a rule match this one by cmdline;
         /// `wrapper` is a command that execs the program (e.g. setpriv).
-        init(token: String = "", wrapper: [String] = []) throws {
+        public init(token: String = "", wrapper: [String] = []) throws {
             let command = wrapper + [try TestSupport.program("syscaller")] + (token.isEmpty ? [] : [token])
             process.executableURL = URL(fileURLWithPath: command[0])
             process.arguments = Array(command.dropFirst())
@@ -226,7 +226,7 @@ enum TestSupport {
         /// Sends one command ("calls 1000", "thread 1000", "nested 1000", "park", "wake 1000")
         /// and returns its reply line once the fixture has done it.
         @discardableResult
-        func send(_ command: String) throws -> String {
+        public func send(_ command: String) throws -> String {
             input.fileHandleForWriting.write(Data((command + "\n").utf8))
             var line = Data()
             while true {
@@ -242,29 +242,30 @@ enum TestSupport {
     }
 
     /// How many perf event fds process `pid` holds.
-    static func perfEventFDs(of pid: Int32) -> Int {
+    public static func perfEventFDs(of pid: Int32) -> Int {
         let dir = "/proc/\(pid)/fd"
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + $0)) == "anon_inode:[perf_event]" }.count
     }
 
     /// A running `ferret run` child.
-    final class AgentProcess {
-        let process = Process()
-        let stderrPipe = Pipe()
-        let stdoutPipe = Pipe()
-        let dir: String
-        var jsonl: String { dir + "/out.jsonl" }
-        final class Buffer: @unchecked Sendable {
-            let lock = NSLock()
-            var data = Data()
-            func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
-            var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+    public final class AgentProcess {
+        public let process = Process()
+        public let stderrPipe = Pipe()
+        public let stdoutPipe = Pipe()
+        public let dir: String
+        public var jsonl: String { dir + "/out.jsonl" }
+        public final class Buffer: @unchecked Sendable {
+            public let lock = NSLock()
+            public var data = Data()
+            public func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+            public var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+            public init() {}
         }
         private let errBuf = Buffer()
 
         /// `wrapper`: a command that execs its arguments (the ferret command line), e.g. unshare.
-        init(config: String, dir: String, args: [String] = [], wrapper: [String] = [],
+        public init(config: String, dir: String, args: [String] = [], wrapper: [String] = [],
              environment: [String: String] = [:]) throws {
             self.dir = dir
             if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
@@ -279,12 +280,12 @@ enum TestSupport {
             try process.run()
         }
 
-        var stderr: String { errBuf.text }
+        public var stderr: String { errBuf.text }
 
-        func signal(_ s: Int32) { kill(process.processIdentifier, s) }
+        public func signal(_ s: Int32) { kill(process.processIdentifier, s) }
 
         @discardableResult
-        func stop() -> Int32 {
+        public func stop() -> Int32 {
             if process.isRunning { signal(SIGTERM) }
             process.waitUntilExit()
             stderrPipe.fileHandleForReading.readabilityHandler = nil
@@ -296,7 +297,7 @@ enum TestSupport {
 
         /// Parsed lines of the jsonl sink so far. Parsed incrementally: each call
         /// reads only what the sink appended since the last one.
-        func lines() -> [[String: Any]] {
+        public func lines() -> [[String: Any]] {
             parseLock.lock()
             defer { parseLock.unlock() }
             guard let h = FileHandle(forReadingAtPath: jsonl) else { return parsed }
@@ -315,7 +316,7 @@ enum TestSupport {
 
         /// Waits up to `timeout` seconds for a line satisfying `predicate` (each line
         /// is tested once).
-        func waitFor(_ what: String, timeout: Double = 15, _ predicate: ([String: Any]) -> Bool) throws -> [String: Any] {
+        public func waitFor(_ what: String, timeout: Double = 15, _ predicate: ([String: Any]) -> Bool) throws -> [String: Any] {
             var checked = 0
             var hit: [String: Any]?
             Wait.until(what, timeout: timeout, poll: 0.05) {
@@ -328,7 +329,7 @@ enum TestSupport {
             throw TestError("timed out waiting for \(what); agent stderr:\n\(stderr)")
         }
 
-        func waitForStderr(_ text: String, timeout: Double = 15) throws {
+        public func waitForStderr(_ text: String, timeout: Double = 15) throws {
             guard Wait.until("'\(text)' on stderr", timeout: timeout, poll: 0.05, { stderr.contains(text) }) else {
                 throw TestError("timed out waiting for '\(text)' on stderr:\n\(stderr)")
             }
@@ -337,8 +338,29 @@ enum TestSupport {
 }
 
 extension Dictionary where Key == String, Value == Any {
-    var resource: [String: Any] { self["resource"] as? [String: Any] ?? [:] }
-    var attributes: [String: Any] { self["attributes"] as? [String: Any] ?? [:] }
-    var name: String { self["name"] as? String ?? "" }
-    var signal: String { self["signal"] as? String ?? "" }
+    public var resource: [String: Any] { self["resource"] as? [String: Any] ?? [:] }
+    public var attributes: [String: Any] { self["attributes"] as? [String: Any] ?? [:] }
+    public var name: String { self["name"] as? String ?? "" }
+    public var signal: String { self["signal"] as? String ?? "" }
+}
+
+extension TestSupport {
+    /// A TCP port on loopback that nothing listens on right now.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestError("socket: \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+            }
+        }
+        guard ok else { throw TestError("bind: \(errno)") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
 }

@@ -1,5 +1,6 @@
 @testable import FerretComponents
 @testable import FerretCore
+import FerretTestSupport
 import Foundation
 import GoTestSupport
 import Logging
