@@ -220,6 +220,24 @@ final class AggregatorTests: XCTestCase {
 
     // MARK: - rate
 
+    /// The rate aggregator forgets an exited process's series at its exit
+    /// event (the shared series table), not only after ten idle minutes; a
+    /// plugin's event merely named process.exit forgets nothing.
+    func testRateForgetsAnExitedProcess() {
+        let rate = RateAggregator(selector: MetricSelector())
+        let a = Self.process(1), b = Self.process(2)
+        _ = Self.feed(rate, [Self.point("c", 1, 0, a, kind: .counter), Self.point("c", 1, 0, b, kind: .counter)])
+        XCTAssertEqual(rate.seriesCount, 2)
+        _ = Self.feed(rate, [.event(Event(name: "process.exit", severity: .info, body: "", timeUnixNano: Self.at(1),
+                                          resource: Resource(a.attributes)))])
+        XCTAssertEqual(rate.seriesCount, 2, "no lifecycle: not the agent's exit event")
+        _ = Self.feed(rate, [.event(Event(name: "process.exit", severity: .info, body: "", timeUnixNano: Self.at(1),
+                                          resource: Resource(a.attributes), lifecycle: .exited))])
+        XCTAssertEqual(rate.seriesCount, 1, "a's series is gone, b's stays")
+        let out = Self.feed(rate, [Self.point("c", 3, 2, b, kind: .counter)])
+        XCTAssertEqual(Self.metrics(out).filter { $0.name == "c.rate" }.map(\.value), [1], "b keeps its baseline")
+    }
+
     func testRateOverACounterResetHasNoNegativeSpike() {
         let rate = RateAggregator(selector: MetricSelector(names: ["process.cpu.time", "requests"]))
         let r = Self.process(1)

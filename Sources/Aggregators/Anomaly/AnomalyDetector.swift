@@ -41,8 +41,7 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
 
     let filter: MetricFilter
     let options: Options
-    private let resources = ResourceTable()
-    private var states: [SeriesKey: State] = [:]
+    private var states = SeriesTable<SeriesKey, State>()
     private var lastStaleCheck: UInt64 = 0
 
     public init(selector: MetricSelector = MetricSelector(), options: Options) {
@@ -57,13 +56,12 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
         for s in batch {
             switch s {
             case .metric(let m) where m.kind == .gauge && m.value.isFinite && filter.selects(m):
-                let key = SeriesKey(name: m.name, attributes: m.attributes, resource: resources.id(m.resource))
+                let key = SeriesKey(name: m.name, attributes: m.attributes, resource: states.id(m.resource))
                 var st = states[key] ?? State(resource: m.resource, unit: m.unit)
                 if let e = observe(key, &st, m, now) { out.append(.event(e)) }
                 states[key] = st
             case .event(let e) where e.isProcessExit:
-                let rid = resources.id(e.resource)
-                for (key, st) in states.forget(where: { $0.resource == rid }) {
+                for (key, st) in states.forgetFiring(process: e.resource) {
                     out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))
                 }
             default:
@@ -79,7 +77,6 @@ public final class AnomalyDetector: Aggregator, @unchecked Sendable {
         let out: [Signal] = states.forgetStale(now: now, after: options.stale).map {
             .event(resolved($0.key, $0.state, at: now, reason: "no data"))
         }
-        if resources.count > states.count { resources.retain(only: Set(states.keys.map(\.resource))) }
         return out
     }
 

@@ -48,8 +48,7 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
 
     let filter: MetricFilter
     let options: Options
-    private let resources = ResourceTable()
-    private var series: [SeriesKey: Series] = [:]
+    private var series = SeriesTable<SeriesKey, Series>()
     private var lastStaleCheck: UInt64 = 0
 
     public init(selector: MetricSelector = MetricSelector(names: ["go.goroutine.count"]), options: Options) {
@@ -67,7 +66,7 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
         for s in batch {
             switch s {
             case .metric(let m) where filter.selects(m) && m.value.isFinite:
-                let key = SeriesKey(name: m.name, attributes: m.attributes, resource: resources.id(m.resource))
+                let key = SeriesKey(name: m.name, attributes: m.attributes, resource: series.id(m.resource))
                 let st: Series
                 if let known = series[key] { st = known } else {
                     st = Series(resource: m.resource, seen: now)
@@ -85,8 +84,7 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
                     if let e = evaluate(key, st) { out.append(.event(e)) }
                 }
             case .event(let e) where e.isProcessExit:
-                let rid = resources.id(e.resource)
-                for (key, st) in series.forget(where: { $0.resource == rid }) {
+                for (key, st) in series.forgetFiring(process: e.resource) {
                     out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))
                 }
             default:
@@ -102,7 +100,6 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
         let out: [Signal] = series.forgetStale(now: now, after: options.stale).map {
             .event(resolved($0.key, $0.state, at: now, reason: "no data"))
         }
-        if resources.count > series.count { resources.retain(only: Set(series.keys.map(\.resource))) }
         return out
     }
 

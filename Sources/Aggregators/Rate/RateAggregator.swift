@@ -20,8 +20,7 @@ public final class RateAggregator: Aggregator, @unchecked Sendable {
     let filter: MetricFilter
     let keepRaw: Bool
     let suffix: String
-    private let resources = ResourceTable()
-    private var series: [SeriesKey: State] = [:]
+    private var series = SeriesTable<SeriesKey, State>()
     private var units: [String: String] = [:]
     private var lastPurge: UInt64 = 0
 
@@ -41,12 +40,14 @@ public final class RateAggregator: Aggregator, @unchecked Sendable {
         out.reserveCapacity(batch.count)
         for s in batch {
             guard case .metric(let m) = s, m.kind == .counter, filter.selects(m) else {
+                // An exited process's counters will not report again.
+                if case .event(let e) = s, e.isProcessExit { _ = series.forget(process: e.resource) }
                 out.append(s)
                 continue
             }
             if keepRaw { out.append(s) }
             guard m.value.isFinite else { continue }
-            let key = SeriesKey(name: m.name, attributes: m.attributes, resource: resources.id(m.resource))
+            let key = SeriesKey(name: m.name, attributes: m.attributes, resource: series.id(m.resource))
             guard let prev = series[key] else {
                 series[key] = State(value: m.value, time: m.timeUnixNano, seen: now)
                 continue
@@ -64,8 +65,7 @@ public final class RateAggregator: Aggregator, @unchecked Sendable {
     public func tick(nowUnixNano now: UInt64) -> [Signal] {
         if now - min(now, lastPurge) >= 60_000_000_000 {
             lastPurge = now
-            series = series.filter { now - min(now, $0.value.seen) < Self.forgetAfter }
-            resources.retain(only: Set(series.keys.map(\.resource)))
+            _ = series.forget { _, st in now - min(now, st.seen) >= Self.forgetAfter }
         }
         return []
     }

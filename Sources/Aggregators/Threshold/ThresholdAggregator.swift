@@ -20,17 +20,17 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
         var unit: String
     }
 
-    private struct Key: Hashable {
+    private struct Key: ResourceScoped {
         var rule: Int
         var series: SeriesKey
+        var resourceID: Int { series.resource }
     }
 
     let filter: MetricFilter
     let rules: [ThresholdRule]
     private let ruleFilters: [MetricFilter]
     let stale: UInt64
-    private let resources = ResourceTable()
-    private var states: [Key: State] = [:]
+    private var states = SeriesTable<Key, State>()
     private var lastStaleCheck: UInt64 = 0
 
     public init(selector: MetricSelector = MetricSelector(), rules: [ThresholdRule], stale: UInt64 = 60_000_000_000) {
@@ -49,12 +49,11 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
             switch s {
             case .metric(let m) where m.kind != .histogram && filter.selects(m):
                 for (i, rf) in ruleFilters.enumerated() where rf.selects(m) {
-                    let key = Key(rule: i, series: SeriesKey(name: m.name, attributes: m.attributes, resource: resources.id(m.resource)))
+                    let key = Key(rule: i, series: SeriesKey(name: m.name, attributes: m.attributes, resource: states.id(m.resource)))
                     if let e = evaluate(key, m, now) { out.append(.event(e)) }
                 }
             case .event(let e) where e.isProcessExit:
-                let rid = resources.id(e.resource)
-                for (key, st) in states.forget(where: { $0.series.resource == rid }) {
+                for (key, st) in states.forgetFiring(process: e.resource) {
                     out.append(.event(resolved(key, st, at: e.timeUnixNano, reason: "process exited")))
                 }
             default:
@@ -70,7 +69,6 @@ public final class ThresholdAggregator: Aggregator, @unchecked Sendable {
         let out: [Signal] = states.forgetStale(now: now, after: stale).map {
             .event(resolved($0.key, $0.state, at: now, reason: "no data"))
         }
-        if resources.count > states.count { resources.retain(only: Set(states.keys.map(\.series.resource))) }
         return out
     }
 
