@@ -12,7 +12,7 @@ import PackageDescription
 let package = Package(
     name: "FerretGo",
     products: [
-        .library(name: "FerretGo", type: .dynamic, targets: ["GoIntrospection", "LinuxProcess"]),
+        .library(name: "FerretGo", type: .dynamic, targets: ["GoIntrospection", "GoBinaryFormat", "ELFSymbols", "LinuxProcess"]),
     ],
     targets: [
         // Linux processes as the host sees them: the procfs root (host_proc), PID
@@ -26,10 +26,20 @@ let package = Package(
         // instruction has to be decoded, and closed after (X86Decoder), so an
         // agent that never decodes does not carry its relocated tables.
         .systemLibrary(name: "CCapstone", path: "Sources/CCapstone", providers: [.apt(["libcapstone-dev"])]),
-        // Go binary and process introspection: ELF, build info, pclntab, DWARF layouts,
-        // the per-version layout table, process memory, the runtime readers.
+        // ELF files and their symbols (libelf), x86-64 decoding (capstone), and
+        // the bounds-checked little-endian byte readers everything above uses.
+        .target(name: "ELFSymbols", dependencies: ["CElf", "CCapstone"], path: "Sources/ELFSymbols"),
+        // The Go binary: build info, pclntab, DWARF layouts (libdw), the
+        // per-version layout and code-reference tables, the runtime-globals
+        // locator; what can be known from the file alone.
         .target(
-            name: "GoIntrospection", dependencies: ["LinuxProcess", "CElf", "CCapstone"], path: "Sources/GoIntrospection",
+            name: "GoBinaryFormat", dependencies: ["ELFSymbols", "LinuxProcess", "CElf"], path: "Sources/GoBinaryFormat",
             resources: [.embedInCode("Layouts/layouts.json"), .embedInCode("Layouts/globalrefs.json")]),
+        // The running process: /proc facts, maps, process memory, the symbolizer
+        // and the Go runtime readers (scheduler, heap, globals validation).
+        // Importing it imports the layers below.
+        .target(
+            name: "GoIntrospection", dependencies: ["LinuxProcess", "ELFSymbols", "GoBinaryFormat"],
+            path: "Sources/GoIntrospection"),
     ]
 )

@@ -96,7 +96,7 @@ final class SchedulerPluginTests: XCTestCase {
         let dir = TestSupport.tempDir("sched-table")
         let stripped = try TestSupport.strippedDemoBinary(in: dir)
         let version = try TestSupport.run("/bin/bash", ["-c", "go env GOVERSION"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        var table = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestSupport.repoRoot + "/Packages/FerretGo/Sources/GoIntrospection/Layouts/globalrefs.json"))) as! [String: Any]
+        var table = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestSupport.repoRoot + "/Packages/FerretGo/Sources/GoBinaryFormat/Layouts/globalrefs.json"))) as! [String: Any]
         var versions = table["versions"] as! [String: Any]
         let minor = version.split(separator: ".").prefix(2).joined(separator: ".") + "."
         let keys = versions.keys.filter { $0.hasPrefix(minor) }

@@ -2,6 +2,8 @@ import Foundation
 import GoTestSupport
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 /// DWARF layouts read through libdw from binaries built by every installed Go

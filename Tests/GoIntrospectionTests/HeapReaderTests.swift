@@ -3,6 +3,8 @@ import Glibc
 import GoTestSupport
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 /// HeapReader against the truth: the truthsrv fixture, built with every Go

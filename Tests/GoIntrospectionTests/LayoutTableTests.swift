@@ -2,11 +2,13 @@ import Foundation
 import GoTestSupport
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 final class LayoutTableTests: XCTestCase {
     static let repoRoot = DWARFLayoutTests.repoRoot
-    static let tablePath = repoRoot + "/Packages/FerretGo/Sources/GoIntrospection/Layouts/layouts.json"
+    static let tablePath = repoRoot + "/Packages/FerretGo/Sources/GoBinaryFormat/Layouts/layouts.json"
     static let expandedPath = repoRoot + "/tools/layoutgen/layouts.expanded.json"
     static let refprog = repoRoot + "/tools/layoutgen/refprog"
 
@@ -23,7 +25,7 @@ final class LayoutTableTests: XCTestCase {
         "net/http.Header",
     ]
 
-    /// Maintenance tool, not a test: regenerates Packages/FerretGo/Sources/GoIntrospection/Layouts/layouts.json
+    /// Maintenance tool, not a test: regenerates Packages/FerretGo/Sources/GoBinaryFormat/Layouts/layouts.json
     /// by building tools/layoutgen/refprog with every toolchain in
     /// /opt/ferret-go/toolchains.txt and reading the layouts from each binary's DWARF.
     /// Runs only with FERRET_REGENERATE_LAYOUTS=1 (tools/layoutgen/generate.sh sets

@@ -1,4 +1,6 @@
 import Foundation
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 import GoTestSupport
 import XCTest

@@ -3,6 +3,8 @@ import Glibc
 import GoTestSupport
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 extension ProcessMemoryTests {

@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 extension ProcessMemoryTests {

@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 /// Reads live child processes (a C fixture built here with /usr/bin/cc, and a Go program

@@ -2,6 +2,8 @@ import Foundation
 import GoTestSupport
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 /// Issue #8's safety net for stripped binaries: a byte flipped in the code the

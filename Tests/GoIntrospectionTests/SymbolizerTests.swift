@@ -2,6 +2,8 @@ import Foundation
 import GoTestSupport
 import XCTest
 
+@testable import ELFSymbols
+@testable import GoBinaryFormat
 @testable import GoIntrospection
 
 /// ObjectSymbols and ProcessSymbolizer on native code: a PIE C program

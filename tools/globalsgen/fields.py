@@ -1,6 +1,6 @@
 import json
 import os
-L=json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../Packages/FerretGo/Sources/GoIntrospection/Layouts/layouts.json')))
+L=json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../Packages/FerretGo/Sources/GoBinaryFormat/Layouts/layouts.json')))
 S=L['strings']; M=L['members']; T=L['types']
 TYPE={'runtime.sched':'runtime.schedt','runtime.memstats':'runtime.mstats','runtime.gcController':'runtime.gcControllerState','runtime.mheap_':'runtime.mheap','runtime.work':'runtime.workType'}
 def fields(v,typ):

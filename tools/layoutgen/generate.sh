@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates Packages/FerretGo/Sources/GoIntrospection/Layouts/layouts.json, the per-Go-version
+# Regenerates Packages/FerretGo/Sources/GoBinaryFormat/Layouts/layouts.json, the per-Go-version
 # struct layout table, from the DWARF of tools/layoutgen/refprog built with every
 # toolchain in /opt/ferret-go/toolchains.txt. See tools/layoutgen/README.md.
 #
@@ -16,4 +16,4 @@ fi
 FERRET_REGENERATE_LAYOUTS=1 swift test --scratch-path "${SCRATCH:-.build}" \
     --filter 'GoIntrospectionTests.LayoutTableTests/testRegenerateLayoutTable'
 
-echo "generate.sh: now run the GoIntrospection tests and review 'git diff Packages/FerretGo/Sources/GoIntrospection/Layouts/layouts.json'"
+echo "generate.sh: now run the GoIntrospection tests and review 'git diff Packages/FerretGo/Sources/GoBinaryFormat/Layouts/layouts.json'"

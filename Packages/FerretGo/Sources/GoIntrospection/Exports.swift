@@ -1,3 +1,6 @@
-// The procfs layer (ProcFile, ProcessReadError, ProcessTasks, ProcText, PID
-// namespaces, HostProc) lives in LinuxProcess; GoIntrospection's users see it too.
+// GoIntrospection is the top of the layers (LinuxProcess, ELFSymbols,
+// GoBinaryFormat, then the running process and its Go runtime here): its users
+// see them all through one import.
+@_exported import ELFSymbols
+@_exported import GoBinaryFormat
 @_exported import LinuxProcess

@@ -1,3 +1,4 @@
+import ELFSymbols
 import Foundation
 
 /// Go's function table, `pclntab`, read from the executable file.

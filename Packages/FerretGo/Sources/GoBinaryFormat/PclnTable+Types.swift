@@ -1,3 +1,4 @@
+import ELFSymbols
 extension PclnTable {
     /// A function of the table.
     public struct Function: Sendable, Hashable {

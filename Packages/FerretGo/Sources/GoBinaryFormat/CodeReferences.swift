@@ -1,3 +1,4 @@
+import ELFSymbols
 import Foundation
 
 /// Where runtime functions refer to runtime globals, per Go version

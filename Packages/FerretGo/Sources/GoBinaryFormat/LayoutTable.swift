@@ -1,3 +1,4 @@
+import ELFSymbols
 import Foundation
 
 /// Where a layout came from when it was looked up in a `GoLayoutTable`.
@@ -315,13 +316,13 @@ public struct GoLayoutTable: Sendable {
 /// A Go release version parsed from "go1.22.10", "go1.21.0", "go1.20",
 /// "go1.23rc1" (a prerelease counts as patch 0 of its minor), optionally
 /// followed by " X:experiment" or "-suffix". "devel ..." does not parse.
-struct GoVersion: Comparable, Sendable {
-    var major: Int
-    var minor: Int
-    var patch: Int
-    var prerelease: Bool
+package struct GoVersion: Comparable, Sendable {
+    package var major: Int
+    package var minor: Int
+    package var patch: Int
+    package var prerelease: Bool
 
-    init?(_ s: String) {
+    package init?(_ s: String) {
         guard let first = s.split(separator: " ").first, first.hasPrefix("go") else { return nil }
         let body = first.dropFirst(2)
         var nums: [Int] = []
@@ -353,9 +354,9 @@ struct GoVersion: Comparable, Sendable {
         prerelease = pre
     }
 
-    var canonical: String { "go\(major).\(minor).\(patch)" }
+    package var canonical: String { "go\(major).\(minor).\(patch)" }
 
-    static func < (a: GoVersion, b: GoVersion) -> Bool {
+    package static func < (a: GoVersion, b: GoVersion) -> Bool {
         (a.major, a.minor, a.patch) < (b.major, b.minor, b.patch)
     }
 }

@@ -50,7 +50,7 @@ public final class ELFFile {
     /// libelf must be told the ELF version once per process (for every libelf
     /// user here, DWARFLayouts too); a static let is initialized exactly once,
     /// thread-safely.
-    static let libelfReady: Bool = elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE)
+    package static let libelfReady: Bool = elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE)
 
     public init(path: String) throws(IntrospectionError) {
         guard Self.libelfReady else { throw .init("libelf: version mismatch") }
@@ -156,7 +156,7 @@ public final class ELFFile {
         throw .init("\(path): address 0x\(String(vaddr, radix: 16)) is not in the file")
     }
 
-    static func lastError() -> String {
+    package static func lastError() -> String {
         elf_errmsg(-1).map { String(cString: $0) } ?? "unknown libelf error"
     }
 }

@@ -1,3 +1,4 @@
+import ELFSymbols
 extension PclnTable {
     /// Reads the inline-tree bytes that live in the `go:func.*` area.
     struct InlineTreeReader {

@@ -1,3 +1,4 @@
+import ELFSymbols
 /// Go build information from the `.go.buildinfo` blob that every Go
 /// executable since 1.13 carries, stripped or not. Layout (Go 1.18+,
 /// src/debug/buildinfo/buildinfo.go): a 32-byte header beginning with the

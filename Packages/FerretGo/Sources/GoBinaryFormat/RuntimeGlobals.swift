@@ -1,3 +1,4 @@
+import ELFSymbols
 import Synchronization
 
 /// One runtime global variable of a Go program.

@@ -1,3 +1,4 @@
+import ELFSymbols
 /// The memory layout of one struct type: its size and its members' offsets.
 ///
 /// Members of anonymous struct members are flattened into the parent's list

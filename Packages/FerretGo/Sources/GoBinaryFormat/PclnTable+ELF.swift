@@ -1,3 +1,4 @@
+import ELFSymbols
 import CElf
 import Foundation
 
