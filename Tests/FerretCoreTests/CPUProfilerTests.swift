@@ -315,7 +315,7 @@ final class CPUProfilerTests: XCTestCase {
         let agentPid = agent.process.processIdentifier
         func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPid)/fd").count) ?? -1 }
         func perfMaps() -> Int {
-            ((try? String(contentsOfFile: "/proc/\(agentPid)/maps", encoding: .utf8)) ?? "")
+            (ProcRead.text("/proc/\(agentPid)/maps") ?? "")
                 .split(separator: "\n").filter { $0.contains("perf_event") || $0.contains("anon_inode:[perf_event]") }.count
         }
         @discardableResult

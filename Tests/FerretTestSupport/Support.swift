@@ -181,7 +181,7 @@ public enum TestSupport {
                   link.hasPrefix("socket:[") else { return nil }
             return String(link.dropFirst("socket:[".count).dropLast())
         })
-        guard !inodes.isEmpty, let tcp = try? String(contentsOfFile: "/proc/\(pid)/net/tcp", encoding: .utf8) else { return false }
+        guard !inodes.isEmpty, let tcp = ProcRead.text("/proc/\(pid)/net/tcp") else { return false }
         // sl local rem st ... inode: st 0A is LISTEN.
         return tcp.split(separator: "\n").dropFirst().contains { line in
             let f = line.split(separator: " ")

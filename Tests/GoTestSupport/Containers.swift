@@ -250,7 +250,7 @@ public final class TestContainer: @unchecked Sendable {
     /// The mount points of every cgroup hierarchy: v2 (cgroup2) and, for v1, the
     /// named systemd hierarchy and the pids and cpu controllers.
     static func hierarchies() -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        guard let text = ProcRead.text("/proc/self/mountinfo") else { return [] }
         var out: [String] = []
         for line in text.split(separator: "\n") {
             let parts = line.components(separatedBy: " - ")

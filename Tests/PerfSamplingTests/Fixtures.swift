@@ -96,7 +96,7 @@ enum Fixtures {
         let want = URL(fileURLWithPath: exe).resolvingSymlinksInPath().path
         var bias: UInt64?
         try Wait.until("the mapping of \(exe)", timeout: 2, poll: 0.001) {
-            let maps = try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)
+            guard let maps = ProcRead.text("/proc/\(pid)/maps") else { throw CocoaError(.fileReadUnknown) }
             for line in maps.split(separator: "\n") {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count >= 6, f[5] == want, f[2] == "00000000" else { continue }
@@ -131,7 +131,7 @@ enum Fixtures {
     }
 
     static func mapsLines(_ filter: ((Substring) -> Bool)? = nil) -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return -1 }
+        guard let s = ProcRead.text("/proc/self/maps") else { return -1 }
         return s.split(separator: "\n").filter { filter?($0) ?? true }.count
     }
 

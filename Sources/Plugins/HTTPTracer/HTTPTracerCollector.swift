@@ -82,10 +82,12 @@ public final class HTTPTracerCollector: FerretCollector, @unchecked Sendable {
 
     /// The BPF object: configured, else http_tracer.bpf.o in the folder this
     /// library was loaded from (found in /proc/self/maps; Glibc's dladdr is not
-    /// visible to Swift).
+    /// visible to Swift). The file is read to its end: Foundation's
+    /// `String(contentsOfFile:)` stops after the first 4 KiB of a procfs file,
+    /// and a process with many libraries maps this one further down.
     static func defaultObjectPath() -> String? {
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
-        for line in maps.split(separator: "\n") {
+        guard let bytes = try? ProcFile.read("/proc/self/maps", pid: getpid()) else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             guard let slash = line.firstIndex(of: "/") else { continue }
             let path = line[slash...]
             if path.hasSuffix("/libferret_http_tracer.so") {
