@@ -117,8 +117,11 @@ public struct ProbePlan: Sendable {
         guard serverFunc != nil || clientFunc != nil else {
             throw Unsupported("\(binary.path): neither \(serverFunction) nor \(clientFunction) is linked in (no net/http)")
         }
-        let server = try serverFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
-        let client = try clientFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) }
+        // One capstone load for both functions.
+        let (server, client) = try X86Decoder.session { () throws -> (FunctionProbes?, FunctionProbes?) in
+            (try serverFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) },
+             try clientFunc.map { try RetFinder.probes(for: $0, elf: binary.elf) })
+        }
         let dwarf = binary.dwarf
         defer { binary.releaseDWARF() }
         var sources: Set<String> = []

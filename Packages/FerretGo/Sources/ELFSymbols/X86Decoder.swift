@@ -25,6 +25,16 @@ public enum X86Decoder {
         public var ripTarget: UInt64?
     }
 
+    /// Runs `body` with capstone held open, so that the `decode` calls of one
+    /// batch (a binary's code references, a function's RETs) load it once:
+    /// opening it costs about a millisecond of relocations each time. A library
+    /// that cannot be loaded is reported by `decode` itself.
+    public static func session<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        let held = (try? Capstone.shared.acquire()) != nil
+        defer { if held { Capstone.shared.release() } }
+        return try body()
+    }
+
     /// Decodes `code` (loaded at `address`) to the end. Throws when an
     /// instruction cannot be decoded: a caller that needs every RET, or the
     /// k-th RIP-relative operand, cannot use a partial list.

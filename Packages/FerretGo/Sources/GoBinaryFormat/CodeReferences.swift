@@ -168,6 +168,10 @@ public struct CodeReferenceStrategy: GlobalsLocatorStrategy {
     /// The table row for the binary's Go version and every code (non-anchor)
     /// source's own answer; or why there is none ("unknown layout: …").
     public func answers(in binary: GoBinary) -> Result<(row: String, answers: [SourceAnswer]), IntrospectionError> {
+        X86Decoder.session { answersDecoding(in: binary) }
+    }
+
+    private func answersDecoding(in binary: GoBinary) -> Result<(row: String, answers: [SourceAnswer]), IntrospectionError> {
         guard let version = binary.goVersion else { return .failure(IntrospectionError("no Go version")) }
         guard let (row, sources) = table.sources(goVersion: version) else {
             let from = table.generator.hasPrefix("FERRET_GLOBALREFS") || table.generator == "invalid" ? " (\(table.generator))" : ""
