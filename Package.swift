@@ -206,7 +206,7 @@ let package = Package(
             path: "bench/Sources/HistoryBench"),
         // Test support shared by the test targets: Go toolchains and cached fixture
         // builds, the truthsrv fixture's client.
-        .target(name: "GoTestSupport", path: "Tests/GoTestSupport"),
+        .target(name: "GoTestSupport", dependencies: [ferretGo], path: "Tests/GoTestSupport"),
         // Helpers of the agent-level tests: the agent as a process (AgentProcess),
         // C fixture plugins, an HTTP client, the OTLP receiver.
         .target(name: "FerretTestSupport", dependencies: ["FerretCore", "FerretDelivery", "GoTestSupport"], path: "Tests/FerretTestSupport"),
