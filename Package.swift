@@ -41,6 +41,8 @@ let package = Package(
     products: [
         // The agent.
         .executable(name: "ferret", targets: ["Host"]),
+        // The helper that runs a plugin out of the agent (isolation: process), in C.
+        .executable(name: "ferret-plugin-host", targets: ["PluginHost"]),
         // The plugin contract: a header-only C target third parties build against alone.
         .library(name: "FerretPluginABI", targets: ["FerretPluginABI"]),
         // Swift conveniences for plugin authors.
@@ -77,6 +79,14 @@ let package = Package(
             name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "CLinuxSupport", path: "Sources/CLinuxSupport"),
+        // What the agent and its plugin helpers share: the record ring, the
+        // control protocol, the crash report (issue #18).
+        .target(name: "CPluginIsolation", path: "Sources/CPluginIsolation"),
+        // ferret-plugin-host: one plugin instance in its own process, loading the
+        // same .so through the same ABI; C so that it costs ~1.5 MiB, not ~20.
+        .executableTarget(
+            name: "PluginHost", dependencies: ["CPluginIsolation", "FerretPluginABI"],
+            path: "Sources/PluginHost", linkerSettings: [.linkedLibrary("cap")]),
         // The CPU profiler's sampling engine (issue #5): perf CPU-clock samples with
         // callchains from every thread of a process, rings drained by its own thread.
         .target(name: "PerfSampling", dependencies: ["CLinuxSupport", ferretGo], path: "Sources/PerfSampling"),
@@ -101,7 +111,7 @@ let package = Package(
         .target(
             name: "FerretCore",
             dependencies: [
-                "FerretPluginABI", "CYAML", "CLinuxSupport", ferretGo,
+                "FerretPluginABI", "CYAML", "CLinuxSupport", "CPluginIsolation", ferretGo,
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -46,6 +46,9 @@ APT_PACKAGES=(
   # capsh runs the agent without some capabilities (the unreadable-root test of
   # issue #16: no CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH).
   libcap2-bin
+  # The plugin helper (ferret-plugin-host, issue #18) keeps only the capabilities
+  # a plugin's manifest names, through libcap.
+  libcap-dev
 )
 
 # Only for the benchmarks (--bench): collectd, the peer the agent's footprint is

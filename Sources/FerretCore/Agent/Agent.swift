@@ -198,8 +198,10 @@ public final class Agent: @unchecked Sendable {
             for c in rule.collectors { wanted["\(rule.name)/\(c.plugin)"] = (rule, c) }
         }
         for (key, inst) in instances {
-            if let (_, c) = wanted[key], let rec = records.first(where: { $0.name == c.plugin }), let p = rec.plugin,
-               inst.identity == PluginInstance.identity(plugin: p, config: c) {
+            // Kept when nothing about it changed; a quarantined one gets another chance.
+            if let (_, c) = wanted[key], let rec = records.first(where: { $0.name == c.plugin }),
+               case .success(let (p, plan)) = PluginRegistry.plan(for: rec, collector: c, instanceName: key),
+               inst.identity == PluginInstance.identity(plugin: p, config: c, isolation: plan), inst.supervisor?.isQuarantined != true {
                 continue
             }
             for pid in inst.attachedPids { tracked[pid]?.instances.removeAll { $0 == key } }
@@ -208,14 +210,26 @@ public final class Agent: @unchecked Sendable {
         }
         for (key, (rule, c)) in wanted.sorted(by: { $0.key < $1.key }) where instances[key] == nil {
             guard let rec = records.first(where: { $0.name == c.plugin }) else { continue }
-            guard let plugin = rec.plugin else {
-                logger.error("\(c.mark): collector '\(c.plugin)' of rule '\(rule.name)' is not available: \(rec.error ?? "not loaded")")
+            let plugin: LoadedPlugin
+            let plan: IsolationPlan
+            switch PluginRegistry.plan(for: rec, collector: c, instanceName: key) {
+            case .success(let (p, pl)): (plugin, plan) = (p, pl)
+            case .failure(let e):
+                logger.error("\(c.mark): collector '\(c.plugin)' of rule '\(rule.name)' is not available: \(e.description)")
                 continue
             }
-            let inst = PluginInstance(plugin: plugin, rule: rule.name, config: c, pipeline: pipeline, fallback: agentResource, logger: logger)
+            let inst = PluginInstance(plugin: plugin, rule: rule.name, config: c, isolation: plan, pipeline: pipeline,
+                                      fallback: agentResource, logger: logger)
             let r = inst.create()
             if !r.ok {
                 let mark = r.jsonPointer.flatMap { c.node.keyMark(atJSONPointer: $0) } ?? c.mark
+                if inst.isProcessIsolated && inst.supervisor?.isDown == true {
+                    // It crashed in create: the supervisor restarts it (or quarantines it).
+                    logger.error("\(mark): plugin '\(c.plugin)' (\(plugin.libraryPath)) crashed in create in rule '\(rule.name)': \(r.message)")
+                    inst.nextDue = Clock.monotonicNanos()
+                    instances[key] = inst
+                    continue
+                }
                 logger.error("\(mark): plugin '\(c.plugin)' (\(plugin.libraryPath)) refused its configuration in rule '\(rule.name)': \(r.message.isEmpty ? "create failed with status \(r.status)" : r.message)")
                 submitEvent("ferret.plugin.create_failed", .error, "\(mark): plugin '\(c.plugin)' in rule '\(rule.name)': \(r.message)")
                 inst.shutdown()
@@ -243,6 +257,7 @@ public final class Agent: @unchecked Sendable {
             let now = Clock.monotonicNanos()
             var next = now + 50_000_000
             for inst in list {
+                inst.maintain(now: now)
                 if let label = inst.checkTimeout(now: now) {
                     submitEvent("ferret.plugin.timeout", .error, "plugin instance '\(inst.name)': '\(label)' exceeded its \(DurationParser.format(inst.timeout)) timeout; marked unhealthy")
                 }

@@ -127,6 +127,10 @@ extension AgentConfig {
                 switch k.scalar {
                 case "interval": c.interval = d.duration(v, "'interval'", context: cctx, minimum: .milliseconds(100)) ?? c.interval
                 case "timeout": c.timeout = d.duration(v, "'timeout'", context: cctx, minimum: .milliseconds(10)) ?? c.timeout
+                case "isolation": c.isolation = d.isolation(v, "'isolation'", context: cctx)
+                case "memory_limit": c.memoryLimit = d.byteSize(v, "'memory_limit'", context: cctx, minimum: 4 << 20)
+                case "max_crashes": c.maxCrashes = d.int(v, "'max_crashes'", context: cctx, range: 1...1000) ?? c.maxCrashes
+                case "crash_window": c.crashWindow = d.duration(v, "'crash_window'", context: cctx, minimum: .seconds(1)) ?? c.crashWindow
                 default: own.append((k, v))
                 }
             }

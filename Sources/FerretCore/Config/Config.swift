@@ -78,6 +78,22 @@ public struct CollectorConfig: Sendable {
     public var node: YAMLNode
     public var interval: Duration
     public var timeout: Duration
+    /// The rule's choice of where the instance runs (nil: the manifest's).
+    public var isolation: Isolation?
+    /// The helper's memory limit (nil: the manifest's, or 512 MiB).
+    public var memoryLimit: UInt64?
+    /// Helper crashes within `crashWindow` that quarantine the instance.
+    public var maxCrashes: Int = 5
+    public var crashWindow: Duration = .seconds(600)
+
+    public init(plugin: String, mark: SourceMark, json: String, node: YAMLNode, interval: Duration, timeout: Duration) {
+        self.plugin = plugin
+        self.mark = mark
+        self.json = json
+        self.node = node
+        self.interval = interval
+        self.timeout = timeout
+    }
 }
 
 public struct PipelineConfig: Sendable {
@@ -98,7 +114,7 @@ public struct ComponentConfig: Sendable {
 
 extension AgentConfig {
     /// Host keys a collector's config may carry besides the plugin's own.
-    public static let hostCollectorKeys = ["interval", "timeout"]
+    public static let hostCollectorKeys = ["interval", "timeout", "isolation", "memory_limit", "max_crashes", "crash_window"]
     public static let groupPlaceholders = ["rule", "exe.name", "exe.path", "comm", "user", "pid", "cgroup", "go.version", "runtime",
                                            "container.id", "container.runtime", "k8s.pod.uid", "container.name",
                                            "k8s.namespace.name", "k8s.pod.name", "k8s.container.name"]

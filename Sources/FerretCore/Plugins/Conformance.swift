@@ -28,18 +28,29 @@ public enum Conformance {
 
     /// Runs the checks. `pid` is the process to attach (default: a child
     /// `sleep` the checker starts and stops).
+    /// With `isolation: .process` (the default) the plugin runs in a helper
+    /// process, so a crash or a hang fails a check, with its backtrace, and
+    /// the checker itself keeps running.
     public static func run(library: String, configJSON: String = "{}", pid: Int32? = nil,
-                           interval: Duration = .milliseconds(200), logger: Logger) -> ConformanceReport {
+                           interval: Duration = .milliseconds(200), isolation: Isolation = .process, logger: Logger) -> ConformanceReport {
         var report = ConformanceReport()
         let plugin: LoadedPlugin
-        switch PluginRegistry.loadLibrary(library) {
+        let loaded = isolation == .inProcess ? PluginRegistry.loadLibrary(library)
+            : PluginRegistry.describeLibrary(library, manifest: nil, logger: logger)
+        switch loaded {
         case .failure(let e):
             report.add(.fail, "load", e.description)
             return report
         case .success(let p):
             plugin = p
-            report.add(.pass, "load", "'\(p.name)' \(p.version), ABI \(p.abiMajor).\(p.abiMinor), \(p.mode) collector")
+            report.add(.pass, "load", "'\(p.name)' \(p.version), ABI \(p.abiMajor).\(p.abiMinor), \(p.mode) collector\(isolation == .process ? ", in a helper process" : "")")
         }
+        var policy = RestartPolicy()
+        policy.maxCrashes = 1 // a crash fails the run; no restarts
+        let plan: IsolationPlan = isolation == .inProcess
+            ? .inProcess(plugin.descriptor!)
+            : .process(HelperLaunch(library: library, instanceName: "conformance/\(plugin.name)", user: nil, capabilities: [],
+                                    memoryLimit: PluginRegistry.defaultMemoryLimit, keepCapabilities: true), policy)
         report.add(plugin.version.isEmpty ? .warn : .pass, "descriptor version", plugin.version.isEmpty ? "empty version string" : plugin.version)
         report.add(metricName.firstMatch(in: plugin.name, range: NSRange(plugin.name.startIndex..., in: plugin.name)) != nil ? .pass : .warn,
                    "plugin name", "'\(plugin.name)' (lower case, digits, '_' and '.' are what rules expect)")
@@ -55,13 +66,14 @@ public enum Conformance {
         }
         let resource = Resource([Attribute("ferret.conformance", .bool(true))])
 
-        checkConfiguration(plugin, configJSON, config: config, pipeline: pipeline, resource: resource, logger: logger, &report)
+        checkConfiguration(plugin, plan, configJSON, config: config, pipeline: pipeline, resource: resource, logger: logger, &report)
 
-        let inst = PluginInstance(plugin: plugin, rule: "conformance", config: config(configJSON), pipeline: pipeline,
+        let inst = PluginInstance(plugin: plugin, rule: "conformance", config: config(configJSON), isolation: plan, pipeline: pipeline,
                                   fallback: resource, logger: logger)
         let cr = inst.create()
         guard cr.ok else {
             report.add(.fail, "create", "status \(cr.status): \(cr.message)")
+            reportCrashes(inst, &report)
             inst.shutdown()
             return report
         }
@@ -100,6 +112,7 @@ public enum Conformance {
 
         exercise(inst, plugin, pid: targetPid, sink: sink, interval: interval, &report)
         inst.shutdown()
+        reportCrashes(inst, &report)
 
         let invalid = inst.context.invalid.value
         report.add(invalid == 0 ? .pass : .fail, "emitted records", invalid == 0 ? "all batches well-formed" : "\(invalid) malformed batch(es) refused (see the log)")
@@ -109,10 +122,10 @@ public enum Conformance {
 
     /// A configuration key no plugin knows should be refused with a message,
     /// by create and (ABI 1.1) by validate, which must agree with create.
-    static func checkConfiguration(_ plugin: LoadedPlugin, _ configJSON: String, config: (String) -> CollectorConfig,
+    static func checkConfiguration(_ plugin: LoadedPlugin, _ plan: IsolationPlan, _ configJSON: String, config: (String) -> CollectorConfig,
                                    pipeline: Pipeline, resource: Resource, logger: Logger, _ report: inout ConformanceReport) {
         let probe = PluginInstance(plugin: plugin, rule: "conformance", config: config("{\"ferret_conformance_unknown_key\":1}"),
-                                   pipeline: pipeline, fallback: resource, logger: logger)
+                                   isolation: plan, pipeline: pipeline, fallback: resource, logger: logger)
         let pr = probe.create()
         if pr.ok {
             report.add(.warn, "unknown config key", "create accepted {\"ferret_conformance_unknown_key\":1}; operators' typos will go unnoticed")
@@ -122,13 +135,14 @@ public enum Conformance {
             report.add(.pass, "unknown config key", "refused: \(pr.message)\(pr.jsonPointer.map { " (at \($0))" } ?? "")")
         }
         probe.shutdown()
+        reportCrashes(probe, &report)
 
         // ABI 1.1: validate checks a configuration without an instance. It must
         // agree with create: accept the configuration under test, and refuse the
         // unknown key create refused.
         if plugin.canValidate {
-            let good = plugin.validate(config(configJSON), instanceName: "conformance/validate")
-            let bad = plugin.validate(config("{\"ferret_conformance_unknown_key\":1}"), instanceName: "conformance/validate")
+            let good = plugin.validate(config(configJSON), instanceName: "conformance/validate", plan: plan, logger: logger)
+            let bad = plugin.validate(config("{\"ferret_conformance_unknown_key\":1}"), instanceName: "conformance/validate", plan: plan, logger: logger)
             if let good, !good.ok {
                 report.add(.fail, "validate", "refused the configuration create is given, \(configJSON): \(good.message)")
             } else if let bad, bad.ok, !pr.ok {
@@ -175,6 +189,16 @@ public enum Conformance {
         Thread.sleep(forTimeInterval: 0.3)
         let afterDetach = sink.signals[beforeDetachCount...].filter { $0.resource.pid == Int64(targetPid) }
         report.add(afterDetach.isEmpty ? .pass : .fail, "detach", afterDetach.isEmpty ? "no signals for pid \(targetPid) after detach" : "\(afterDetach.count) signal(s) for pid \(targetPid) after detach")
+    }
+
+    /// A crash or hang of the helper fails the run, with what the helper's
+    /// handler reported and the symbolized backtrace.
+    static func reportCrashes(_ inst: PluginInstance, _ report: inout ConformanceReport) {
+        guard let s = inst.supervisor else { return }
+        for c in s.crashReports {
+            let name = c.reason == .hang ? "hang" : c.reason == .memoryLimit ? "memory" : "crash"
+            report.add(.fail, name, c.summary + (c.frames.isEmpty ? "" : "\n" + c.backtrace.split(separator: "\n").map { "      \($0)" }.joined(separator: "\n")))
+        }
     }
 
     static func checkSignals(_ signals: [Signal], _ report: inout ConformanceReport) {

@@ -16,7 +16,6 @@ public final class HostContext: Sendable {
     public let emitted: MetricCounter
     public let dropped: MetricCounter
     public let invalid: MetricCounter
-    let invalidLogged = Atomic<Bool>(false)
 
     init(id: Int, instanceName: String, pipeline: Pipeline, fallback: Resource, dimensions: [(String, String)], logger: Logger) {
         self.id = id
@@ -48,13 +47,27 @@ public final class HostContext: Sendable {
         return Int32(FERRET_E_DROPPED.rawValue)
     }
 
-    func reject(_ reason: String) -> Int32 {
-        invalid.increment()
-        if !invalidLogged.exchange(true, ordering: .relaxed) {
-            logger.error("plugin instance '\(instanceName)' emitted a malformed batch (dropped; further ones are counted silently): \(reason)")
+    /// Refuses a batch: counts its records, and logs the reason (which names
+    /// the plugin and the field) at most once per `logEvery`, with the number
+    /// refused since the last line.
+    func reject(_ reason: String, records: Int = 1) -> Int32 {
+        invalid.increment(by: max(records, 1))
+        let now = Clock.monotonicNanos()
+        let (log, quiet) = rejectLog.withLock { s -> (Bool, Int) in
+            if s.last == 0 || now &- s.last >= Self.logEvery {
+                defer { s = (now, 0) }
+                return (true, s.quiet)
+            }
+            s.quiet += max(records, 1)
+            return (false, 0)
+        }
+        if log {
+            logger.error("plugin instance '\(instanceName)': refused \(max(records, 1)) emitted record(s): \(reason)\(quiet > 0 ? " (\(quiet) more refused since the last report)" : ""); further refusals are logged at most every \(Self.logEvery / 1_000_000_000) s and counted in ferret.plugin.emit.invalid")
         }
         return Int32(FERRET_E_INVALID_ARGUMENT.rawValue)
     }
+    private let rejectLog = Mutex<(last: UInt64, quiet: Int)>((0, 0))
+    static let logEvery: UInt64 = 10_000_000_000
 }
 
 /// The ferret_host_api table handed to every plugin, and the registry that
@@ -104,24 +117,41 @@ public enum HostServices {
         t.pointee.emit_spans = { ctx, spans, count in HostServices.emitSpans(ctx, spans, count) }
         t.pointee.emit_profiles = { ctx, profiles, count in HostServices.emitProfiles(ctx, profiles, count) }
         t.pointee.emit_events = { ctx, events, count in HostServices.emitEvents(ctx, events, count) }
-        t.pointee.log = { ctx, level, message in
-            let text = message.string
-            let ctxObj = HostServices.lookup(ctx)
-            let logger = ctxObj?.logger ?? HostServices.agentLogger
-            let who = ctxObj.map { "[\($0.instanceName)] " } ?? "[plugin] "
-            switch level {
-            case Int32(FERRET_LOG_DEBUG.rawValue): logger.debug("\(who)\(text)")
-            case Int32(FERRET_LOG_INFO.rawValue): logger.info("\(who)\(text)")
-            case Int32(FERRET_LOG_WARN.rawValue): logger.warning("\(who)\(text)")
-            default: logger.error("\(who)\(text)")
-            }
-        }
+        t.pointee.log = { ctx, level, message in HostServices.log(HostServices.lookup(ctx), level: level, message.string) }
         t.pointee.now_unix_nano = { _ in Clock.unixNanos() }
         t.pointee.monotonic_nano = { _ in Clock.monotonicNanos() }
         return UnsafePointer(t)
     }()
 
+    /// A plugin's log line, tagged with its instance (or "[plugin]" from an entry function).
+    static func log(_ ctx: HostContext?, level: Int32, _ text: String) {
+        let logger = ctx?.logger ?? HostServices.agentLogger
+        let who = ctx.map { "[\($0.instanceName)] " } ?? "[plugin] "
+        switch level {
+        case Int32(FERRET_LOG_DEBUG.rawValue): logger.debug("\(who)\(text)")
+        case Int32(FERRET_LOG_INFO.rawValue): logger.info("\(who)\(text)")
+        case Int32(FERRET_LOG_WARN.rawValue): logger.warning("\(who)\(text)")
+        default: logger.error("\(who)\(text)")
+        }
+    }
+
     // MARK: - conversion from C records
+
+    /// Longest string a record may carry (names, bodies, attribute values).
+    static let maxString = 16 << 20
+
+    /// A record's string, checked: NULL with a length, too long, or not UTF-8
+    /// refuses the batch, naming the field.
+    @inline(__always)
+    static func text(_ s: ferret_str, _ field: @autoclosure () -> String) throws(RecordError) -> String {
+        if s.len == 0 { return "" }
+        guard let p = s.ptr else { throw RecordError("\(field()) is NULL but its length is \(s.len)") }
+        guard s.len <= maxString else { throw RecordError("\(field()) is \(s.len) bytes long (the limit is \(maxString))") }
+        guard let v = String(validating: UnsafeRawBufferPointer(start: p, count: s.len), as: UTF8.self) else {
+            throw RecordError("\(field()) is not valid UTF-8")
+        }
+        return v
+    }
 
     /// Walks an array of records whose stride is the first element's struct_size.
     @inline(__always)
@@ -162,12 +192,14 @@ public enum HostServices {
         out.reserveCapacity(n)
         for i in 0..<n {
             let a = p[i]
-            let key = a.key.string
+            let key = try text(a.key, "attribute \(i)'s key")
             guard !key.isEmpty else { throw RecordError("attribute \(i) has an empty key") }
             switch a.type {
-            case UInt32(FERRET_ATTR_STRING.rawValue): out.append(Attribute(key, .string(a.value.s.string)))
+            case UInt32(FERRET_ATTR_STRING.rawValue): out.append(Attribute(key, .string(try text(a.value.s, "attribute '\(key)'s value"))))
             case UInt32(FERRET_ATTR_INT.rawValue): out.append(Attribute(key, .int(a.value.i)))
-            case UInt32(FERRET_ATTR_DOUBLE.rawValue): out.append(Attribute(key, .double(a.value.d)))
+            case UInt32(FERRET_ATTR_DOUBLE.rawValue):
+                guard a.value.d.isFinite else { throw RecordError("attribute '\(key)' is \(a.value.d)") }
+                out.append(Attribute(key, .double(a.value.d)))
             case UInt32(FERRET_ATTR_BOOL.rawValue): out.append(Attribute(key, .bool(a.value.b != 0)))
             default: throw RecordError("attribute '\(key)' has unknown type \(a.type)")
             }
@@ -200,8 +232,9 @@ public enum HostServices {
         var lastResource: Resource?
         return submitRecords(ctxp, points, count, what: "points", minimum: FERRET_SIZE_1_0_ferret_metric_point) { (p, ctx) throws(RecordError) -> Signal in
             let m = p.pointee
-            let name = m.name.string
-            guard !name.isEmpty else { throw RecordError("a metric point has an empty name") }
+            let name = try text(m.name, "a metric point's name")
+            guard !name.isEmpty else { throw RecordError("a metric point has an empty name (name.ptr is \(m.name.ptr == nil ? "NULL" : "set"))") }
+            let unit = try text(m.unit, "the unit of metric '\(name)'")
             let kind: MetricKind
             switch m.kind {
             case UInt32(FERRET_METRIC_GAUGE.rawValue): kind = .gauge
@@ -209,8 +242,10 @@ public enum HostServices {
             case UInt32(FERRET_METRIC_HISTOGRAM.rawValue): kind = .histogram
             default: throw RecordError("metric '\(name)' has unknown kind \(m.kind)")
             }
+            guard kind == .histogram || m.value.isFinite else { throw RecordError("metric '\(name)' has the value \(m.value)") }
             var histogram: HistogramData?
             if kind == .histogram {
+                guard m.sum.isFinite else { throw RecordError("histogram '\(name)' has the sum \(m.sum)") }
                 let nb = m.bound_count
                 guard nb <= 4096, nb == 0 || m.bounds != nil, m.bucket_counts != nil else {
                     throw RecordError("histogram '\(name)' has NULL bounds or bucket_counts")
@@ -226,7 +261,7 @@ public enum HostServices {
                 lastPid = m.pid
                 lastResource = ctx.resource(for: m.pid)
             }
-            return .metric(MetricPoint(name: name, kind: kind, unit: m.unit.string, value: m.value, histogram: histogram,
+            return .metric(MetricPoint(name: name, kind: kind, unit: unit, value: m.value, histogram: histogram,
                                        timeUnixNano: m.time_unix_nano == 0 ? now : m.time_unix_nano,
                                        attributes: try attributes(m.attrs, m.attr_count), resource: lastResource!))
         }
@@ -235,6 +270,8 @@ public enum HostServices {
     static func emitSpans(_ ctxp: OpaquePointer?, _ spans: UnsafePointer<ferret_span>?, _ count: Int) -> Int32 {
         submitRecords(ctxp, spans, count, what: "spans", minimum: FERRET_SIZE_1_0_ferret_span) { (p, ctx) throws(RecordError) -> Signal in
             var s = p.pointee
+            let spanName = try text(s.name, "a span's name")
+            let statusMessage = try text(s.status_message, "the status message of span '\(spanName)'")
             let trace = withUnsafeBytes(of: &s.trace_id) { Array($0) }
             let span = withUnsafeBytes(of: &s.span_id) { Array($0) }
             let parent = withUnsafeBytes(of: &s.parent_span_id) { Array($0) }
@@ -246,10 +283,10 @@ public enum HostServices {
             guard Int(s.kind) < kinds.count, Int(s.status) < statuses.count else {
                 throw RecordError("span '\(s.name.string)' has an unknown kind or status")
             }
-            return .span(Span(name: s.name.string, kind: kinds[Int(s.kind)], traceID: trace, spanID: span,
+            return .span(Span(name: spanName, kind: kinds[Int(s.kind)], traceID: trace, spanID: span,
                               parentSpanID: parent.contains(where: { $0 != 0 }) ? parent : [],
                               startUnixNano: s.start_time_unix_nano, endUnixNano: s.end_time_unix_nano,
-                              status: statuses[Int(s.status)], statusMessage: s.status_message.string,
+                              status: statuses[Int(s.status)], statusMessage: statusMessage,
                               attributes: try attributes(s.attrs, s.attr_count), resource: ctx.resource(for: s.pid)))
         }
     }
@@ -260,7 +297,7 @@ public enum HostServices {
             guard r.data_len == 0 || r.data != nil else { throw RecordError("profile data is NULL") }
             guard r.data_len <= 256 << 20 else { throw RecordError("profile of \(r.data_len) bytes is over 256 MiB") }
             let bytes = r.data_len == 0 ? [] : Array(UnsafeBufferPointer(start: r.data, count: r.data_len))
-            return .profile(Profile(data: bytes, profileType: r.profile_type.string, startUnixNano: r.start_time_unix_nano,
+            return .profile(Profile(data: bytes, profileType: try text(r.profile_type, "a profile's type"), startUnixNano: r.start_time_unix_nano,
                                     durationNano: r.duration_nano, samples: r.sample_count, path: nil,
                                     attributes: try attributes(r.attrs, r.attr_count), resource: ctx.resource(for: r.pid)))
         }
@@ -270,11 +307,12 @@ public enum HostServices {
         let now = Clock.unixNanos()
         return submitRecords(ctxp, events, count, what: "events", minimum: FERRET_SIZE_1_0_ferret_event) { (p, ctx) throws(RecordError) -> Signal in
             let e = p.pointee
-            let name = e.name.string
-            guard !name.isEmpty else { throw RecordError("an event has an empty name") }
+            let name = try text(e.name, "an event's name")
+            guard !name.isEmpty else { throw RecordError("an event has an empty name (name.ptr is \(e.name.ptr == nil ? "NULL" : "set"))") }
+            let body = try text(e.body, "the body of event '\(name)'")
             let sev: [Severity] = [.debug, .info, .warn, .error]
             guard Int(e.severity) < sev.count else { throw RecordError("event '\(name)' has unknown severity \(e.severity)") }
-            return .event(Event(name: name, severity: sev[Int(e.severity)], body: e.body.string,
+            return .event(Event(name: name, severity: sev[Int(e.severity)], body: body,
                                 timeUnixNano: e.time_unix_nano == 0 ? now : e.time_unix_nano,
                                 attributes: try attributes(e.attrs, e.attr_count), resource: ctx.resource(for: e.pid)))
         }

@@ -14,25 +14,30 @@ public struct PluginCallResult: Sendable {
 
 /// One (rule, plugin) instance. All calls into the plugin run on the
 /// instance's own thread, one at a time (the ABI's threading contract); the
-/// host never waits on it for longer than the call timeout.
+/// host never waits on it for longer than the call timeout. The plugin runs in
+/// the agent (isolation: in_process) or in a helper process (isolation:
+/// process), which a supervisor restarts after a crash (PluginSupervisor).
 public final class PluginInstance: @unchecked Sendable {
     public let plugin: LoadedPlugin
     public let rule: String
     public let config: CollectorConfig
     public let name: String
+    public let isolation: IsolationPlan
     /// Equal identities mean a config reload can keep this instance.
     public let identity: String
     let context: HostContext
-    private let logger: Logger
-    private var handle: UnsafeMutableRawPointer?
+    let logger: Logger
+    let calls: PluginCalls
+    /// Restarts, quarantine and crash events (process isolation only).
+    let supervisor: PluginSupervisor?
 
     private struct Job { var label: String; var body: () -> Void }
-    private let cond = NSCondition()
+    let cond = NSCondition()
     private var jobs: [Job] = []
     private var current: (label: String, since: UInt64)?
     private var timeoutReported = false
     private var closed = false
-    private var attached = Set<Int32>()
+    var attached = Set<Int32>()
     /// Attaches queued and not yet answered, by pid, with the number of the
     /// request: a detach that arrives meanwhile is queued behind the attach (and
     /// the plugin answers not-found when that attach failed), never dropped.
@@ -48,18 +53,22 @@ public final class PluginInstance: @unchecked Sendable {
     public let collectDuration: MetricGauge
     public let healthy = Atomic<Bool>(true)
     private var observed: [Int] = []
-    private let telemetry: SelfTelemetry
+    let telemetry: SelfTelemetry
+    let dimensions: [(String, String)]
     var nextDue: UInt64 = 0
 
-    init(plugin: LoadedPlugin, rule: String, config: CollectorConfig, pipeline: Pipeline, fallback: Resource, logger: Logger) {
+    init(plugin: LoadedPlugin, rule: String, config: CollectorConfig, isolation: IsolationPlan, pipeline: Pipeline,
+         fallback: Resource, logger: Logger) {
         self.plugin = plugin
         self.rule = rule
         self.config = config
+        self.isolation = isolation
         self.name = "\(rule)/\(plugin.name)"
-        self.identity = Self.identity(plugin: plugin, config: config)
+        self.identity = Self.identity(plugin: plugin, config: config, isolation: isolation)
         self.logger = logger
         let res = Resource(fallback.attributes + [Attribute("ferret.plugin", .string(plugin.name)), Attribute("ferret.rule", .string(rule))])
         let d = [("ferret.plugin", plugin.name), ("ferret.rule", rule)]
+        dimensions = d
         let tm = pipeline.telemetry
         telemetry = tm
         collects = tm.counter("ferret.plugin.collect.count", d)
@@ -69,22 +78,33 @@ public final class PluginInstance: @unchecked Sendable {
         skipped = tm.counter("ferret.plugin.collect.skipped", d)
         collectDuration = tm.gauge("ferret.plugin.collect.duration", d)
         context = HostServices.register(instanceName: name, pipeline: pipeline, fallback: res, dimensions: d, logger: logger)
+        switch isolation {
+        case .inProcess(let descriptor):
+            calls = InProcessCalls(descriptor: descriptor)
+            supervisor = nil
+        case .process(let launch, let policy):
+            let helper = HelperCalls(launch: launch, timeout: config.timeout, logger: logger)
+            calls = helper
+            supervisor = PluginSupervisor(helper: helper, policy: policy, telemetry: tm, dimensions: d)
+        }
         observed = [
             tm.observe("ferret.plugin.healthy", d, unit: "1") { [weak self] in self.map { $0.healthy.load(ordering: .relaxed) ? 1 : 0 } },
             tm.observe("ferret.plugin.attached", d, unit: "{process}") { [weak self] in self.map { Double($0.attachedPids.count) } },
         ]
+        supervisor?.bind(self)
         let t = Thread { [self] in self.work() }
         t.name = "ferret-\(plugin.name)"
         t.start()
     }
 
     /// What decides whether a config reload can keep an instance.
-    static func identity(plugin: LoadedPlugin, config: CollectorConfig) -> String {
-        "\(plugin.libraryPath)|\(config.json)|\(config.interval)|\(config.timeout)"
+    static func identity(plugin: LoadedPlugin, config: CollectorConfig, isolation: IsolationPlan) -> String {
+        "\(plugin.libraryPath)|\(config.json)|\(config.interval)|\(config.timeout)|\(isolation.identity)"
     }
 
     public var timeout: Duration { config.timeout }
     public var attachedPids: Set<Int32> { cond.lock(); defer { cond.unlock() }; return attached }
+    public var isProcessIsolated: Bool { supervisor != nil }
 
     private func work() {
         while true {
@@ -100,14 +120,15 @@ public final class PluginInstance: @unchecked Sendable {
             if timeoutReported {
                 logger.warning("plugin instance '\(name)': '\(job.label)' returned after \(took / 1_000_000) ms")
             }
-            if took <= UInt64(config.timeout.nanoseconds) { healthy.store(true, ordering: .relaxed) }
+            if took <= UInt64(config.timeout.nanoseconds) && supervisor?.isDown != true { healthy.store(true, ordering: .relaxed) }
             current = nil
             timeoutReported = false
             cond.unlock()
         }
     }
 
-    private func enqueue(_ label: String, _ body: @escaping () -> Void) -> Bool {
+    @discardableResult
+    func enqueue(_ label: String, _ body: @escaping () -> Void) -> Bool {
         cond.lock()
         defer { cond.unlock() }
         if closed { return false }
@@ -119,52 +140,31 @@ public final class PluginInstance: @unchecked Sendable {
     /// True while a call runs or waits.
     public var isBusy: Bool { cond.lock(); defer { cond.unlock() }; return current != nil || !jobs.isEmpty }
 
-    /// Runs `body` on the instance thread and waits up to the timeout.
-    private func callSync(_ label: String, _ body: @escaping (inout ferret_msg_buf) -> Int32) -> PluginCallResult {
+    /// Runs `body` on the instance thread and waits up to the timeout (a
+    /// helper's own call timeout comes first: it answers or is killed).
+    private func callSync(_ label: String, _ body: @escaping () -> PluginCallResult) -> PluginCallResult {
         final class Box: @unchecked Sendable { var r: PluginCallResult? }
         let box = Box()
         let sem = DispatchSemaphore(value: 0)
         let queued = enqueue(label) {
-            let msg = MessageBuffer()
-            let st = body(&msg.buf)
-            box.r = PluginCallResult(status: st, message: msg.message, jsonPointer: msg.jsonPointer)
+            box.r = body()
             sem.signal()
         }
-        guard queued else { return PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue), message: "instance is shut down") }
-        if sem.wait(timeout: .now() + .nanoseconds(Int(config.timeout.nanoseconds))) == .timedOut {
+        guard queued else { return .failed("instance is shut down") }
+        let grace: Duration = supervisor == nil ? .zero : .seconds(15)
+        if sem.wait(timeout: .now() + .nanoseconds(Int((config.timeout + grace).nanoseconds))) == .timedOut {
             _ = checkTimeout(now: Clock.monotonicNanos() + UInt64(config.timeout.nanoseconds) + 1)
-            return PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue),
-                                    message: "'\(label)' did not return within \(DurationParser.format(config.timeout))")
+            return .failed("'\(label)' did not return within \(DurationParser.format(config.timeout))")
         }
         return box.r!
     }
 
     /// Calls create (and start for push collectors).
     func create() -> PluginCallResult {
-        let d = plugin.descriptor.pointee
-        let r = callSync("create") { [self] err in
-            let arena = CStringArena()
-            var args = ferret_create_args()
-            args.hdr = .current(ferret_create_args.self)
-            args.host = HostServices.pointer(context)
-            args.api = HostServices.table
-            args.instance_name = arena.str(name)
-            args.config_json = arena.str(config.json)
-            args.interval_nano = UInt64(config.interval.nanoseconds)
-            var h: UnsafeMutableRawPointer?
-            let st = d.create!(&args, &h, &err)
-            if st == Int32(FERRET_OK.rawValue) {
-                if h == nil {
-                    ferretMessage(&err, "create returned FERRET_OK but no instance")
-                    return Int32(FERRET_E_FAILED.rawValue)
-                }
-                handle = h
-            }
-            return st
-        }
+        let r = callSync("create") { [self] in calls.create(name: name, config: config, context: context) }
         guard r.ok else { return r }
         if plugin.isPush {
-            let s = callSync("start") { [self] err in d.start!(handle, &err) }
+            let s = callSync("start") { [self] in calls.start() }
             if !s.ok { return s }
         }
         return r
@@ -173,10 +173,13 @@ public final class PluginInstance: @unchecked Sendable {
     /// Attaches a process (asynchronously). `done` runs on the instance thread.
     func attach(_ p: ProcessFacts, group: String, resource: Resource,
                 done: @escaping @Sendable (PluginCallResult) -> Void) {
-        guard let attachFn = plugin.descriptor.pointee.attach else {
+        let spec = TargetSpec(pid: p.pid, flags: (p.isGo ? FERRET_TARGET_GO : 0) | (p.executable?.isStatic == true ? FERRET_TARGET_STATIC : 0),
+                              startTicks: p.startTicks, exe: p.exePath, comm: p.comm, group: group, rule: rule, goVersion: p.goVersion ?? "")
+        guard plugin.hasAttach else {
             cond.lock(); attached.insert(p.pid); cond.unlock()
             context.setTarget(p.pid, resource)
-            done(PluginCallResult(status: 0, message: ""))
+            supervisor?.want(spec)
+            done(.success)
             return
         }
         // The mapping is set inside the job: a detach of the same pid queued
@@ -187,22 +190,9 @@ public final class PluginInstance: @unchecked Sendable {
         pendingAttach[p.pid] = request
         cond.unlock()
         let ok = enqueue("attach") { [self] in
-            guard let h = handle else { return }
             context.setTarget(p.pid, resource)
-            let arena = CStringArena()
-            var t = ferret_target()
-            t.hdr = .current(ferret_target.self)
-            t.pid = p.pid
-            t.flags = (p.isGo ? FERRET_TARGET_GO : 0) | (p.executable?.isStatic == true ? FERRET_TARGET_STATIC : 0)
-            t.start_time_ticks = p.startTicks
-            t.exe_path = arena.str(p.exePath)
-            t.comm = arena.str(p.comm)
-            t.group = arena.str(group)
-            t.rule = arena.str(rule)
-            t.go_version = arena.str(p.goVersion ?? "")
-            let msg = MessageBuffer()
-            let st = attachFn(h, &t, &msg.buf)
-            let r = PluginCallResult(status: st, message: msg.message, jsonPointer: nil)
+            supervisor?.want(spec)
+            let r = supervisor?.isDown == true ? supervisor!.deferredAttach(spec) : calls.attach(spec)
             cond.lock()
             // Still wanted: no detach (or newer attach) was requested meanwhile.
             let current = pendingAttach[p.pid] == request
@@ -210,7 +200,10 @@ public final class PluginInstance: @unchecked Sendable {
             if r.ok && current { attached.insert(p.pid) }
             cond.unlock()
             if !r.ok {
-                if current { context.setTarget(p.pid, nil) }
+                if current {
+                    context.setTarget(p.pid, nil)
+                    supervisor?.unwant(p.pid)
+                }
                 if !r.unsupported { callErrors.increment() }
             }
             done(r)
@@ -219,7 +212,7 @@ public final class PluginInstance: @unchecked Sendable {
             cond.lock()
             if pendingAttach[p.pid] == request { pendingAttach.removeValue(forKey: p.pid) }
             cond.unlock()
-            done(PluginCallResult(status: Int32(FERRET_E_FAILED.rawValue), message: "instance is shut down"))
+            done(.failed("instance is shut down"))
         }
     }
 
@@ -231,12 +224,12 @@ public final class PluginInstance: @unchecked Sendable {
         cond.unlock()
         guard was else { context.setTarget(pid, nil); return }
         let ok = enqueue("detach") { [self] in
-            if let h = handle, let fn = plugin.descriptor.pointee.detach {
-                let msg = MessageBuffer()
-                let st = fn(h, pid, &msg.buf)
-                if st != Int32(FERRET_OK.rawValue) && st != Int32(FERRET_E_NOT_FOUND.rawValue) {
+            supervisor?.unwant(pid)
+            if plugin.hasDetach {
+                let r = calls.detach(pid)
+                if !r.ok && r.status != Int32(FERRET_E_NOT_FOUND.rawValue) {
                     callErrors.increment()
-                    logger.warning("plugin instance '\(name)': detach(\(pid)) failed: \(msg.message)")
+                    logger.warning("plugin instance '\(name)': detach(\(pid)) failed: \(r.message)")
                 }
             }
             context.setTarget(pid, nil)
@@ -244,32 +237,33 @@ public final class PluginInstance: @unchecked Sendable {
         if !ok { context.setTarget(pid, nil) }
     }
 
-    /// Schedules a collect unless the previous call is still running.
+    /// Schedules a collect unless the previous call is still running (or the
+    /// helper is down, waiting for its restart).
     func tick(nowUnixNano: UInt64) {
-        guard plugin.isPull, let fn = plugin.descriptor.pointee.collect else { return }
-        if isBusy {
+        guard plugin.isPull, plugin.hasCollect else { return }
+        if isBusy || supervisor?.isDown == true {
             skipped.increment()
             return
         }
         _ = enqueue("collect") { [self] in
-            guard let h = handle else { return }
             let start = Clock.monotonicNanos()
-            let msg = MessageBuffer()
-            let st = fn(h, nowUnixNano, &msg.buf)
+            let r = calls.collect(nowUnixNano)
             collectDuration.set(Double(Clock.monotonicNanos() - start) / 1e9)
             collects.increment()
-            if st != Int32(FERRET_OK.rawValue) {
+            if !r.ok {
                 let n = collectErrors.increment()
                 if n == 1 || n % 100 == 0 {
-                    logger.warning("plugin instance '\(name)': collect failed (\(n) so far): \(msg.message)")
+                    logger.warning("plugin instance '\(name)': collect failed (\(n) so far): \(r.message)")
                 }
             }
         }
     }
 
     /// Reports a call that has run past the timeout, once per call.
-    /// Returns the label of the call when it newly timed out.
+    /// Returns the label of the call when it newly timed out. (A helper's calls
+    /// time out on their own: the helper is killed and restarted.)
     func checkTimeout(now: UInt64) -> String? {
+        if supervisor != nil { return nil }
         cond.lock()
         defer { cond.unlock() }
         // `now` is read by the caller before taking the lock, so a call that started
@@ -283,29 +277,33 @@ public final class PluginInstance: @unchecked Sendable {
         return cur.label
     }
 
+    /// Restarts a crashed helper when its backoff is over (scheduler loop).
+    func maintain(now: UInt64) {
+        guard let s = supervisor, s.restartDue(now: now), !isBusy else { return }
+        s.restartQueued()
+        enqueue("restart") { [self] in s.restart() }
+    }
+
     /// stop (push) and destroy, then unregister the context. Waits up to the timeout.
     func shutdown() {
-        let d = plugin.descriptor.pointee
         let sem = DispatchSemaphore(value: 0)
         let queued = enqueue("destroy") { [self] in
-            if let h = handle {
-                if plugin.isPush, let stop = d.stop {
-                    let msg = MessageBuffer()
-                    if stop(h, &msg.buf) != Int32(FERRET_OK.rawValue) {
-                        logger.warning("plugin instance '\(name)': stop failed: \(msg.message)")
-                    }
-                }
-                d.destroy?(h)
-                handle = nil
+            if plugin.isPush && supervisor?.isDown != true {
+                let r = calls.stop()
+                if !r.ok { logger.warning("plugin instance '\(name)': stop failed: \(r.message)") }
             }
+            calls.destroy()
             sem.signal()
         }
         cond.lock(); closed = true; cond.signal(); cond.unlock()
-        if queued && sem.wait(timeout: .now() + .nanoseconds(Int(config.timeout.nanoseconds))) == .timedOut {
+        let grace: Duration = supervisor == nil ? .zero : .seconds(10)
+        if queued && sem.wait(timeout: .now() + .nanoseconds(Int((config.timeout + grace).nanoseconds))) == .timedOut {
             logger.error("plugin instance '\(name)': stop/destroy did not return within \(DurationParser.format(config.timeout)); abandoning it")
+            (calls as? HelperCalls)?.abandon()
         }
         HostServices.unregister(context)
         telemetry.removeObserved(observed)
+        supervisor?.release()
         for c in [collects, collectErrors, callErrors, timeouts, skipped, context.emitted, context.dropped, context.invalid] { c.destroy() }
         collectDuration.destroy()
     }

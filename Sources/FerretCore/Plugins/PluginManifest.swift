@@ -7,8 +7,18 @@ public struct PluginManifest: Sendable {
     public var library: String
     public var kind: String
     public var description: String?
+    /// Where instances run unless a rule says otherwise. A manifest that does
+    /// not say runs its plugin in a helper process; the plugins shipped with
+    /// Ferret say in_process.
+    public var isolation: Isolation = .process
+    /// The user a helper runs as (default: the agent's).
+    public var user: String?
+    /// The Linux capabilities a helper keeps (default: none).
+    public var capabilities: [String] = []
+    /// A helper's memory limit (default 512 MiB; a rule may set its own).
+    public var memoryLimit: UInt64?
 
-    public static let keys = ["name", "library", "kind", "description"]
+    public static let keys = ["name", "library", "kind", "description", "isolation", "user", "capabilities", "memory_limit"]
 
     public static func load(path: String) throws -> PluginManifest {
         let text: String
@@ -29,6 +39,21 @@ public struct PluginManifest: Sendable {
                     d.fail(v.mark, "unknown plugin kind '\(kind)'; use collector" + Spelling.hint(for: kind, among: ["collector", "aggregator", "sink"]))
                 }
             case "description": m.description = d.string(v, "'description'")
+            case "isolation": m.isolation = d.isolation(v, "'isolation'", context: "in the plugin manifest") ?? m.isolation
+            case "user": m.user = d.string(v, "'user'")
+            case "memory_limit": m.memoryLimit = d.byteSize(v, "'memory_limit'", context: "in the plugin manifest", minimum: 4 << 20)
+            case "capabilities":
+                guard case .sequence(let items) = v.kind else {
+                    d.fail(v.mark, "expected a list of capability names (like [cap_sys_ptrace]) for 'capabilities', got \(v.kindDescription)")
+                    break
+                }
+                for item in items {
+                    guard let name = d.string(item, "a capability")?.lowercased() else { continue }
+                    let full = name.hasPrefix("cap_") ? name : "cap_\(name)"
+                    if LinuxCapabilities.names.contains(full) { m.capabilities.append(full) } else {
+                        d.fail(item.mark, "unknown capability '\(name)'" + Spelling.hint(for: full, among: LinuxCapabilities.names))
+                    }
+                }
             default: break
             }
         }

@@ -1,3 +1,4 @@
+import CPluginIsolation
 import FerretPluginABI
 import Foundation
 import Logging
@@ -12,10 +13,14 @@ public final class LoadedPlugin: @unchecked Sendable {
     public let abiMinor: Int
     public let flags: UInt32
     public let libraryPath: String
-    let descriptor: UnsafePointer<ferret_plugin_descriptor>
+    /// The descriptor, when the library is loaded into the agent (nil when only
+    /// a helper process has loaded it).
+    let descriptor: UnsafePointer<ferret_plugin_descriptor>?
+    /// Which descriptor functions exist (FI_FN_* bits).
+    let functions: UInt32
 
     init(name: String, version: String, summary: String, abiMajor: Int, abiMinor: Int, flags: UInt32,
-         libraryPath: String, descriptor: UnsafePointer<ferret_plugin_descriptor>) {
+         libraryPath: String, descriptor: UnsafePointer<ferret_plugin_descriptor>?, functions: UInt32) {
         self.name = name
         self.version = version
         self.summary = summary
@@ -24,6 +29,38 @@ public final class LoadedPlugin: @unchecked Sendable {
         self.flags = flags
         self.libraryPath = libraryPath
         self.descriptor = descriptor
+        self.functions = functions
+    }
+
+    var hasAttach: Bool { functions & UInt32(FI_FN_ATTACH) != 0 }
+    var hasDetach: Bool { functions & UInt32(FI_FN_DETACH) != 0 }
+    var hasCollect: Bool { functions & UInt32(FI_FN_COLLECT) != 0 }
+    var hasValidate: Bool { functions & UInt32(FI_FN_VALIDATE) != 0 }
+
+    static let fnCreate: UInt32 = 64
+    static let fnDestroy: UInt32 = 128
+
+    /// The FI_FN_* bits of a descriptor.
+    static func functions(of d: ferret_plugin_descriptor) -> UInt32 {
+        (d.attach != nil ? UInt32(FI_FN_ATTACH) : 0) | (d.detach != nil ? UInt32(FI_FN_DETACH) : 0)
+            | (d.collect != nil ? UInt32(FI_FN_COLLECT) : 0) | (d.start != nil ? UInt32(FI_FN_START) : 0)
+            | (d.stop != nil ? UInt32(FI_FN_STOP) : 0) | (d.validate != nil ? UInt32(FI_FN_VALIDATE) : 0)
+            | (d.create != nil ? fnCreate : 0) | (d.destroy != nil ? fnDestroy : 0)
+    }
+
+    /// What makes a descriptor unusable, whichever process loaded it.
+    static func problem(name: String, kind: UInt32, flags: UInt32, functions f: UInt32) -> String? {
+        if name.isEmpty { return "the descriptor has an empty name" }
+        if kind != UInt32(FERRET_KIND_COLLECTOR.rawValue) { return "plugin kind \(kind) is reserved; this host runs collectors only" }
+        if flags & (FERRET_COLLECTOR_PULL | FERRET_COLLECTOR_PUSH) == 0 {
+            return "the descriptor sets neither FERRET_COLLECTOR_PULL nor FERRET_COLLECTOR_PUSH"
+        }
+        if f & fnCreate == 0 || f & fnDestroy == 0 { return "the descriptor has no create or destroy function" }
+        if flags & FERRET_COLLECTOR_PULL != 0 && f & UInt32(FI_FN_COLLECT) == 0 { return "a pull collector must implement collect" }
+        if flags & FERRET_COLLECTOR_PUSH != 0 && f & UInt32(FI_FN_START | FI_FN_STOP) != UInt32(FI_FN_START | FI_FN_STOP) {
+            return "a push collector must implement start and stop"
+        }
+        return nil
     }
 
     public var isPush: Bool { flags & FERRET_COLLECTOR_PUSH != 0 }
@@ -45,6 +82,8 @@ public struct PluginRecord: Sendable {
     public var manifestPath: String
     public var libraryPath: String?
     public var status: Status
+    /// The manifest (nil when it could not be read).
+    public var manifest: PluginManifest?
 
     public var plugin: LoadedPlugin? {
         if case .loaded(let p) = status { return p }
@@ -102,7 +141,8 @@ public final class PluginRegistry: Sendable {
                     }
                     let lib = locate(m.library, manifestDir: dir)
                     out.append(PluginRecord(name: m.name, kind: m.kind, manifestPath: path, libraryPath: lib,
-                                            status: lib == nil ? .failed("\(path): library '\(m.library)' not found next to the manifest, on FERRET_PLUGIN_PATH, or next to the ferret executable") : .found))
+                                            status: lib == nil ? .failed("\(path): library '\(m.library)' not found next to the manifest, on FERRET_PLUGIN_PATH, or next to the ferret executable") : .found,
+                                            manifest: m))
                 } catch {
                     out.append(PluginRecord(name: (f as NSString).deletingPathExtension, kind: "", manifestPath: path,
                                             libraryPath: nil, status: .failed("\(error)")))
@@ -139,13 +179,17 @@ public final class PluginRegistry: Sendable {
         return (exe as NSString).deletingLastPathComponent
     }
 
-    /// Finds manifests and loads every library. Failures are returned as
-    /// records; they never stop the others.
+    /// Finds manifests and loads every library: into the agent when its
+    /// manifest says in_process, else into a one-off helper process that
+    /// reports the descriptor (the agent never runs its code). Failures are
+    /// returned as records; they never stop the others.
     public func load(paths: [String]) -> [PluginRecord] {
         var records = Self.manifests(in: paths)
         for i in records.indices {
             guard let lib = records[i].libraryPath, case .found = records[i].status else { continue }
-            switch Self.loadLibrary(lib, manifest: records[i]) {
+            let result = records[i].manifest?.isolation == .inProcess
+                ? Self.loadLibrary(lib, manifest: records[i]) : Self.describeLibrary(lib, manifest: records[i], logger: logger)
+            switch result {
             case .success(let p): records[i].status = .loaded(p)
             case .failure(let e): records[i].status = .failed(e.description)
             }
@@ -202,18 +246,10 @@ public final class PluginRegistry: Sendable {
         ferret_copy(copy, MemoryLayout<ferret_plugin_descriptor>.size, d)
         let desc = copy.pointee
         let name = desc.name.string
-        guard !name.isEmpty else { return fail("the descriptor has an empty name") }
-        guard desc.kind == UInt32(FERRET_KIND_COLLECTOR.rawValue) else {
-            return fail("plugin kind \(desc.kind) is reserved; this host runs collectors only")
-        }
-        guard desc.flags & (FERRET_COLLECTOR_PULL | FERRET_COLLECTOR_PUSH) != 0 else {
-            return fail("the descriptor sets neither FERRET_COLLECTOR_PULL nor FERRET_COLLECTOR_PUSH")
-        }
-        guard desc.create != nil, desc.destroy != nil else { return fail("the descriptor has no create or destroy function") }
-        if desc.flags & FERRET_COLLECTOR_PULL != 0 && desc.collect == nil { return fail("a pull collector must implement collect") }
-        if desc.flags & FERRET_COLLECTOR_PUSH != 0 && (desc.start == nil || desc.stop == nil) { return fail("a push collector must implement start and stop") }
+        let functions = LoadedPlugin.functions(of: desc)
+        if let p = LoadedPlugin.problem(name: name, kind: desc.kind, flags: desc.flags, functions: functions) { return fail(p) }
         return .success(LoadedPlugin(name: name, version: desc.version.string, summary: desc.description.string,
                                      abiMajor: Int(h.abi_major), abiMinor: Int(h.abi_minor), flags: desc.flags,
-                                     libraryPath: path, descriptor: UnsafePointer(copy)))
+                                     libraryPath: path, descriptor: UnsafePointer(copy), functions: functions))
     }
 }

@@ -1,28 +1,36 @@
 import FerretPluginABI
 import Foundation
+import Logging
 
 extension LoadedPlugin {
     /// True when the plugin can check a configuration without making an
     /// instance (ABI 1.1 `validate`).
-    public var canValidate: Bool { descriptor.pointee.validate != nil }
+    public var canValidate: Bool { hasValidate }
 
     /// Asks the plugin to check `config` (ABI 1.1 `validate`: it decodes and
-    /// checks the values and starts nothing). nil when the plugin has no
-    /// `validate` (a 1.0 plugin checks its configuration only in create).
-    /// Runs on the calling thread.
-    public func validate(_ config: CollectorConfig, instanceName: String) -> PluginCallResult? {
-        guard let fn = descriptor.pointee.validate else { return nil }
-        let arena = CStringArena()
-        var args = ferret_create_args()
-        args.hdr = .current(ferret_create_args.self)
-        args.host = nil
-        args.api = HostServices.table
-        args.instance_name = arena.str(instanceName)
-        args.config_json = arena.str(config.json)
-        args.interval_nano = UInt64(config.interval.nanoseconds)
-        let msg = MessageBuffer()
-        let st = fn(&args, &msg.buf)
-        return PluginCallResult(status: st, message: msg.message, jsonPointer: msg.jsonPointer)
+    /// checks the values and starts nothing), in the agent or in a one-off
+    /// helper as `plan` says. nil when the plugin has no `validate` (a 1.0
+    /// plugin checks its configuration only in create). Runs on the calling thread.
+    func validate(_ config: CollectorConfig, instanceName: String, plan: IsolationPlan, logger: Logger) -> PluginCallResult? {
+        guard hasValidate else { return nil }
+        switch plan {
+        case .process(let launch, _):
+            let (r, _, v) = HelperCalls.describe(launch: launch, timeout: config.timeout, logger: logger, validate: (instanceName, config))
+            return r.ok ? v : r
+        case .inProcess(let descriptor):
+            guard let fn = descriptor.pointee.validate else { return nil }
+            let arena = CStringArena()
+            var args = ferret_create_args()
+            args.hdr = .current(ferret_create_args.self)
+            args.host = nil
+            args.api = HostServices.table
+            args.instance_name = arena.str(instanceName)
+            args.config_json = arena.str(config.json)
+            args.interval_nano = UInt64(config.interval.nanoseconds)
+            let msg = MessageBuffer()
+            let st = fn(&args, &msg.buf)
+            return PluginCallResult(status: st, message: msg.message, jsonPointer: msg.jsonPointer)
+        }
     }
 }
 
@@ -32,13 +40,16 @@ extension PluginRegistry {
     /// plugin named (its JSON pointer mapped to the YAML file:line:col), or at
     /// the collector. Plugins that are not loaded are left to the loader's
     /// own errors. Returns the errors and the plugins that cannot check.
-    public static func validateCollectors(_ config: AgentConfig, records: [PluginRecord]) -> (errors: [ConfigError], unchecked: [String]) {
+    public static func validateCollectors(_ config: AgentConfig, records: [PluginRecord],
+                                          logger: Logger = Logger(label: "ferret.validate")) -> (errors: [ConfigError], unchecked: [String]) {
         var errors: [ConfigError] = []
         var unchecked = Set<String>()
         for rule in config.rules {
             for c in rule.collectors {
-                guard let plugin = records.first(where: { $0.name == c.plugin })?.plugin else { continue }
-                guard let r = plugin.validate(c, instanceName: "\(rule.name)/\(c.plugin)") else {
+                guard let rec = records.first(where: { $0.name == c.plugin }), rec.plugin != nil else { continue }
+                let name = "\(rule.name)/\(c.plugin)"
+                guard case .success(let (plugin, plan)) = plan(for: rec, collector: c, instanceName: name) else { continue }
+                guard let r = plugin.validate(c, instanceName: name, plan: plan, logger: logger) else {
                     unchecked.insert(c.plugin)
                     continue
                 }

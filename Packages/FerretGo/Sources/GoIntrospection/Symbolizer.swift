@@ -200,8 +200,22 @@ public final class ProcessSymbolizer: @unchecked Sendable {
         try reloadMaps()
     }
 
+    /// A symbolizer over mappings recorded earlier (the maps a crashed process
+    /// wrote before it died): they are never read again.
+    public init(pid: Int32, recordedMaps: [MemoryMapping]) {
+        self.pid = pid
+        frozen = true
+        use(recordedMaps)
+    }
+    private var frozen = false
+
     public func reloadMaps() throws(ProcessReadError) {
-        let executable = try ProcessMaps.read(pid: pid).filter { $0.executable }
+        if frozen { return }
+        use(try ProcessMaps.read(pid: pid))
+    }
+
+    private func use(_ maps: [MemoryMapping]) {
+        let executable = maps.filter { $0.executable }
         mappings = executable.filter { $0.isFile && !$0.path.isEmpty }
         code = executable.map { ($0.start, $0.end) }
     }
@@ -222,7 +236,7 @@ public final class ProcessSymbolizer: @unchecked Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-        guard now &- lastReload >= 1_000_000_000 else { return false }
+        guard !frozen, now &- lastReload >= 1_000_000_000 else { return false }
         lastReload = now
         return (try? reloadMaps()) != nil
     }
