@@ -207,7 +207,9 @@ static int32_t publish(uint32_t kind, enc *e, size_t count) {
 
 static int32_t emit_metrics(ferret_host_ctx *ctx, const ferret_metric_point *items, size_t count) {
     const uint32_t kind = FI_REC_METRICS;
+    uint64_t now = clock_ns(CLOCK_REALTIME);
     BEGIN(ferret_metric_point, FERRET_SIZE_1_0_ferret_metric_point, "points")
+    if (r.time_unix_nano == 0) r.time_unix_nano = now; /* stamped at the emit, as in the agent */
     REL_STR(&e, r.name, "a metric name");
     REL_STR(&e, r.unit, "a unit");
     put_attrs(&e, &r.attrs, r.attr_count);
@@ -248,7 +250,9 @@ static int32_t emit_profiles(ferret_host_ctx *ctx, const ferret_profile *items, 
 
 static int32_t emit_events(ferret_host_ctx *ctx, const ferret_event *items, size_t count) {
     const uint32_t kind = FI_REC_EVENTS;
+    uint64_t now = clock_ns(CLOCK_REALTIME);
     BEGIN(ferret_event, FERRET_SIZE_1_0_ferret_event, "events")
+    if (r.time_unix_nano == 0) r.time_unix_nano = now;
     REL_STR(&e, r.name, "an event name");
     REL_STR(&e, r.body, "an event body");
     put_attrs(&e, &r.attrs, r.attr_count);

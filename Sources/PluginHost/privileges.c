@@ -39,6 +39,20 @@ int fh_drop_privileges(const char *user, const char *caps, pid_t parent, char *e
         if (nwanted < 64) wanted[nwanted++] = v;
     }
     free(list);
+    /* The bounding set first, while CAP_SETPCAP is still effective: nothing
+     * outside `wanted` can ever come back. */
+    int last = (int)cap_max_bits();
+    for (int c = 0; c < last; c++) {
+        int keep = 0;
+        for (int i = 0; i < nwanted; i++) keep |= wanted[i] == c;
+        if (!keep && CAP_IS_SUPPORTED(c) && cap_get_bound(c) == 1 && cap_drop_bound(c) != 0 && errno != EINVAL) {
+            /* Without CAP_SETPCAP the bound cannot shrink; the sets below still do. */
+            if (errno != EPERM) {
+                snprintf(err, errlen, "cannot drop capability %d from the bounding set: %s", c, strerror(errno));
+                return -1;
+            }
+        }
+    }
     if (user && *user) {
         errno = 0;
         struct passwd *pw = getpwnam(user);
@@ -51,19 +65,6 @@ int fh_drop_privileges(const char *user, const char *caps, pid_t parent, char *e
             if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 ||
                 setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) != 0 || setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) != 0) {
                 snprintf(err, errlen, "cannot become user '%s' (uid %u): %s", user, (unsigned)pw->pw_uid, strerror(errno));
-                return -1;
-            }
-        }
-    }
-    /* The bounding set: nothing outside `wanted` can ever come back. */
-    int last = (int)cap_max_bits();
-    for (int c = 0; c < last; c++) {
-        int keep = 0;
-        for (int i = 0; i < nwanted; i++) keep |= wanted[i] == c;
-        if (!keep && CAP_IS_SUPPORTED(c) && cap_get_bound(c) == 1 && cap_drop_bound(c) != 0 && errno != EINVAL) {
-            /* Without CAP_SETPCAP the bound cannot shrink; the sets below still do. */
-            if (errno != EPERM) {
-                snprintf(err, errlen, "cannot drop capability %d from the bounding set: %s", c, strerror(errno));
                 return -1;
             }
         }

@@ -235,6 +235,13 @@ final class PluginLoaderTests: XCTestCase {
         guard case .success(let plugin) = PluginRegistry.loadLibrary(try TestSupport.fixture("counter")) else {
             return XCTFail("the counter fixture loads")
         }
+        // In the agent, and in a helper process: the same order either way.
+        try detachDuringAttach(plugin, .inProcess(plugin.descriptor!))
+        try detachDuringAttach(plugin, .process(HelperLaunch(library: plugin.libraryPath, instanceName: "r/counter", user: nil,
+                                                              capabilities: [], memoryLimit: nil), RestartPolicy()))
+    }
+
+    func detachDuringAttach(_ plugin: LoadedPlugin, _ plan: IsolationPlan) throws {
         let sink = MemorySink()
         let runner = SinkRunner(name: "memory", type: "memory", identity: "", sink: sink, buffer: 1 << 16, logger: logger)
         let pipeline = Pipeline(queueSize: 1 << 16, sinks: [runner], logger: logger)
@@ -243,7 +250,7 @@ final class PluginLoaderTests: XCTestCase {
         let root = YAMLNode(.mapping([]), mark: SourceMark(file: "<test>", line: 1, column: 1))
         let config = CollectorConfig(plugin: plugin.name, mark: root.mark, json: "{\"attach_sleep_ms\":300}", node: root,
                                      interval: .seconds(60), timeout: .seconds(5))
-        let inst = PluginInstance(plugin: plugin, rule: "r", config: config, pipeline: pipeline, fallback: Resource([]), logger: logger)
+        let inst = PluginInstance(plugin: plugin, rule: "r", config: config, isolation: plan, pipeline: pipeline, fallback: Resource([]), logger: logger)
         XCTAssertTrue(inst.create().ok)
         defer { inst.shutdown() }
         let me = ProcFS().facts(pid: getpid())!

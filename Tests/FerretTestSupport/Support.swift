@@ -95,9 +95,11 @@ public enum TestSupport {
     }
 
     /// Writes a plugins.d manifest for `library`.
-    public static func manifest(in dir: String, name: String, library: String) {
+    /// `extra` is appended as is (e.g. "isolation: in_process\n"); without it the
+    /// plugin runs in a helper process, the default for libraries not shipped with Ferret.
+    public static func manifest(in dir: String, name: String, library: String, extra: String = "") {
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        try! "name: \(name)\nlibrary: \(library)\nkind: collector\n".write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
+        try! "name: \(name)\nlibrary: \(library)\nkind: collector\n\(extra)".write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
     }
 
     /// The bundled Go demo service, built once per run by scripts/build-demo.sh.
