@@ -144,3 +144,6 @@ void fi_ring_cancel_wait(fi_ring *ring) { __atomic_store_n(&ring->ctl->consumer_
 
 uint64_t fi_ring_dropped(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->dropped_records, RLX); }
 uint64_t fi_ring_dropped_batches(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->dropped_batches, RLX); }
+
+uint64_t fi_ring_producer_pos(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->producer_pos, ACQ); }
+uint64_t fi_ring_consumer_pos(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->consumer_pos, ACQ); }

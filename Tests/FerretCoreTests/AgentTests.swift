@@ -174,8 +174,10 @@ final class AgentTests: XCTestCase {
         XCTAssertEqual(agent.stop(), 0)
     }
 
-    /// A call past its timeout is reported and the instance marked unhealthy;
-    /// collects that would overlap are skipped and counted.
+    /// In the agent (isolation: in_process), a call past its timeout is reported
+    /// and the instance marked unhealthy; collects that would overlap are skipped
+    /// and counted. (In a helper, the helper is killed and restarted instead:
+    /// IsolationTests.testHangIsKilledAndRestarted.)
     func testSlowCollectTimesOutAndSkips() throws {
         let dir = TestSupport.tempDir("slowcollect")
         pluginsDir(dir, ["counter": try TestSupport.fixture("counter")])
@@ -184,7 +186,7 @@ final class AgentTests: XCTestCase {
           - name: slow
             match: { cmdline: "\(token.replacingOccurrences(of: ".", with: "\\\\."))" }
             collectors:
-              counter: { sleep_ms: 1500, timeout: 300ms }
+              counter: { sleep_ms: 1500, timeout: 300ms, isolation: in_process }
         """
         let agent = try TestSupport.AgentProcess(config: config(dir, rules: rules), dir: dir)
         defer { agent.stop() }

@@ -123,6 +123,9 @@ int fi_ring_skip_busy(fi_ring *ring);
 int fi_ring_prepare_wait(fi_ring *ring);
 void fi_ring_cancel_wait(fi_ring *ring);
 uint64_t fi_ring_dropped(const fi_ring *ring);
+/** Reserved and consumed positions (for waiting until what was emitted so far is delivered). */
+uint64_t fi_ring_producer_pos(const fi_ring *ring);
+uint64_t fi_ring_consumer_pos(const fi_ring *ring);
 uint64_t fi_ring_dropped_batches(const fi_ring *ring);
 
 /* ------------------------------------------------------- control protocol */

@@ -102,7 +102,10 @@ final class HelperCalls: PluginCalls, @unchecked Sendable {
         guard isUp else { return .success }
         var w = WireWriter(op: Int32(FI_OP_DETACH))
         w.u32(UInt32(bitPattern: pid))
-        return request(w, "detach", pid: pid).0
+        let r = request(w, "detach", pid: pid).0
+        // Its last records still name the pid: delivered before the host forgets it.
+        helper?.waitDelivered()
+        return r
     }
 
     func collect(_ now: UInt64) -> PluginCallResult {

@@ -235,6 +235,17 @@ final class HelperProcess: @unchecked Sendable {
         }
     }
 
+    /// Waits (up to `timeout` seconds) until every record reserved so far has
+    /// been delivered: what a call emitted is stamped with the call's targets
+    /// before the agent changes them (a detach's last points keep their pid).
+    func waitDelivered(timeout: Double = 2) {
+        let target = fi_ring_producer_pos(&ring)
+        let until = Clock.monotonicNanos() + UInt64(timeout * 1e9)
+        while fi_ring_consumer_pos(&ring) < target && !isDead && Clock.monotonicNanos() < until {
+            usleep(200)
+        }
+    }
+
     // MARK: - the reader thread
 
     private func startReader() {
