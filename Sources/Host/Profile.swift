@@ -44,12 +44,16 @@ struct ProfileCommand: ParsableCommand {
     @Option(help: "A folder of plugin manifests holding cpu_profiler (default: the plugin next to ferret).")
     var plugins: String?
 
+    @Option(help: "Run the profiler in the agent (in_process) or in a helper process (process).")
+    var isolation = "in_process"
+
     func validate() throws {
         if case .failure(let e) = DurationParser.parse(duration) { throw ValidationError("--duration '\(duration)': \(e)") }
         guard (1...1000).contains(frequency) else { throw ValidationError("--frequency must be 1 to 1000, got \(frequency)") }
         guard (0...32768).contains(stackCopy), stackCopy % 8 == 0 else {
             throw ValidationError("--stack-copy must be a multiple of 8 from 0 to 32768, got \(stackCopy)")
         }
+        guard Isolation(rawValue: isolation) != nil else { throw ValidationError("--isolation must be in_process or process, got '\(isolation)'") }
         guard ["pprof", "collapsed"].contains(format) else { throw ValidationError("--format must be pprof or collapsed, got '\(format)'") }
         guard pid > 0, FileManager.default.fileExists(atPath: "\(HostProc.path)/\(pid)") else {
             throw ValidationError("no process \(pid)")
@@ -73,6 +77,8 @@ struct ProfileCommand: ParsableCommand {
             name: cpu_profiler
             library: libferret_cpu_profiler.so
             kind: collector
+            isolation: in_process
+            capabilities: [cap_sys_ptrace, cap_perfmon, cap_dac_read_search, cap_ipc_lock]
             """.write(toFile: pluginDir + "/cpu_profiler.yaml", atomically: true, encoding: .utf8)
         }
         try """
@@ -83,7 +89,7 @@ struct ProfileCommand: ParsableCommand {
             match: { pid: \(pid) }
             group: "profile"
             collectors:
-              cpu_profiler: { frequency: \(frequency), window: 24h, kernel_frames: \(kernelFrames), hotspots: false, stack_copy: \(stackCopy) }
+              cpu_profiler: { frequency: \(frequency), window: 24h, kernel_frames: \(kernelFrames), hotspots: false, stack_copy: \(stackCopy), isolation: \(isolation) }
         pipeline:
           sinks:
             - { type: pprof_dir, path: "\(dir)/profiles" }

@@ -67,7 +67,7 @@ final class AgentAggregatorTests: XCTestCase {
     }
 
     static func agentConfig(dir: String, pids: [Int32], interval: String, aggregators: String) -> String {
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
         return """
         agent: { interval: \(interval), self_metrics_interval: 60s }
         plugins: { paths: [plugins.d] }

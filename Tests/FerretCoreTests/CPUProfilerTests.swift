@@ -57,6 +57,15 @@ final class CPUProfilerTests: XCTestCase {
     // MARK: - The 3:1 split on every toolchain, plain, static and stripped-static
 
     func testSplitSharesOnEveryToolchainAndFlavour() throws {
+        try splitOnEveryBuild(isolation: "in_process")
+    }
+
+    /// The same 3:1 split with the profiler in a helper process (issue #18).
+    func testSplitSharesInAHelperProcess() throws {
+        try splitOnEveryBuild(isolation: "process")
+    }
+
+    func splitOnEveryBuild(isolation: String) throws {
         let builds = try GoToolchains.buildAll(source: Self.burner, flavours: [.plain, .staticBuild, .strippedStatic])
         XCTAssertGreaterThanOrEqual(builds.count, 24)
         let dir = TestSupport.tempDir("split")
@@ -65,24 +74,25 @@ final class CPUProfilerTests: XCTestCase {
             let tag = "\(b.version) \(b.flavour.rawValue)"
             do {
                 let p = try startBurner(b.path, ["-mode", "split"])
-                lines.append(try Self.checkSplit(pid: p.processIdentifier, tag: tag, out: "\(dir)/\(b.version)-\(b.flavour.rawValue).pb.gz"))
+                lines.append(try Self.checkSplit(pid: p.processIdentifier, tag: tag, out: "\(dir)/\(b.version)-\(b.flavour.rawValue).pb.gz",
+                                                 isolation: isolation))
                 p.terminate()
                 p.waitUntilExit()
             } catch {
                 XCTFail("\(tag): \(error)")
             }
         }
-        print("CPUProfilerTests split:\n" + lines.joined(separator: "\n"))
+        print("CPUProfilerTests split (\(isolation)):\n" + lines.joined(separator: "\n"))
     }
 
     /// Profiles a burner running `-mode split` with `ferret profile` and checks
     /// the program's own 3:1 split of its CPU time between hotA and hotB.
-    static func checkSplit(pid: Int32, tag: String, out: String) throws -> String {
+    static func checkSplit(pid: Int32, tag: String, out: String, isolation: String = "in_process") throws -> String {
         // 3 s at 1000 Hz gives ~3,000 samples; a loaded machine gives the
         // burner less CPU, so profile longer until there are 2,000.
         var total = 0
         for seconds in [3, 6, 12] where total < 2000 {
-            try profile(pid, ["--duration", "\(seconds)s", "--frequency", "1000", "--output", out])
+            try profile(pid, ["--duration", "\(seconds)s", "--frequency", "1000", "--output", out, "--isolation", isolation])
             let raw = try pprof(["-raw", out]).stdout
             total = raw.split(separator: "\n").drop { !$0.hasPrefix("Samples:") }.dropFirst(2)
                 .prefix { !$0.hasPrefix("Locations") }
@@ -272,7 +282,7 @@ final class CPUProfilerTests: XCTestCase {
 
     func testAgentWindowsHotspotsExitAndNoLeaks() throws {
         let dir = TestSupport.tempDir("cpuagent")
-        TestSupport.manifest(in: dir + "/plugins.d", name: "cpu_profiler", library: TestSupport.productsDir + "/libferret_cpu_profiler.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "cpu_profiler")
         let path = try GoToolchains.build(source: Self.burner, version: "go1.22.10", flavour: .staticBuild)
         let config = """
         agent: { interval: 1s, self_metrics_interval: 10s }

@@ -27,7 +27,7 @@ final class GoPluginsTruthTests: XCTestCase {
         defer { for s in servers { s.stop() } }
         let dir = TestSupport.tempDir("oneparse")
         for name in ["scheduler", "heap", "cpu_profiler"] {
-            TestSupport.manifest(in: dir + "/plugins.d", name: name, library: TestSupport.productsDir + "/libferret_\(name).so")
+            TestSupport.shippedManifest(in: dir + "/plugins.d", name: name)
         }
         let comm = String(URL(fileURLWithPath: path).lastPathComponent.prefix(15))
         let config = """
@@ -65,6 +65,16 @@ final class GoPluginsTruthTests: XCTestCase {
     }
 
     func testSchedulerAndHeapPluginsAgreeWithEveryToolchain() throws {
+        try truthOnEveryToolchain(isolation: "in_process")
+    }
+
+    /// The same, with both plugins in helper processes (issue #18): same .so,
+    /// same figures, with only the capabilities their manifests name.
+    func testSchedulerAndHeapPluginsAgreeInHelperProcesses() throws {
+        try truthOnEveryToolchain(isolation: "process")
+    }
+
+    func truthOnEveryToolchain(isolation: String) throws {
         let builds = try GoToolchains.buildAll(source: TruthServer.fixtureSource, flavours: [.plain, .staticBuild])
         XCTAssertGreaterThanOrEqual(builds.count, 16, "8 toolchains × 2 flavours")
         var servers: [(tag: String, srv: TruthServer, isStatic: Bool)] = []
@@ -76,7 +86,7 @@ final class GoPluginsTruthTests: XCTestCase {
         }
         let dir = TestSupport.tempDir("gotruth")
         for name in ["scheduler", "heap"] {
-            TestSupport.manifest(in: dir + "/plugins.d", name: name, library: TestSupport.productsDir + "/libferret_\(name).so")
+            TestSupport.shippedManifest(in: dir + "/plugins.d", name: name)
         }
         let config = """
         agent: { interval: 250ms, self_metrics_interval: 10s }
@@ -84,7 +94,7 @@ final class GoPluginsTruthTests: XCTestCase {
         rules:
           - name: truth
             match: { runtime: go, comm: "truthsrv-go1*" }
-            collectors: { scheduler: {}, heap: {} }
+            collectors: { scheduler: { isolation: \(isolation) }, heap: { isolation: \(isolation) } }
         pipeline:
           sinks: [ { type: jsonl, path: \(dir)/out.jsonl } ]
         """
@@ -99,7 +109,7 @@ final class GoPluginsTruthTests: XCTestCase {
                 XCTFail("\(s.tag): \(error)")
             }
         }
-        print("GoPluginsTruthTests per build:\n" + summary.joined(separator: "\n"))
+        print("GoPluginsTruthTests per build (\(isolation)):\n" + summary.joined(separator: "\n"))
 
         // The leak of the seed article, on one build: a new http.Transport per
         // request; go.goroutine.count grows by what leaked, as the program counts it.

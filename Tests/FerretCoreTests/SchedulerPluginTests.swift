@@ -21,7 +21,7 @@ final class SchedulerPluginTests: XCTestCase {
         let stripped = try TestSupport.strippedDemoBinary(in: dir)
         let plain = try start(try TestSupport.demoBinary())
         let bare = try start(stripped)  // start returns once each demo is serving
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
         let config = """
         agent: { interval: 200ms, self_metrics_interval: 10s }
         plugins: { paths: [plugins.d] }
@@ -111,8 +111,8 @@ final class SchedulerPluginTests: XCTestCase {
 
         let plain = try start(try TestSupport.demoBinary())
         let bare = try start(stripped)  // start returns once each demo is serving
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
-        TestSupport.manifest(in: dir + "/plugins.d", name: "heap", library: TestSupport.productsDir + "/libferret_heap.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "heap")
         let config = """
         agent: { interval: 200ms, self_metrics_interval: 10s }
         plugins: { paths: [plugins.d] }
@@ -162,7 +162,7 @@ final class SchedulerPluginTests: XCTestCase {
         children.append(demo)
         let token = "\(micros)"
         let fixture = try TestSupport.Syscaller(token: token)
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
         let config = """
         agent: { interval: 200ms, self_metrics_interval: 10s }
         plugins: { paths: [plugins.d] }
@@ -330,7 +330,7 @@ final class SchedulerPluginTests: XCTestCase {
         chmod(dir, 0o777)
         let token = "\(Int.random(in: 100_000...999_999))"
         let fixture = try TestSupport.Syscaller(token: token, wrapper: nobody)
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
         let config = """
         agent: { interval: 200ms, self_metrics_interval: 10s }
         plugins: { paths: [plugins.d] }

@@ -54,8 +54,8 @@ final class ThirdPartyGoProgramsTests: XCTestCase {
             XCTAssertTrue((j["go_version"] as? String)?.hasPrefix("go1.19") == true, "\(exe): \(j["go_version"] ?? "")")
         }
 
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
-        TestSupport.manifest(in: dir + "/plugins.d", name: "heap", library: TestSupport.productsDir + "/libferret_heap.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "heap")
         let config = """
         agent: { interval: 250ms, self_metrics_interval: 10s }
         plugins: { paths: [plugins.d] }

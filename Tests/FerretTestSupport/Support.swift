@@ -102,6 +102,18 @@ public enum TestSupport {
         try! "name: \(name)\nlibrary: \(library)\nkind: collector\n\(extra)".write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
     }
 
+    /// Writes the manifest of a plugin shipped with Ferret (plugins.d/NAME.yaml:
+    /// isolation in_process, the capabilities its helper keeps), naming the
+    /// library built next to `ferret`. A rule's `isolation:` may override it.
+    public static func shippedManifest(in dir: String, name: String) {
+        let text = (try? String(contentsOfFile: repoRoot + "/plugins.d/\(name).yaml", encoding: .utf8)) ?? ""
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            line.hasPrefix("library:") ? "library: \(productsDir)/libferret_\(name).so" : String(line)
+        }
+        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try! lines.joined(separator: "\n").write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
+    }
+
     /// The bundled Go demo service, built once per run by scripts/build-demo.sh.
     public static func demoBinary() throws -> String {
         compileLock.lock()

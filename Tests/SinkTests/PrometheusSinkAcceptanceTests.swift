@@ -26,7 +26,7 @@ final class PrometheusSinkAcceptanceTests: XCTestCase {
         let pid = srv.pid
 
         let dir = TestSupport.tempDir("prom-accept")
-        TestSupport.manifest(in: dir + "/plugins.d", name: "scheduler", library: TestSupport.productsDir + "/libferret_scheduler.so")
+        TestSupport.shippedManifest(in: dir + "/plugins.d", name: "scheduler")
         let agent = try TestSupport.AgentProcess(config: """
             agent: { interval: 1s, self_metrics_interval: 1s }
             plugins: { paths: [plugins.d] }
