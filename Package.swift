@@ -41,8 +41,6 @@ let package = Package(
     products: [
         // The agent.
         .executable(name: "ferret", targets: ["Host"]),
-        // The helper that runs a plugin out of the agent (isolation: process), in C.
-        .executable(name: "ferret-plugin-host", targets: ["PluginHost"]),
         // The plugin contract: a header-only C target third parties build against alone.
         .library(name: "FerretPluginABI", targets: ["FerretPluginABI"]),
         // Swift conveniences for plugin authors.
@@ -82,11 +80,9 @@ let package = Package(
         // What the agent and its plugin helpers share: the record ring, the
         // control protocol, the crash report (issue #18).
         .target(name: "CPluginIsolation", path: "Sources/CPluginIsolation"),
-        // ferret-plugin-host: one plugin instance in its own process, loading the
-        // same .so through the same ABI; C so that it costs ~1.5 MiB, not ~20.
-        .executableTarget(
-            name: "PluginHost", dependencies: ["CPluginIsolation", "FerretPluginABI"],
-            path: "Sources/PluginHost", linkerSettings: [.linkedLibrary("cap")]),
+        // ferret-plugin-host (Sources/PluginHost, C) is built by scripts/build.sh
+        // with cc, not here: SwiftPM links every executable with the Swift
+        // runtime, 2 MiB of RSS in a helper that runs no Swift code.
         // The CPU profiler's sampling engine (issue #5): perf CPU-clock samples with
         // callchains from every thread of a process, rings drained by its own thread.
         .target(name: "PerfSampling", dependencies: ["CLinuxSupport", ferretGo], path: "Sources/PerfSampling"),
@@ -196,6 +192,9 @@ let package = Package(
         .executableTarget(
             name: "PipelineBench", dependencies: ["FerretCore", "SinkJSONL", "FerretPluginABI", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PipelineBench"),
+        .executableTarget(
+            name: "IsolationBench", dependencies: ["FerretCore", .product(name: "Logging", package: "swift-log")],
+            path: "bench/Sources/IsolationBench"),
         .executableTarget(
             name: "AggregatorBench", dependencies: ["FerretCore", "FerretAggregators"],
             path: "bench/Sources/AggregatorBench"),

@@ -10,6 +10,8 @@ config="${1:-debug}"
 swift build -c "$config" >&2
 bin="$(swift build -c "$config" --show-bin-path)"
 make -s -C examples/c-plugin OUT="$bin/libferret_fdcount.so" >&2
+# The plugin helper (isolation: process), C with libc and libcap only.
+make -s -C Sources/PluginHost OUT="$bin/ferret-plugin-host" >&2
 # SwiftPM cannot compile for a second target triple, so the BPF C is built here
 # with the toolchain's clang (the one next to `swift`, which has the bpf target).
 clang_bin="$(dirname "$(command -v swift)")/clang"

@@ -146,7 +146,7 @@ final class HelperProcess: @unchecked Sendable {
             agentSide = []
             close(memfd)
             close(efd)
-            throw SpawnError(description: "cannot start \(HelperLaunch.executable): \(String(cString: strerror(rc)))")
+            throw SpawnError(description: "cannot start the plugin helper \(HelperLaunch.executable): \(String(cString: strerror(rc))) (scripts/build.sh builds it next to ferret)")
         }
         let pfd = fi_sys_pidfd_open(child)
         if let cgroup, !cgroup.add(pid: child) {

@@ -4,6 +4,9 @@ import Logging
 import Synchronization
 
 extension PluginRegistry {
+    /// The helper program (`ferret-plugin-host`).
+    public static var pluginHostExecutable: String { HelperLaunch.executable }
+
     /// A helper's memory limit when neither the manifest nor the rule sets one.
     public static let defaultMemoryLimit: UInt64 = 512 << 20
 
