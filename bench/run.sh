@@ -15,6 +15,7 @@ swift build -c release --product GoReaderBench >&2
 swift build -c release --product GlobalsLocateBench >&2
 swift build -c release --product HistoryBench >&2
 swift build -c release --product PrometheusBench >&2
+swift build -c release --product IsolationBench >&2
 gobin="$(bash bench/build-go.sh)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -27,6 +28,9 @@ else
 fi
 echo "== pipeline throughput (3 runs) $(load)"
 for i in 1 2 3; do "$bin/PipelineBench" 5000000; done
+echo "== plugin isolation: in the agent and in a helper process, side by side (3 runs) $(load)"
+cc -O2 -shared -fPIC -pthread -I Sources/FerretPluginABI/include -o "$bin/libferret_bench_emitter.so" bench/plugins/emitter.c
+for i in 1 2 3; do "$bin/IsolationBench" "$bin/libferret_bench_emitter.so" "$bin/libferret_fdcount.so" 5000000; done
 echo "== window aggregation with p99 (20,000,000 points, 3 runs) $(load)"
 for i in 1 2 3; do "$bin/AggregatorBench" 20000000; done
 echo "== introspection (Go 1.22.10's 'compile', a ~19 MB Go binary; a live demo process) $(load)"
