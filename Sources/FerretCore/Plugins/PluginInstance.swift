@@ -299,7 +299,7 @@ public final class PluginInstance: @unchecked Sendable {
         let grace: Duration = supervisor == nil ? .zero : .seconds(10)
         if queued && sem.wait(timeout: .now() + .nanoseconds(Int((config.timeout + grace).nanoseconds))) == .timedOut {
             logger.error("plugin instance '\(name)': stop/destroy did not return within \(DurationParser.format(config.timeout)); abandoning it")
-            (calls as? HelperCalls)?.abandon()
+            (calls as? HelperCalls)?.abandon(fromOtherThread: true)
         }
         HostServices.unregister(context)
         telemetry.removeObserved(observed)

@@ -2,6 +2,7 @@ import CPluginIsolation
 import FerretPluginABI
 import Foundation
 import Logging
+import Synchronization
 
 /// The plugin's functions called in a helper process (isolation: process):
 /// each call is a control message; a helper that dies or does not answer
@@ -12,7 +13,12 @@ final class HelperCalls: PluginCalls, @unchecked Sendable {
     let launch: HelperLaunch
     let timeout: Duration
     private let logger: Logger
-    private(set) var helper: HelperProcess?
+    /// The running helper; changed only on the instance's thread.
+    private(set) var helper: HelperProcess? {
+        didSet { runningPID.store(helper?.pid ?? 0, ordering: .relaxed) }
+    }
+    /// Its pid, for other threads (self-metrics, shutdown): 0 when none.
+    private let runningPID = Atomic<Int32>(0)
     /// Helpers whose end was handled (or expected: destroy).
     private var taken = Set<pid_t>()
     /// A death found by a call: (death, the call, its pid, whether it was a hang).
@@ -27,7 +33,8 @@ final class HelperCalls: PluginCalls, @unchecked Sendable {
     }
 
     var isUp: Bool { helper.map { !$0.isDead } ?? false }
-    var helperPID: pid_t? { helper?.pid }
+    /// Safe from any thread.
+    var helperPID: pid_t? { let p = runningPID.load(ordering: .relaxed); return p == 0 ? nil : p }
 
     /// Takes the current helper's death once it has happened (the reader thread saw it).
     func reap() -> HelperDeath? {
@@ -134,8 +141,15 @@ final class HelperCalls: PluginCalls, @unchecked Sendable {
         helper = nil
     }
 
-    /// Kills the helper at once (shutdown after a timeout); waits for the drain.
-    func abandon() {
+    /// Kills the helper at once: from the instance's thread (a failed restart),
+    /// waiting for the drain; from another thread (shutdown after a stuck
+    /// destroy) only the signal is sent, and the instance's thread, whose call
+    /// then fails, does the rest.
+    func abandon(fromOtherThread: Bool = false) {
+        if fromOtherThread {
+            if let pid = helperPID { Glibc.kill(pid, SIGKILL) }
+            return
+        }
         guard let h = helper else { return }
         taken.insert(h.pid)
         h.kill()

@@ -281,6 +281,7 @@ final class HelperProcess: @unchecked Sendable {
             drained += drain(&decoder)
         }
         readCrashPipe()
+        decoder.release()
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let signaled = (status & 0x7f) != 0 && (status & 0x7f) != 0x7f

@@ -27,6 +27,12 @@ struct RingDecoder {
 
     struct Malformed: Error {}
 
+    /// Frees the scratch (the reader thread is done).
+    mutating func release() {
+        scratch.deallocate()
+        scratch = .allocate(byteCount: 0, alignment: 16)
+    }
+
     mutating func deliver(type: UInt32, payload: UnsafeRawBufferPointer) {
         switch type {
         case UInt32(FI_REC_LOG):
