@@ -96,39 +96,39 @@ static void put_attrs(enc *e, const ferret_attr **attrs, size_t count) {
 /* Walks a plugin's record array: the stride is the first record's struct_size. */
 static const char *check_array(const void *base, size_t count, uint32_t minimum, const char *what, size_t *stride) {
     if (!base) { snprintf(why, sizeof why, "%s is NULL", what); return why; }
-    ferret_header h;
-    memcpy(&h, base, sizeof h);
-    if (h.struct_size < minimum) {
-        snprintf(why, sizeof why, "struct_size %u is smaller than the ABI 1.0 size %u", h.struct_size, minimum);
+    ferret_header first, h;
+    memcpy(&first, base, sizeof first);
+    if (first.struct_size < minimum) {
+        snprintf(why, sizeof why, "struct_size %u is smaller than the ABI 1.0 size %u", first.struct_size, minimum);
         return why;
     }
     for (size_t i = 0; i < count; i++) {
-        memcpy(&h, (const uint8_t *)base + i * h.struct_size, sizeof h);
+        memcpy(&h, (const uint8_t *)base + i * first.struct_size, sizeof h);
         if (h.abi_major != FERRET_ABI_MAJOR) { snprintf(why, sizeof why, "record %zu has abi_major %u", i, h.abi_major); return why; }
-        ferret_header first;
-        memcpy(&first, base, sizeof first);
         if (h.struct_size != first.struct_size) {
             snprintf(why, sizeof why, "record %zu has struct_size %u, the first has %u", i, h.struct_size, first.struct_size);
             return why;
         }
     }
-    *stride = h.struct_size;
+    *stride = first.struct_size;
     return NULL;
 }
 
 /* ---- records to the ring ---- */
 
+/* A small record: two 32-bit words, then `n` bytes (refusals and log lines). */
+static void put_words_text(uint32_t type, uint32_t w0, uint32_t w1, const char *text, size_t n) {
+    uint8_t *p = fi_ring_reserve(&g_ring, type, (uint32_t)(8 + n), 0);
+    if (!p) return;
+    memcpy(p, &w0, 4);
+    memcpy(p + 4, &w1, 4);
+    if (n && text) memcpy(p + 8, text, n);
+    fi_ring_commit(&g_ring, p);
+}
+
 static int32_t refuse(uint32_t kind, size_t count, const char *reason) {
     size_t n = strlen(reason);
-    if (n > 1024) n = 1024;
-    uint8_t *p = fi_ring_reserve(&g_ring, FI_REC_REFUSED, (uint32_t)(8 + n), 0);
-    if (p) {
-        uint32_t k = kind, c = (uint32_t)count;
-        memcpy(p, &k, 4);
-        memcpy(p + 4, &c, 4);
-        memcpy(p + 8, reason, n);
-        fi_ring_commit(&g_ring, p);
-    }
+    put_words_text(FI_REC_REFUSED, kind, (uint32_t)count, reason, n > 1024 ? 1024 : n);
     return FERRET_E_INVALID_ARGUMENT;
 }
 
@@ -260,14 +260,7 @@ static int32_t emit_events(ferret_host_ctx *ctx, const ferret_event *items, size
 }
 
 static void log_record(int has_ctx, int32_t level, const char *p, size_t n) {
-    if (n > 65536) n = 65536;
-    uint8_t *rec = fi_ring_reserve(&g_ring, FI_REC_LOG, (uint32_t)(8 + n), 0);
-    if (!rec) return;
-    uint32_t h = (uint32_t)has_ctx;
-    memcpy(rec, &level, 4);
-    memcpy(rec + 4, &h, 4);
-    if (n && p) memcpy(rec + 8, p, n);
-    fi_ring_commit(&g_ring, rec);
+    put_words_text(FI_REC_LOG, (uint32_t)level, (uint32_t)has_ctx, p, n > 65536 ? 65536 : n);
 }
 
 static void host_log(ferret_host_ctx *ctx, int32_t level, ferret_str message) {

@@ -33,6 +33,21 @@ extension PluginCallResult {
     static let success = PluginCallResult(status: Int32(FERRET_OK.rawValue), message: "", jsonPointer: nil)
 }
 
+/// Calls `body` with the create arguments of `name` and `config` (strings
+/// live for the call): what create and validate are given in the agent.
+func withCreateArgs<T>(name: String, config: CollectorConfig, host: OpaquePointer?,
+                       _ body: (inout ferret_create_args) -> T) -> T {
+    let arena = CStringArena()
+    var args = ferret_create_args()
+    args.hdr = .current(ferret_create_args.self)
+    args.host = host
+    args.api = HostServices.table
+    args.instance_name = arena.str(name)
+    args.config_json = arena.str(config.json)
+    args.interval_nano = UInt64(config.interval.nanoseconds)
+    return withExtendedLifetime(arena) { body(&args) }
+}
+
 /// The plugin's functions called directly (isolation: in_process).
 final class InProcessCalls: PluginCalls {
     private let d: ferret_plugin_descriptor
@@ -48,16 +63,8 @@ final class InProcessCalls: PluginCalls {
 
     func create(name: String, config: CollectorConfig, context: HostContext) -> PluginCallResult {
         call { err in
-            let arena = CStringArena()
-            var args = ferret_create_args()
-            args.hdr = .current(ferret_create_args.self)
-            args.host = HostServices.pointer(context)
-            args.api = HostServices.table
-            args.instance_name = arena.str(name)
-            args.config_json = arena.str(config.json)
-            args.interval_nano = UInt64(config.interval.nanoseconds)
             var h: UnsafeMutableRawPointer?
-            let st = d.create!(&args, &h, &err)
+            let st = withCreateArgs(name: name, config: config, host: HostServices.pointer(context)) { d.create!(&$0, &h, &err) }
             if st == Int32(FERRET_OK.rawValue) {
                 guard h != nil else {
                     ferretMessage(&err, "create returned FERRET_OK but no instance")

@@ -281,7 +281,7 @@ public final class PluginInstance: @unchecked Sendable {
     func maintain(now: UInt64) {
         guard let s = supervisor, s.restartDue(now: now), !isBusy else { return }
         s.restartQueued()
-        enqueue("restart") { [self] in s.restart() }
+        enqueue("restart") { s.restart() }
     }
 
     /// stop (push) and destroy, then unregister the context. Waits up to the timeout.

@@ -209,8 +209,13 @@ public final class PluginRegistry: Sendable {
             cache[key] = r
             return r
         }
-        // Checked per manifest, never cached with the library: another
-        // manifest may name the same library correctly.
+        return checkName(result, path: path, manifest: manifest)
+    }
+
+    /// The library's name must be the manifest's. Checked per manifest, never
+    /// cached with the library: another manifest may name the same library correctly.
+    static func checkName(_ result: Result<LoadedPlugin, PluginLoadError>, path: String,
+                          manifest: PluginRecord?) -> Result<LoadedPlugin, PluginLoadError> {
         if case .success(let p) = result, let m = manifest, p.name != m.name {
             return .failure(PluginLoadError(description: "\(path): library reports plugin name '\(p.name)' but the manifest \(m.manifestPath) says '\(m.name)'"))
         }

@@ -19,16 +19,8 @@ extension LoadedPlugin {
             return r.ok ? v : r
         case .inProcess(let descriptor):
             guard let fn = descriptor.pointee.validate else { return nil }
-            let arena = CStringArena()
-            var args = ferret_create_args()
-            args.hdr = .current(ferret_create_args.self)
-            args.host = nil
-            args.api = HostServices.table
-            args.instance_name = arena.str(instanceName)
-            args.config_json = arena.str(config.json)
-            args.interval_nano = UInt64(config.interval.nanoseconds)
             let msg = MessageBuffer()
-            let st = fn(&args, &msg.buf)
+            let st = withCreateArgs(name: instanceName, config: config, host: nil) { fn(&$0, &msg.buf) }
             return PluginCallResult(status: st, message: msg.message, jsonPointer: msg.jsonPointer)
         }
     }

@@ -87,11 +87,16 @@ final class HelperCalls: PluginCalls, @unchecked Sendable {
     func create(name: String, config: CollectorConfig, context: HostContext) -> PluginCallResult {
         let loaded = load(context: context)
         guard loaded.ok else { return loaded }
-        var w = WireWriter(op: Int32(FI_OP_CREATE))
+        return request(Self.createArgs(Int32(FI_OP_CREATE), name: name, config: config), "create").0
+    }
+
+    /// create and validate take the same arguments (ferret_create_args).
+    private static func createArgs(_ op: Int32, name: String, config: CollectorConfig) -> WireWriter {
+        var w = WireWriter(op: op)
         w.string(name)
         w.string(config.json)
         w.u64(UInt64(config.interval.nanoseconds))
-        return request(w, "create").0
+        return w
     }
 
     func start() -> PluginCallResult { request(WireWriter(op: Int32(FI_OP_START)), "start").0 }
@@ -178,11 +183,7 @@ final class HelperCalls: PluginCalls, @unchecked Sendable {
         guard !rd.failed else { return (.failed("the helper's answer to describe was malformed"), nil, nil) }
         var validated: PluginCallResult?
         if let (name, config) = validate, desc.functions & UInt32(FI_FN_VALIDATE) != 0 {
-            var w = WireWriter(op: Int32(FI_OP_VALIDATE))
-            w.string(name)
-            w.string(config.json)
-            w.u64(UInt64(config.interval.nanoseconds))
-            validated = calls.request(w, "validate").0
+            validated = calls.request(createArgs(Int32(FI_OP_VALIDATE), name: name, config: config), "validate").0
         }
         return (r, desc, validated)
     }

@@ -42,10 +42,7 @@ extension PluginRegistry {
             }
             described.withLock { $0[key] = result }
         }
-        if case .success(let p) = result, let rec = manifest, p.name != rec.name {
-            return .failure(PluginLoadError(description: "\(path): library reports plugin name '\(p.name)' but the manifest \(rec.manifestPath) says '\(rec.name)'"))
-        }
-        return result
+        return checkName(result, path: path, manifest: manifest)
     }
 
     /// Where and how an instance of `record`'s plugin runs for collector `c`:

@@ -25,6 +25,14 @@ public struct RestartPolicy: Sendable, Equatable {
     public var initialBackoff: Duration = .seconds(1)
     public var maxBackoff: Duration = .seconds(300)
     public init() {}
+
+    /// The wait before the restart that follows the `n`th failure in a row:
+    /// initialBackoff, doubled per earlier failure, at most maxBackoff.
+    func backoff(after n: Int) -> Duration {
+        var wait = initialBackoff
+        for _ in 1..<max(1, n) where wait < maxBackoff { wait = wait * 2 }
+        return min(wait, maxBackoff)
+    }
 }
 
 /// Restarts a process-isolated instance after its helper crashed, hung or hit
@@ -130,9 +138,7 @@ final class PluginSupervisor: @unchecked Sendable {
             }
             let n = crashTimes.count
             if n >= policy.maxCrashes { quarantined = true }
-            var wait = policy.initialBackoff
-            for _ in 1..<max(1, n) where wait < policy.maxBackoff { wait = wait * 2 }
-            wait = min(wait, policy.maxBackoff)
+            let wait = policy.backoff(after: n)
             restartAt = now + UInt64(wait.nanoseconds)
             return (n, quarantined, wait)
         }
@@ -210,9 +216,7 @@ final class PluginSupervisor: @unchecked Sendable {
         helper.abandon()
         let wait = lock.withLock { () -> Duration in
             failures += 1
-            var w = policy.initialBackoff
-            for _ in 1..<max(1, failures) where w < policy.maxBackoff { w = w * 2 }
-            w = min(w, policy.maxBackoff)
+            let w = policy.backoff(after: failures)
             restartAt = Clock.monotonicNanos() + UInt64(w.nanoseconds)
             down = true
             return w
