@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ACQ __ATOMIC_ACQUIRE
@@ -61,10 +62,18 @@ void fi_ring_unmap(fi_ring *ring) {
     memset(ring, 0, sizeof *ring);
 }
 
+static uint64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static inline uint64_t rec_total(uint32_t len) { return (FI_REC_HDR + (uint64_t)len + 7u) & ~(uint64_t)7u; }
 
 void *fi_ring_reserve(fi_ring *ring, uint32_t type, uint32_t len, uint32_t records) {
     if (len > FI_REC_LEN_MASK || len > fi_ring_max_inline(ring)) goto full;
+    uint64_t until = __atomic_load_n(&ring->ctl->congested_until, RLX);
+    if (until != 0 && monotonic_ns() < until) goto full;
     uint64_t total = rec_total(len);
     uint64_t head = __atomic_load_n(&ring->ctl->producer_pos, RLX);
     for (;;) {
@@ -144,6 +153,10 @@ void fi_ring_cancel_wait(fi_ring *ring) { __atomic_store_n(&ring->ctl->consumer_
 
 uint64_t fi_ring_dropped(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->dropped_records, RLX); }
 uint64_t fi_ring_dropped_batches(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->dropped_batches, RLX); }
+
+void fi_ring_set_congested(fi_ring *ring, uint64_t for_ns) {
+    __atomic_store_n(&ring->ctl->congested_until, monotonic_ns() + for_ns, RLX);
+}
 
 uint64_t fi_ring_producer_pos(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->producer_pos, ACQ); }
 uint64_t fi_ring_consumer_pos(const fi_ring *ring) { return __atomic_load_n(&ring->ctl->consumer_pos, ACQ); }

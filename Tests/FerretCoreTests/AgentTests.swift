@@ -147,31 +147,39 @@ final class AgentTests: XCTestCase {
 
     /// Queue overflow is dropped, counted and visible in the agent's own metrics.
     func testQueueOverflowShowsInSelfMetrics() throws {
-        let dir = TestSupport.tempDir("flood")
-        pluginsDir(dir, ["flood": try TestSupport.fixture("flood")])
-        let (_, token) = try sleeper()
-        let rules = """
-          - name: flood
-            match: { cmdline: "\(token.replacingOccurrences(of: ".", with: "\\\\."))" }
-            collectors:
-              flood: { points_per_batch: 1000, batches: 300 }
-        """
-        // The jsonl sink's own buffer holds every point the queue can accept, so the
-        // only drops are the queue's (a full sink buffer would drop flood.done too:
-        // the plugin learns of the queue's drops, not of a sink's).
-        let agent = try TestSupport.AgentProcess(config: config(dir, rules: rules, queue: 2000, sinkBuffer: 400_000), dir: dir)
-        defer { agent.stop() }
-        let done = try agent.waitFor("flood.done", timeout: 60) { $0.name == "flood.done" }
-        let droppedByPlugin = (done.attributes["dropped"] as? NSNumber)?.intValue ?? 0
-        XCTAssertGreaterThan(droppedByPlugin, 0, "a 2000-signal queue must overflow under 300k points")
-        let m = try agent.waitFor("ferret.pipeline.points.dropped > 0") {
-            $0.name == "ferret.pipeline.points.dropped" && (($0["value"] as? NSNumber)?.intValue ?? 0) > 0
+        // Both modes: in a helper, the plugin learns of the queue's drops through
+        // its ring filling up while the reader waits for room (docs/isolation.md).
+        for isolation in ["in_process", "process"] {
+            let dir = TestSupport.tempDir("flood-\(isolation)")
+            pluginsDir(dir, ["flood": try TestSupport.fixture("flood")])
+            let (_, token) = try sleeper()
+            let rules = """
+              - name: flood
+                match: { cmdline: "\(token.replacingOccurrences(of: ".", with: "\\\\."))" }
+                collectors:
+                  flood: { points_per_batch: 1000, batches: 300, isolation: \(isolation) }
+            """
+            // The jsonl sink's own buffer holds every point the queue can accept, so the
+            // only drops are the queue's (a full sink buffer would drop flood.done too:
+            // the plugin learns of the queue's drops, not of a sink's).
+            let agent = try TestSupport.AgentProcess(config: config(dir, rules: rules, queue: 2000, sinkBuffer: 400_000), dir: dir)
+            defer { agent.stop() }
+            let done = try agent.waitFor("flood.done (\(isolation))", timeout: 60) { $0.name == "flood.done" }
+            let droppedByPlugin = (done.attributes["dropped"] as? NSNumber)?.intValue ?? 0
+            XCTAssertGreaterThan(droppedByPlugin, 0, "\(isolation): a 2000-signal queue must overflow under 300k points")
+            if isolation == "in_process" {
+                let m = try agent.waitFor("ferret.pipeline.points.dropped > 0") {
+                    $0.name == "ferret.pipeline.points.dropped" && (($0["value"] as? NSNumber)?.intValue ?? 0) > 0
+                }
+                XCTAssertEqual(m.resource["service.name"] as? String, "ferret")
+            }
+            // In a helper the ring's reader waits for room in the queue, so the
+            // drops happen in the helper (its ring is full) and are the plugin's.
+            _ = try agent.waitFor("per-plugin drop counter") {
+                $0.name == "ferret.plugin.emit.dropped" && (($0["value"] as? NSNumber)?.intValue ?? 0) > 0 && $0.attributes["ferret.plugin"] as? String == "flood"
+            }
+            XCTAssertEqual(agent.stop(), 0, isolation)
         }
-        XCTAssertEqual(m.resource["service.name"] as? String, "ferret")
-        _ = try agent.waitFor("per-plugin drop counter") {
-            $0.name == "ferret.plugin.emit.dropped" && (($0["value"] as? NSNumber)?.intValue ?? 0) > 0 && $0.attributes["ferret.plugin"] as? String == "flood"
-        }
-        XCTAssertEqual(agent.stop(), 0)
     }
 
     /// In the agent (isolation: in_process), a call past its timeout is reported

@@ -55,6 +55,37 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(p.queueLength, 1000)
     }
 
+    /// The waiting offer (a helper ring's reader): it gets in once the consumer
+    /// drains, gives up at its deadline, refuses at once a batch larger than the
+    /// queue, and is woken by close.
+    func testOfferWaitingForRoom() {
+        let q = BoundedQueue<Int>(capacity: 4)
+        XCTAssertTrue(q.offer([1, 2, 3, 4]))
+        let t0 = Date()
+        XCTAssertFalse(q.offer([5], waitingUntil: Date(timeIntervalSinceNow: 0.1)))
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(t0), 0.09)
+        XCTAssertFalse(q.offer([1, 2, 3, 4, 5], waitingUntil: Date(timeIntervalSinceNow: 10)))
+
+        let drained = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 0.05)
+            XCTAssertEqual(q.drain(timeout: 1), [1, 2, 3, 4])
+            drained.signal()
+        }
+        XCTAssertTrue(q.offer([5, 6], waitingUntil: Date(timeIntervalSinceNow: 10)))
+        drained.wait()
+        XCTAssertEqual(q.drain(timeout: 1), [5, 6])
+
+        XCTAssertTrue(q.offer([1, 2, 3, 4]))
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 0.05)
+            q.close()
+        }
+        let t1 = Date()
+        XCTAssertFalse(q.offer([5], waitingUntil: Date(timeIntervalSinceNow: 10)))
+        XCTAssertLessThan(Date().timeIntervalSince(t1), 5, "close wakes a producer waiting for room")
+    }
+
     func testJSONLinesFollowTheSchema() throws {
         var w = JSONWriter()
         let r = Resource([Attribute("process.pid", .int(123)), Attribute("ferret.group", .string("truthsrv"))])

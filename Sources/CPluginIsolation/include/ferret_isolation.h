@@ -44,7 +44,7 @@ extern "C" {
 #endif
 
 #define FI_RING_MAGIC 0x46525247u /* "FRRG" */
-#define FI_RING_VERSION 1u
+#define FI_RING_VERSION 2u
 #define FI_RING_CTL_SIZE 4096u
 /** Record headers: 4 bytes length (+ flags), 4 bytes type; 8-byte aligned. */
 #define FI_REC_HDR 8u
@@ -77,6 +77,12 @@ typedef struct fi_ring_ctl {
     uint32_t pad3;
     uint64_t dropped_records; /* reservations refused: ring full */
     uint64_t dropped_batches;
+    /* CLOCK_MONOTONIC ns until which the agent's pipeline is full: the agent
+     * sets it when it had to drop a record it took from the ring, and the
+     * producer refuses reservations (returns FERRET_E_DROPPED to the plugin)
+     * until then, so a plugin learns of the queue's drops as it does in the
+     * agent's own process. 0: never congested. */
+    uint64_t congested_until;
 } fi_ring_ctl;
 
 typedef struct fi_ring {
@@ -127,6 +133,8 @@ uint64_t fi_ring_dropped(const fi_ring *ring);
 uint64_t fi_ring_producer_pos(const fi_ring *ring);
 uint64_t fi_ring_consumer_pos(const fi_ring *ring);
 uint64_t fi_ring_dropped_batches(const fi_ring *ring);
+/** The agent's pipeline dropped a record: producers refuse for `for_ns` from now. */
+void fi_ring_set_congested(fi_ring *ring, uint64_t for_ns);
 
 /* ------------------------------------------------------- control protocol */
 

@@ -1,12 +1,16 @@
 import Foundation
 
-/// A bounded multi-producer, single-consumer queue. Producers never block:
-/// what does not fit is refused and the caller counts it. The consumer takes
-/// everything queued at once, so the lock is held per batch, not per item.
+/// A bounded multi-producer, single-consumer queue. Producers do not block
+/// (unless they ask to wait for room, with a deadline): what does not fit is
+/// refused and the caller counts it. The consumer takes everything queued at
+/// once, so the lock is held per batch, not per item.
 public final class BoundedQueue<Element>: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [Element] = []
     private var closed = false
+    /// Producers waiting for room: the one condition serves them and the
+    /// consumer, so with any of them waiting every wakeup is a broadcast.
+    private var roomWaiters = 0
     public let capacity: Int
     /// What an empty queue reserves; appends grow it as needed.
     static var reserve: Int { 256 }
@@ -25,8 +29,33 @@ public final class BoundedQueue<Element>: @unchecked Sendable {
         if closed || items.count + batch.count > capacity { return false }
         let wasEmpty = items.isEmpty
         items.append(contentsOf: batch)
-        if wasEmpty { condition.signal() }
+        if wasEmpty { wake() }
         return true
+    }
+
+    /// Like `offer`, but waits until `deadline` for the consumer to make room.
+    /// A batch larger than the capacity is refused at once.
+    @discardableResult
+    public func offer(_ batch: [Element], waitingUntil deadline: Date) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard batch.count <= capacity else { return false }
+        while !closed && items.count + batch.count > capacity {
+            roomWaiters += 1
+            let woke = condition.wait(until: deadline)
+            roomWaiters -= 1
+            if !woke { break }
+        }
+        if closed || items.count + batch.count > capacity { return false }
+        let wasEmpty = items.isEmpty
+        items.append(contentsOf: batch)
+        if wasEmpty { wake() }
+        return true
+    }
+
+    /// Wakes the consumer (and, if any wait for room, them too: they recheck).
+    private func wake() {
+        if roomWaiters > 0 { condition.broadcast() } else { condition.signal() }
     }
 
     @discardableResult
@@ -35,7 +64,7 @@ public final class BoundedQueue<Element>: @unchecked Sendable {
         defer { condition.unlock() }
         if closed || items.count >= capacity { return false }
         items.append(element)
-        if items.count == 1 { condition.signal() }
+        if items.count == 1 { wake() }
         return true
     }
 
@@ -54,6 +83,7 @@ public final class BoundedQueue<Element>: @unchecked Sendable {
         let out = items
         items = []
         items.reserveCapacity(min(capacity, Self.reserve))
+        if roomWaiters > 0 { condition.broadcast() }
         return out
     }
 

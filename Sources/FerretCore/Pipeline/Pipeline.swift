@@ -234,6 +234,19 @@ public final class Pipeline: @unchecked Sendable {
     @discardableResult
     public func submit(_ signal: Signal) -> Bool { submit([signal]) }
 
+    /// Queues signals, waiting up to `wait` seconds for room; what still does
+    /// not fit is dropped and counted. For a producer whose own buffer stands
+    /// before the queue (a helper's ring), never for a plugin's thread.
+    @discardableResult
+    public func submit(_ batch: [Signal], waitingUpTo wait: TimeInterval) -> Bool {
+        if ingress.offer(batch) || ingress.offer(batch, waitingUntil: Date(timeIntervalSinceNow: wait)) {
+            stats.accepted.increment(by: batch.count)
+            return true
+        }
+        stats.dropped.increment(by: batch.count)
+        return false
+    }
+
     public var queueLength: Int { ingress.count }
     public var capacity: Int { ingress.capacity }
     public var sinks: [SinkRunner] { state.withLock { $0.sinks } }

@@ -16,6 +16,12 @@ public final class HostContext: Sendable {
     public let emitted: MetricCounter
     public let dropped: MetricCounter
     public let invalid: MetricCounter
+    /// Set for an instance in a helper: its emits come from the ring's reader,
+    /// which may wait for room in the queue; the ring fills meanwhile and the
+    /// plugin's own emits get FERRET_E_DROPPED, as they would in process.
+    let waitsForRoom = Atomic<Bool>(false)
+    /// How long the ring's reader waits for room before it drops.
+    static let roomWait: TimeInterval = 0.25
 
     init(id: Int, instanceName: String, pipeline: Pipeline, fallback: Resource, dimensions: [(String, String)], logger: Logger) {
         self.id = id
@@ -39,7 +45,9 @@ public final class HostContext: Sendable {
 
     /// Submits converted signals, counting drops.
     func submit(_ signals: [Signal]) -> Int32 {
-        if pipeline.submit(signals) {
+        let queued = waitsForRoom.load(ordering: .relaxed)
+            ? pipeline.submit(signals, waitingUpTo: Self.roomWait) : pipeline.submit(signals)
+        if queued {
             emitted.increment(by: signals.count)
             return Int32(FERRET_OK.rawValue)
         }

@@ -178,6 +178,7 @@ final class HelperProcess: @unchecked Sendable {
         self.context = context
         self.logger = logger
         self.onDeath = onDeath
+        context.waitsForRoom.store(true, ordering: .relaxed)
     }
 
     deinit {
@@ -296,6 +297,11 @@ final class HelperProcess: @unchecked Sendable {
         onDeath(d)
     }
 
+    /// How long the helper's producers refuse after the pipeline dropped one of
+    /// its records: long enough for the queue to drain a little, short enough
+    /// that a plugin which retries is not held off for long.
+    static let congestion: UInt64 = 10_000_000
+
     /// Delivers every committed record. Returns how many.
     @discardableResult
     private func drain(_ decoder: inout RingDecoder) -> Int {
@@ -311,6 +317,7 @@ final class HelperProcess: @unchecked Sendable {
             guard st == 1 else { break }
             decoder.deliver(type: rec.type, payload: UnsafeRawBufferPointer(start: rec.payload, count: Int(rec.len)))
             fi_ring_release(&ring, &rec)
+            if decoder.pipelineDropped { fi_ring_set_congested(&ring, Self.congestion) }
             n += 1
         }
         let dropped = fi_ring_dropped(&ring)

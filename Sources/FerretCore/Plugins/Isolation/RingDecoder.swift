@@ -33,7 +33,13 @@ struct RingDecoder {
         scratch = .allocate(byteCount: 0, alignment: 16)
     }
 
+    /// Set when the pipeline dropped a record of the last `deliver` (its queue
+    /// is full): the reader then tells the helper's producers to refuse for a
+    /// while, so the plugin sees FERRET_E_DROPPED as it would in process.
+    private(set) var pipelineDropped = false
+
     mutating func deliver(type: UInt32, payload: UnsafeRawBufferPointer) {
+        pipelineDropped = false
         switch type {
         case UInt32(FI_REC_LOG):
             guard payload.count >= 8 else { return }
@@ -80,32 +86,36 @@ struct RingDecoder {
                     m.bounds = try Self.array(m.bounds, m.bound_count, b)
                     m.bucket_counts = try Self.array(m.bucket_counts, m.bound_count + 1, b)
                 }
-                _ = HostServices.emitMetrics(ctx, p, count)
+                note(HostServices.emitMetrics(ctx, p, count))
             case UInt32(FI_REC_SPANS):
                 let p = try records(buf, count, stride, ferret_span.self) { s, b in
                     try Self.str(&s.name, b); try Self.str(&s.status_message, b)
                     try Self.attrs(&s.attrs, s.attr_count, b)
                 }
-                _ = HostServices.emitSpans(ctx, p, count)
+                note(HostServices.emitSpans(ctx, p, count))
             case UInt32(FI_REC_PROFILES):
                 let p = try records(buf, count, stride, ferret_profile.self) { r, b in
                     r.data = try Self.array(r.data, r.data_len, b)
                     try Self.str(&r.profile_type, b)
                     try Self.attrs(&r.attrs, r.attr_count, b)
                 }
-                _ = HostServices.emitProfiles(ctx, p, count)
+                note(HostServices.emitProfiles(ctx, p, count))
             case UInt32(FI_REC_EVENTS):
                 let p = try records(buf, count, stride, ferret_event.self) { e, b in
                     try Self.str(&e.name, b); try Self.str(&e.body, b)
                     try Self.attrs(&e.attrs, e.attr_count, b)
                 }
-                _ = HostServices.emitEvents(ctx, p, count)
+                note(HostServices.emitEvents(ctx, p, count))
             default:
                 throw Malformed()
             }
         } catch {
             _ = context.reject("the helper sent a malformed record (type \(kind)); its memory may be corrupted", records: max(count, 1))
         }
+    }
+
+    private mutating func note(_ status: Int32) {
+        if status == Int32(FERRET_E_DROPPED.rawValue) { pipelineDropped = true }
     }
 
     /// Relocates `count` structs of type T that follow the 8-byte array header.
