@@ -34,7 +34,8 @@ let package = Package(
         // locator; what can be known from the file alone.
         .target(
             name: "GoBinaryFormat", dependencies: ["ELFSymbols", "LinuxProcess", "CElf"], path: "Sources/GoBinaryFormat",
-            resources: [.embedInCode("Layouts/layouts.json"), .embedInCode("Layouts/globalrefs.json")]),
+            resources: [.embedInCode("Layouts/layouts.json"), .embedInCode("Layouts/globalrefs.json"),
+                        .embedInCode("Layouts/goroutines.json")]),
         // The running process: /proc facts, maps, process memory, the symbolizer
         // and the Go runtime readers (scheduler, heap, globals validation).
         // Importing it imports the layers below.

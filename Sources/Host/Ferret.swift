@@ -9,7 +9,7 @@ struct Ferret: ParsableCommand {
         commandName: "ferret",
         abstract: "Observe Go services from outside: scheduler, heap, CPU and HTTP, with zero code changes.",
         version: FerretVersion.string,
-        subcommands: [Run.self, Validate.self, PS.self, Plugins.self, Inspect.self, ProfileCommand.self, Status.self, Conformance.self, PluginHostCommand.self],
+        subcommands: [Run.self, Validate.self, PS.self, Plugins.self, Inspect.self, Goroutines.self, ProfileCommand.self, Status.self, Conformance.self, PluginHostCommand.self],
         defaultSubcommand: Run.self)
 }
 

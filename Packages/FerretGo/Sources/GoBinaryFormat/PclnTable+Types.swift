@@ -23,5 +23,12 @@ extension PclnTable {
         public var inlined: Bool
         /// Start line of the frame's function (0 when unknown: inlined in 1.18–1.19).
         public var startLine: Int
+        /// The runtime's funcID of the frame's function (version-specific values;
+        /// GoroutineTables names the wrapper's).
+        public var funcID: UInt8 = 0
+        /// The PC this frame stands at (link time): the looked-up PC for the
+        /// innermost frame, the inlined call's PC in the function for the frames
+        /// it was inlined into. What runtime.tracebackPCs records, less 1.
+        public var pc: UInt64 = 0
     }
 }

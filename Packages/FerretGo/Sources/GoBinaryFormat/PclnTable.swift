@@ -217,21 +217,24 @@ public final class PclnTable: @unchecked Sendable {
             while ix >= 0, guardCount < 256 {
                 guardCount += 1
                 guard let b = reader.read(reader.gofunc &+ UInt64(treeOff) &+ UInt64(ix) &* UInt64(size), size) else { break }
-                let nameOff: Int32, parentPc: Int32, startLine: Int32
+                let nameOff: Int32, parentPc: Int32, startLine: Int32, funcID: UInt8
                 if format == .go120 {
                     nameOff = b.i32(at: 4) ?? -1; parentPc = b.i32(at: 8) ?? -1; startLine = b.i32(at: 12) ?? -1
+                    funcID = b[b.startIndex]
                 } else {
                     nameOff = b.i32(at: 12) ?? -1; parentPc = b.i32(at: 16) ?? -1; startLine = 0
+                    funcID = b[b.startIndex + 2]
                 }
                 let (file, line) = position(f, entry: entry, pc: cur)
                 out.append(Frame(function: cString(funcnametab, Int(nameOff)) ?? "?", file: file, line: line, inlined: true,
-                                 startLine: Int(startLine)))
+                                 startLine: Int(startLine), funcID: funcID, pc: cur))
                 cur = entry + UInt64(UInt32(bitPattern: parentPc))
                 ix = pcvalue(idxTable, entry: entry, target: cur) ?? -1
             }
         }
         let (file, line) = position(f, entry: entry, pc: cur)
-        out.append(Frame(function: name, file: file, line: line, inlined: false, startLine: startLine(f, entry: entry)))
+        out.append(Frame(function: name, file: file, line: line, inlined: false, startLine: startLine(f, entry: entry),
+                         funcID: funcID(f), pc: cur))
         return out
     }
 
@@ -257,6 +260,15 @@ public final class PclnTable: @unchecked Sendable {
         // _func.flag: byte 41 from Go 1.20 (after startLine), 37 in 1.18–1.19.
         let flag = data[f.offset + (format == .go120 ? 41 : 37)]
         return UnwindInfo(spDelta: delta, isTop: flag & 1 != 0, writesSP: flag & 2 != 0)
+    }
+
+    /// _func.funcID: byte 40 from Go 1.20 (after startLine), 36 in 1.18–1.19.
+    func funcID(_ f: RawFunc) -> UInt8 { data[f.offset + (format == .go120 ? 40 : 36)] }
+
+    /// The funcID of the function holding `pc` (not of a frame inlined there).
+    public func funcID(at pc: UInt64) -> UInt8? {
+        guard let i = index(containing: pc), let f = rawFunc(i) else { return nil }
+        return funcID(f)
     }
 
     /// File and line of `pc` in its function, ignoring inlining (the innermost position).

@@ -145,7 +145,7 @@ public struct RuntimeFieldResolver: Sendable {
     private static let unsignedScalars: Set<String> = [
         "uint", "uint8", "uint16", "uint32", "uint64", "uintptr", "unsafe.Pointer", "bool",
         "runtime.guintptr", "runtime.muintptr", "runtime.puintptr",
-        "runtime.sysMemStat", "runtime.spanClass", // named uint64 and uint8
+        "runtime.sysMemStat", "runtime.spanClass", "runtime.waitReason", // named uint64, uint8, uint8
     ]
 
     /// (offset inside the member, size, signed) when the member is an integer.

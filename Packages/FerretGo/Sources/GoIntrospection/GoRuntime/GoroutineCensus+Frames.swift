@@ -1,0 +1,93 @@
+import GoBinaryFormat
+
+/// One logical frame of a goroutine's stack (inlined calls are frames of their own).
+public struct GoroutineFrame: Sendable, Hashable {
+    public var function: String
+    public var file: String
+    public var line: Int
+    /// The run-time PC runtime/pprof lists for this frame (a "return PC": one past
+    /// the call): what `runtime.tracebackPCs` records.
+    public var pc: UInt64
+    /// Entry of the physical function holding the frame (run time).
+    public var entry: UInt64
+    /// The physical frame's own PC (run time), for traceback's "+0x" offsets; 0 for inlined frames.
+    public var framePC: UInt64
+    public var inlined: Bool
+    public var funcID: UInt8
+}
+
+extension GoroutineCensus {
+    /// The logical frames of a stack from ``GoroutineRecord/stack``, innermost
+    /// first, as runtime.tracebackPCs produces them: each physical frame's PC is
+    /// looked up one byte back (the call), inlined calls expand in place, and
+    /// compiler-made wrappers are left out unless they called a panic. Runtime
+    /// frames and goexit are kept (the formats drop them where Go does).
+    public func frames(of stack: [UInt64]) -> [GoroutineFrame] {
+        var out: [GoroutineFrame] = []
+        var callee = ""
+        for pc in stack {
+            let link = pc &- loadBias
+            guard let fn = pcln.function(containing: link) else { break }
+            let lookup = link > fn.entry ? link - 1 : link
+            let expanded = pcln.frames(at: lookup)
+            for f in expanded {
+                let isWrapper = f.funcID == tables.funcIDWrapper
+                let panicCallee = callee == "runtime.gopanic" || callee == "runtime.sigpanic" || callee == "runtime.panicwrap"
+                if !(isWrapper && !panicCallee) {
+                    out.append(GoroutineFrame(function: f.function, file: f.file, line: f.line, pc: f.pc &+ 1 &+ loadBias,
+                                              entry: fn.entry &+ loadBias, framePC: f.inlined ? 0 : pc, inlined: f.inlined,
+                                              funcID: f.funcID))
+                }
+                callee = f.function
+            }
+        }
+        return out
+    }
+
+    /// The creation site as the traceback's "created by" line gives it: the
+    /// physical function holding `g.gopc` and the file:line of the call (inlined
+    /// position); nil for goroutine 1 and for a creator the traceback hides.
+    public func createdBy(_ r: GoroutineRecord) -> GoroutineFrame? {
+        let link = r.creationPC &- loadBias
+        guard r.goid != 1, r.creationPC != 0, let fn = pcln.function(containing: link),
+              Self.shownInTraceback(fn.name) else { return nil }
+        let lookup = link > fn.entry ? link - 1 : link
+        let pos = pcln.position(at: lookup) ?? (file: "?", line: 0)
+        return GoroutineFrame(function: fn.name, file: pos.file, line: pos.line, pc: r.creationPC, entry: fn.entry &+ loadBias,
+                              framePC: r.creationPC, inlined: false, funcID: pcln.funcID(at: link) ?? 0)
+    }
+
+    /// The start function's name (`g.startpc`).
+    public func startFunction(_ r: GoroutineRecord) -> String {
+        pcln.function(containing: r.startPC &- loadBias)?.name ?? String(format: "0x%llx", r.startPC)
+    }
+
+    /// The creator's name alone (the function holding `g.gopc`), shown or not.
+    public func creatorFunction(_ r: GoroutineRecord) -> String? {
+        guard r.creationPC != 0 else { return nil }
+        return pcln.function(containing: r.creationPC &- loadBias)?.name
+    }
+
+    /// runtime.showfuncinfo at the default GOTRACEBACK: a function with a package
+    /// and not in the runtime, or an exported runtime function.
+    static func shownInTraceback(_ name: String, firstFrame: Bool = false) -> Bool {
+        if name == "runtime.gopanic" && !firstFrame { return true }
+        guard name.contains(".") else { return false }
+        guard name.hasPrefix("runtime.") else { return true }
+        var rest = Substring(name.dropFirst("runtime.".count))
+        var receiver = Substring("")
+        if let dot = rest.lastIndex(of: ".") {
+            receiver = rest[..<dot]
+            rest = rest[rest.index(after: dot)...]
+            if receiver.hasPrefix("(*") && receiver.hasSuffix(")") { receiver = receiver.dropFirst(2).dropLast() }
+        }
+        let upper = { (s: Substring) in s.first.map { $0 >= "A" && $0 <= "Z" } ?? false }
+        return upper(rest) && (receiver.isEmpty || upper(receiver))
+    }
+
+    /// runtime.funcNamePiecesForPrint: a generic function's shape arguments print as "[...]".
+    public static func printName(_ name: String) -> String {
+        guard let i = name.firstIndex(of: "["), let j = name.lastIndex(of: "]"), i < j else { return name }
+        return String(name[..<i]) + "[...]" + String(name[name.index(after: j)...])
+    }
+}
