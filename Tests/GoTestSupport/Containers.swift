@@ -320,7 +320,7 @@ public final class TestContainer: @unchecked Sendable {
     /// The first line `fd` gives within `timeout` seconds (what came, if no
     /// newline did). Each check blocks in poll(2) for up to 100 ms, so the wait
     /// needs no poll interval of its own.
-    static func readLine(_ fd: Int32, timeout: Double) -> String {
+    public static func readLine(_ fd: Int32, timeout: Double) -> String {
         var line = Data()
         var byte: UInt8 = 0
         Wait.until("a line on fd \(fd)", timeout: timeout, poll: 0) {
