@@ -77,6 +77,47 @@ final class GoroutineCensusTests: XCTestCase {
         XCTAssert(failures.isEmpty, failures.joined(separator: "\n\n"))
     }
 
+    /// A goroutine table that changes under the reader: the fixture starts and
+    /// ends 100,000 goroutines a second while censuses are taken back to back
+    /// for 5 s. No crash, every record names a function of the program, the
+    /// parked groups keep their exact counts, and the total stays within what
+    /// the churn can add.
+    func testChurnGivesNoWrongNames() throws {
+        let versions = try GoToolchains.required().map(\.version)
+        for v in [versions.first!, versions.last!] {
+            let binary = try GoToolchains.build(source: Self.source, version: v, flavour: .strippedStatic)
+            let fixture = try Fixture(binary)
+            defer { fixture.stop() }
+            try fixture.command("churn 100000", expect: "churning")
+            let census = try GoroutineCensus(pid: fixture.pid, binary: try GoBinary(path: binary))
+            let functions = Set(census.pcln.allFunctions().map(\.name))
+            let deadline = Date().addingTimeInterval(5)
+            var censuses = 0, changed = 0, maxTotal = 0, churnSeen = 0
+            while Date() < deadline {
+                let result = try census.take()
+                censuses += 1
+                changed += result.changed
+                let user = result.goroutines.filter { !$0.isSystem }
+                maxTotal = max(maxTotal, user.count)
+                let byCreator = Dictionary(grouping: user) { census.creatorFunction($0) ?? "?" }
+                for (creator, count) in [("main.spawnA", 50), ("main.spawnB", 30), ("main.spawnC", 20), ("main.spawnD", 10),
+                                         ("main.spawnE", 3)] {
+                    XCTAssertEqual(byCreator[creator]?.count, count, "\(v): created by \(creator)")
+                }
+                churnSeen += byCreator["main.churn"]?.count ?? 0
+                for r in user {
+                    XCTAssertTrue(functions.contains(census.startFunction(r)), "\(v): start \(census.startFunction(r))")
+                    for f in census.frames(of: r.stack) { XCTAssertTrue(functions.contains(f.function) || f.inlined, "\(v): frame \(f.function)") }
+                }
+            }
+            // 116 steady goroutines, the churner, and at most three ticks of the churn (1,000 each) alive at once.
+            XCTAssertLessThan(maxTotal, 116 + 1 + 3_000, v)
+            XCTAssertGreaterThan(censuses, 10, v)
+            try fixture.command("stop", expect: "stopped")
+            print("GoroutineCensusTests churn \(v): \(censuses) censuses in 5 s, at most \(maxTotal) goroutines, \(churnSeen) churn goroutines seen, \(changed) changed under the reader")
+        }
+    }
+
     /// One build: returns a one-line summary, throws the disagreements.
     func check(_ binary: String) throws -> String {
         let fixture = try Fixture(binary)
