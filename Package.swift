@@ -202,6 +202,9 @@ let package = Package(
             name: "IntrospectionBench", dependencies: [ferretGo],
             path: "bench/Sources/IntrospectionBench"),
         .executableTarget(
+            name: "CensusBench", dependencies: [ferretGo],
+            path: "bench/Sources/CensusBench"),
+        .executableTarget(
             name: "PrometheusBench", dependencies: ["FerretCore", "SinkPrometheus", .product(name: "Logging", package: "swift-log")],
             path: "bench/Sources/PrometheusBench"),
         .executableTarget(

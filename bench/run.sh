@@ -16,6 +16,7 @@ swift build -c release --product GlobalsLocateBench >&2
 swift build -c release --product HistoryBench >&2
 swift build -c release --product PrometheusBench >&2
 swift build -c release --product IsolationBench >&2
+swift build -c release --product CensusBench >&2
 gobin="$(bash bench/build-go.sh)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -50,6 +51,10 @@ pids+=($busy)
 sleep 1
 "$bin/GoReaderBench" --reads 10000 quiet=$quiet busy-gc=$busy
 kill "$quiet" "$busy"
+echo "== goroutine census from outside: 1,000 / 10,000 / 100,000 goroutines, with and without stacks (issue #19) $(load)"
+censusfix="$gobin/census-static"
+(cd Tests/GoIntrospectionTests/Fixtures/census && GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off CGO_ENABLED=0 /opt/ferret-go/go1.27.3/bin/go build -o "$censusfix" .)
+"$bin/CensusBench" "$censusfix" 20
 echo "== locating the runtime globals of stripped binaries from code, and validating them (issue #8) $(load)"
 # Debian's prometheus (50 MB) and influxd, stripped Go 1.19; Go 1.27.3's compile
 # (28 MB, stripped); a stripped truthsrv. The side-by-side reference is the

@@ -10,7 +10,9 @@
 // Then it prints "ready <goid of main> <pid>" and serves commands on stdin:
 //   "dump DIR" writes DIR/debug1.txt and DIR/debug2.txt (runtime/pprof's own
 //   goroutine profile at debug=1 and debug=2) and prints "dumped";
-//   "churn N" starts N goroutines a second that end at once (until "stop").
+//   "churn N" starts N goroutines a second that end at once (until "stop");
+//   "park N" starts N more goroutines parked 8 frames deep on a channel
+//   receive (created by parkN), and prints "parked" when all are.
 package main
 
 import (
@@ -125,6 +127,27 @@ func busy() {
 //go:noinline
 func churnOne() { sink++ }
 
+var parkedWG sync.WaitGroup
+
+//go:noinline
+func parkDepth(n int, ch chan int) int {
+	if n == 0 {
+		parkedWG.Done()
+		return <-ch
+	}
+	return parkDepth(n-1, ch) + 1
+}
+
+//go:noinline
+func parkN(n int) {
+	parkedWG.Add(n)
+	ch := make(chan int)
+	for i := 0; i < n; i++ {
+		go parkDepth(8, ch)
+	}
+	parkedWG.Wait()
+}
+
 func churn(perSecond int, stop chan struct{}) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -183,6 +206,11 @@ func main() {
 			stop = make(chan struct{})
 			go churn(n, stop)
 			fmt.Println("churning")
+		case len(f) == 2 && f[0] == "park":
+			n, _ := strconv.Atoi(f[1])
+			parkN(n)
+			time.Sleep(100 * time.Millisecond)
+			fmt.Println("parked")
 		case len(f) == 1 && f[0] == "stop" && stop != nil:
 			close(stop)
 			stop = nil
