@@ -48,6 +48,7 @@ let package = Package(
         // Collector plugins: loadable shared objects, built next to `ferret`.
         .library(name: "ferret_procio", type: .dynamic, targets: ["ProcIOPlugin"]),
         .library(name: "ferret_scheduler", type: .dynamic, targets: ["SchedulerPlugin"]),
+        .library(name: "ferret_goroutines", type: .dynamic, targets: ["GoroutinesPlugin"]),
         .library(name: "ferret_heap", type: .dynamic, targets: ["HeapPlugin"]),
         .library(name: "ferret_cpu_profiler", type: .dynamic, targets: ["CPUProfilerPlugin"]),
         .library(name: "ferret_http_tracer", type: .dynamic, targets: ["HTTPTracerPlugin"]),
@@ -167,6 +168,9 @@ let package = Package(
         .target(
             name: "SchedulerPlugin", dependencies: ["FerretPluginKit", ferretGo, "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
+        .target(
+            name: "GoroutinesPlugin", dependencies: ["FerretPluginKit", ferretGo],
+            path: "Sources/Plugins/Goroutines", exclude: ["README.md", "sample.yaml"]),
         // CPU profiling shared by the cpu_profiler plugin and tests: samples to pprof.
         .target(name: "CPUProfiling", dependencies: [ferretGo, "Pprof"]),
         .target(

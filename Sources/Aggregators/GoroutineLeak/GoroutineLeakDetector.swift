@@ -65,7 +65,7 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
         var out = batch
         for s in batch {
             switch s {
-            case .metric(let m) where filter.selects(m) && m.value.isFinite:
+            case .metric(let m) where m.value.isFinite && (filter.selects(m) || m.name == Self.groupMetric):
                 let key = SeriesKey(name: m.name, attributes: m.attributes, resource: series.id(m.resource))
                 let st: Series
                 if let known = series[key] { st = known } else {
@@ -78,6 +78,7 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
                 st.seen = now
                 st.resource = m.resource
                 trim(st)
+                if m.name == Self.groupMetric && !filter.selects(m) { continue }  // kept to name the groups that grew
                 // At most one evaluation per second per series.
                 if m.timeUnixNano >= st.lastEvaluation + 1_000_000_000 || m.timeUnixNano < st.lastEvaluation {
                     st.lastEvaluation = m.timeUnixNano
@@ -158,9 +159,56 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
             Attribute("leak.window_seconds", .double(seconds)),
             Attribute("leak.trend", .double(tr.tau)),
         ]
-        let body = "goroutines of \(Self.describe(st.resource)) grew from \(formatFigure(from)) to \(formatFigure(count)) "
+        var body = "goroutines of \(Self.describe(st.resource)) grew from \(formatFigure(from)) to \(formatFigure(count)) "
             + "in \(formatFigure(seconds)) s (now \(formatFigure(rate))/s, trend \(formatFigure(tr.tau))) and keep growing: a goroutine leak?"
+        let grew = grownGroups(resource: key.resource, since: now - min(now, options.window))
+        if !grew.isEmpty {
+            let lines = grew.map(\.text)
+            attrs.append(Attribute("go.goroutine.leak.groups", .string(lines.joined(separator: "\n"))))
+            let top = grew[0]
+            for name in ["go.goroutine.start", "go.goroutine.creator", "go.goroutine.creator.location", "go.goroutine.state"] {
+                if let a = top.attributes.first(where: { $0.key == name }) { attrs.append(a) }
+            }
+            attrs += [Attribute("go.goroutine.group.count", .int(Int64(top.now))),
+                      Attribute("go.goroutine.group.count.before", .int(Int64(top.before))),
+                      Attribute("go.goroutine.group.growth_rate", .double(top.rate))]
+            body += " Growing: " + lines.joined(separator: "; ")
+        }
         return Event(name: "go.goroutine.leak", severity: .warn, body: body, timeUnixNano: now, attributes: attrs, resource: st.resource)
+    }
+
+    /// The census collector's group series (goroutines), by which the leak names the code.
+    static let groupMetric = "go.goroutine.group.count"
+
+    struct GrownGroup {
+        var attributes: [Attribute]
+        var before: Double, now: Double, rate: Double
+        var text: String
+    }
+
+    /// The process's goroutine groups (from the census collector) that grew
+    /// since `since`, most growth first (at most five): start function,
+    /// creator and site, count then and now, rate.
+    func grownGroups(resource: Int, since: UInt64) -> [GrownGroup] {
+        var out: [GrownGroup] = []
+        for (key, st) in series.states where key.name == Self.groupMetric && key.resource == resource {
+            guard let now = st.values.last, let last = st.times.last,
+                  let i = st.times.firstIndex(where: { $0 >= since }), st.times[i] < last else { continue }
+            let before = st.values[i], seconds = Double(last - st.times[i]) / 1e9
+            guard now > before, seconds > 0 else { continue }
+            let attr = { (n: String) -> String in
+                if case .string(let v)? = key.attributes.first(where: { $0.key == n })?.value { return v }
+                return ""
+            }
+            guard attr("go.goroutine.start") != "other" else { continue }
+            let rate = (now - before) / seconds
+            let site = attr("go.goroutine.creator.location")
+            let text = "\(attr("go.goroutine.start")) created by \(attr("go.goroutine.creator"))"
+                + (site.isEmpty ? "" : " at \(site)") + " [\(attr("go.goroutine.state"))]: \(formatFigure(before)) -> \(formatFigure(now))"
+                + " (\(formatFigure(rate))/s)"
+            out.append(GrownGroup(attributes: key.attributes, before: before, now: now, rate: rate, text: text))
+        }
+        return Array(out.sorted { $0.now - $0.before > $1.now - $1.before }.prefix(5))
     }
 
     private func resolved(_ key: SeriesKey, _ st: Series, at time: UInt64, reason: String) -> Event {

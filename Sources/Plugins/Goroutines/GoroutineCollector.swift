@@ -1,0 +1,199 @@
+// goroutines: a census of every Go process's goroutines, read from outside it
+// through GoIntrospection's GoroutineCensus (process_vm_readv only: no stop, no
+// write, no injection). Every census_interval it emits the goroutines by state
+// and by wait reason, and the top groups by (start function, creator and its
+// call site, state) with their count, growth rate and oldest wait; the rest is
+// summed as one "other" group so the series stay bounded.
+import FerretPluginKit
+import Foundation
+import GoIntrospection
+
+public final class GoroutineCollector: FerretCollector {
+    public static let name = "goroutines"
+    public static let version = "0.1.0"
+    public static let summary = "Goroutine census from outside: counts by state and wait reason, top groups by start function and creator"
+
+    public struct Settings: PluginSettings {
+        /// How often each process's census is taken (default 10s; at least the collect interval).
+        var census_interval: DurationSetting?
+        /// Groups reported per process; the rest is summed as "other" (default 20).
+        var top_groups: Int?
+        /// Unwind every goroutine's stack (default false: the groups need only the G structs).
+        var stacks: Bool?
+        /// Past this many goroutines the census reads every k-th (default 200000).
+        var max_goroutines: Int?
+
+        public enum CodingKeys: String, CodingKey, CaseIterable { case census_interval, top_groups, stacks, max_goroutines }
+
+        public func check() throws {
+            if let n = top_groups, !(1...1000).contains(n) {
+                throw PluginError.invalidConfig("top_groups must be 1 to 1000", path: "/top_groups")
+            }
+            if let n = max_goroutines, n < 1000 {
+                throw PluginError.invalidConfig("max_goroutines must be at least 1000", path: "/max_goroutines")
+            }
+            if let d = census_interval, d.nanoseconds < 100_000_000 {
+                throw PluginError.invalidConfig("census_interval must be at least 100ms", path: "/census_interval")
+            }
+        }
+    }
+
+    /// A group's identity: what created the goroutines and what they do now.
+    struct GroupKey: Hashable {
+        var start: String
+        var creator: String
+        var location: String
+        var state: String
+    }
+
+    private struct Target {
+        var comm: String
+        var census: GoroutineCensus
+        var lastCensus: UInt64 = 0
+        var previous: [GroupKey: Int] = [:]
+        var previousTime: UInt64 = 0
+        var saidSampled = false
+    }
+
+    private let emit: Emitter
+    private let interval: UInt64
+    private let topGroups: Int
+    private let options: GoroutineCensus.Options
+    private var targets: [Int32: Target] = [:]
+
+    public init(context: PluginContext) throws {
+        let s = try context.settings(Settings.self)
+        interval = s.census_interval?.nanoseconds ?? 10_000_000_000
+        topGroups = s.top_groups ?? 20
+        options = GoroutineCensus.Options(stacks: s.stacks ?? false, maxGoroutines: s.max_goroutines ?? 200_000)
+        emit = context.emit
+    }
+
+    public func attach(_ target: PluginTarget) throws {
+        guard target.isGo else { return }
+        do {
+            let binary = try GoBinaryCache.binary(path: "\(HostProc.path)/\(target.pid)/exe")
+            targets[target.pid] = Target(comm: target.comm, census: try GoroutineCensus(pid: target.pid, binary: binary))
+        } catch {
+            emit.events([PluginEvent(name: IntrospectionError.eventName(for: error), severity: .warn,
+                                     body: "pid \(target.pid) (\(target.comm)): goroutine census unavailable: \(error)",
+                                     pid: target.pid, attributes: [("reason", .string("\(error)"))])])
+        }
+    }
+
+    public func detach(pid: Int32) throws {
+        targets.removeValue(forKey: pid)
+    }
+
+    public func collect(now: UInt64) throws {
+        var points: [Metric] = []
+        var events: [PluginEvent] = []
+        let mono = UInt64(GoroutineCensusClock.now())
+        for pid in targets.keys.sorted() {
+            guard var t = targets[pid], t.lastCensus == 0 || mono &- t.lastCensus >= interval - interval / 20 else { continue }
+            t.lastCensus = mono
+            let started = GoroutineCensusClock.now()
+            let result: GoroutineCensusResult
+            do {
+                result = try t.census.take(options)
+            } catch let e as ProcessReadError {
+                if case .exited = e { continue }
+                emit.log(.warn, "pid \(pid): goroutine census failed: \(e)")
+                continue
+            } catch {
+                emit.log(.warn, "pid \(pid): goroutine census failed: \(error)")
+                continue
+            }
+            let took = Double(GoroutineCensusClock.now() - started) / 1e9
+            if result.sampled && !t.saidSampled {
+                t.saidSampled = true
+                events.append(PluginEvent(name: "go.goroutine.census.sampled", severity: .info,
+                                          body: "pid \(pid) (\(t.comm)): \(result.allocatedGs) goroutines allocated; the census reads every "
+                                              + "\(max(1, result.allocatedGs / max(1, result.readGs)))th (max_goroutines \(options.maxGoroutines))",
+                                          pid: pid, attributes: [("go.goroutine.allocated", .int(Int64(result.allocatedGs))),
+                                                                 ("go.goroutine.read", .int(Int64(result.readGs)))]))
+            }
+            points += metrics(pid: pid, result: result, target: &t, now: mono)
+            points.append(.gauge("go.goroutine.census.duration", took, unit: "s", pid: pid))
+            points.append(.gauge("go.goroutine.census.changed", Double(result.changed), unit: "{goroutine}", pid: pid))
+            targets[pid] = t
+        }
+        if !events.isEmpty { emit.events(events) }
+        if !points.isEmpty { emit.metrics(points) }
+    }
+
+    private func metrics(pid: Int32, result: GoroutineCensusResult, target t: inout Target, now: UInt64) -> [Metric] {
+        let census = t.census
+        let user = result.goroutines.filter { !$0.isSystem }
+        // A sampled census stands for every k-th G: scale its counts back.
+        let scale = result.sampled && result.readGs > 0 ? Double(result.allocatedGs) / Double(result.readGs) : 1
+        var points: [Metric] = []
+        var byState: [String: Int] = [:], byReason: [String: Int] = [:]
+        var groups: [GroupKey: (count: Int, oldest: Int64)] = [:]
+        for r in user {
+            byState[r.statusName, default: 0] += 1
+            if let w = r.waitReason { byReason[w, default: 0] += 1 }
+            let creator = census.createdBy(r)
+            let key = GroupKey(start: census.startFunction(r), creator: creator?.function ?? census.creatorFunction(r) ?? "",
+                               location: creator.map { "\($0.file):\($0.line)" } ?? "", state: r.state)
+            let waited = r.waitSince != 0 ? max(0, result.nanotime - r.waitSince) : 0
+            let g = groups[key] ?? (0, 0)
+            groups[key] = (g.count + 1, max(g.oldest, waited))
+        }
+        for (state, n) in byState.sorted(by: { $0.key < $1.key }) {
+            points.append(.gauge("go.goroutine.state.count", Double(n) * scale, unit: "{goroutine}", pid: pid,
+                                 attributes: [("go.goroutine.state", .string(state))]))
+        }
+        for (reason, n) in byReason.sorted(by: { $0.key < $1.key }) {
+            points.append(.gauge("go.goroutine.wait_reason.count", Double(n) * scale, unit: "{goroutine}", pid: pid,
+                                 attributes: [("go.goroutine.wait_reason", .string(reason))]))
+        }
+        let ranked = groups.sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.key.start < $1.key.start }
+        let elapsed = t.previousTime == 0 ? 0 : Double(now &- t.previousTime) / 1e9
+        var current: [GroupKey: Int] = [:]
+        var other = (count: 0, oldest: Int64(0), previous: 0)
+        for (i, (key, g)) in ranked.enumerated() {
+            current[key] = g.count
+            guard i < topGroups else {
+                other.count += g.count
+                other.oldest = max(other.oldest, g.oldest)
+                other.previous += t.previous[key] ?? 0
+                continue
+            }
+            points += groupPoints(pid: pid, key: key, count: g.count, oldest: g.oldest, previous: t.previous[key], elapsed: elapsed, scale: scale)
+        }
+        if other.count > 0 {
+            points += groupPoints(pid: pid, key: GroupKey(start: "other", creator: "other", location: "", state: "other"), count: other.count,
+                                  oldest: other.oldest, previous: other.previous, elapsed: elapsed, scale: scale)
+        }
+        t.previous = current
+        t.previousTime = now
+        return points
+    }
+
+    private func groupPoints(pid: Int32, key: GroupKey, count: Int, oldest: Int64, previous: Int?, elapsed: Double, scale: Double) -> [Metric] {
+        let attrs: [(String, AttrValue)] = [("go.goroutine.start", .string(key.start)), ("go.goroutine.creator", .string(key.creator)),
+                                            ("go.goroutine.creator.location", .string(key.location)),
+                                            ("go.goroutine.state", .string(key.state))]
+        var out: [Metric] = [
+            .gauge("go.goroutine.group.count", Double(count) * scale, unit: "{goroutine}", pid: pid, attributes: attrs),
+            .gauge("go.goroutine.group.oldest_wait", Double(oldest) / 1e9, unit: "s", pid: pid, attributes: attrs),
+        ]
+        if elapsed > 0 {
+            out.append(.gauge("go.goroutine.group.growth_rate", Double(count - (previous ?? 0)) * scale / elapsed, unit: "{goroutine}/s",
+                              pid: pid, attributes: attrs))
+        }
+        return out
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock of the census's own timestamps).
+enum GoroutineCensusClock {
+    static func now() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+}
+
+@_cdecl("ferret_plugin_entry") public func ferretPluginEntry(_ major: UInt32, _ minor: UInt32, _ host: UnsafePointer<ferret_host_api>?) -> UnsafeRawPointer? { FerretExport.entry(GoroutineCollector.self, major, minor, host) }
