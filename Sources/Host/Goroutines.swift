@@ -71,6 +71,7 @@ struct Goroutines: ParsableCommand {
             "groups": dump.groups().map { g -> [String: Any] in
                 let r = g.goroutines[0]
                 var o: [String: Any] = ["count": g.count, "state": r.state, "start": census.startFunction(r),
+                                        "entry": census.entryFunction(r, frames: g.frames),
                                         "stack": g.frames.filter { $0.function != "runtime.goexit" }.map(frame)]
                 if let c = census.createdBy(r) { o["created_by"] = frame(c) }
                 return o

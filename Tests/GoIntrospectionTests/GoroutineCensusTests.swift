@@ -173,6 +173,14 @@ final class GoroutineCensusTests: XCTestCase {
                                  ("main.main", 2)] where byCreator[creator]?.count != count {
             problems.append("created by \(creator): \(byCreator[creator]?.count ?? 0) goroutines, want \(count)")
         }
+        // ... and by the function they were started to run: `go waitA(i)` starts the
+        // compiler's closure (main.spawnA.func1 before Go 1.22, main.spawnA.gowrap1
+        // after), which the stack shows calling main.waitA.
+        let byEntry = Dictionary(grouping: result.goroutines.filter { !$0.isSystem && !$0.stack.isEmpty }) { census.entryFunction($0) }
+        for (entry, count) in [("main.waitA", 50), ("main.sleepB", 30), ("main.lockC", 20), ("main.selectD", 10), ("main.readE", 3),
+                               ("main.deep", 1)] where byEntry[entry]?.count != count {
+            problems.append("entry \(entry): \(byEntry[entry]?.count ?? 0) goroutines, want \(count) (entries: \(byEntry.mapValues(\.count)))")
+        }
         let deep = byCreator["main.main"]?.map { dump.tracebackFrames($0).count }.max() ?? 0
         guard problems.isEmpty else { throw Failure(description: problems.prefix(6).joined(separator: "\n")) }
         return "\(ours1.total) goroutines, \(want1.count) groups and \(compared) goroutines agree; deep stack \(deep) frames; "

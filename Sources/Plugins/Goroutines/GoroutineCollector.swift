@@ -18,7 +18,9 @@ public final class GoroutineCollector: FerretCollector {
         var census_interval: DurationSetting?
         /// Groups reported per process; the rest is summed as "other" (default 20).
         var top_groups: Int?
-        /// Unwind every goroutine's stack (default false: the groups need only the G structs).
+        /// Unwind every goroutine's stack (default true): a goroutine started by
+        /// `go f(x)` runs a compiler-made closure first, and its stack says it calls f.
+        /// Without stacks the groups are named by that closure (creator.gowrapN).
         var stacks: Bool?
         /// Past this many goroutines the census reads every k-th (default 200000).
         var max_goroutines: Int?
@@ -65,7 +67,7 @@ public final class GoroutineCollector: FerretCollector {
         let s = try context.settings(Settings.self)
         interval = s.census_interval?.nanoseconds ?? 10_000_000_000
         topGroups = s.top_groups ?? 20
-        options = GoroutineCensus.Options(stacks: s.stacks ?? false, maxGoroutines: s.max_goroutines ?? 200_000)
+        options = GoroutineCensus.Options(stacks: s.stacks ?? true, maxGoroutines: s.max_goroutines ?? 200_000)
         emit = context.emit
     }
 
@@ -134,7 +136,7 @@ public final class GoroutineCollector: FerretCollector {
             byState[r.statusName, default: 0] += 1
             if let w = r.waitReason { byReason[w, default: 0] += 1 }
             let creator = census.createdBy(r)
-            let key = GroupKey(start: census.startFunction(r), creator: creator?.function ?? census.creatorFunction(r) ?? "",
+            let key = GroupKey(start: census.entryFunction(r), creator: creator?.function ?? census.creatorFunction(r) ?? "",
                                location: creator.map { "\($0.file):\($0.line)" } ?? "", state: r.state)
             let waited = r.waitSince != 0 ? max(0, result.nanotime - r.waitSince) : 0
             let g = groups[key] ?? (0, 0)

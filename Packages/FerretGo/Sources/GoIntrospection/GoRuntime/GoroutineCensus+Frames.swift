@@ -62,6 +62,28 @@ extension GoroutineCensus {
         pcln.function(containing: r.startPC &- loadBias)?.name ?? String(format: "0x%llx", r.startPC)
     }
 
+    /// The function the goroutine was started to run, as a reader means it: the
+    /// start function, except when that is the closure the compiler makes for
+    /// `go f(x)` or `go x.m()` (Go 1.22+ names it `creator.gowrapN` and marks
+    /// it a wrapper, earlier versions name it `creator.funcN`): then the function
+    /// that closure calls, read from the stack. Before 1.22 the compiler's
+    /// closure is told from a closure written by hand by where it calls: at the
+    /// `go` statement's own line (the creation site). Without a stack (a running goroutine) it is the start function.
+    public func entryFunction(_ r: GoroutineRecord, frames: [GoroutineFrame]? = nil) -> String {
+        let start = startFunction(r)
+        guard !r.stack.isEmpty, let site = createdBy(r) else { return start }
+        let fs = (frames ?? self.frames(of: r.stack)).filter { $0.function != "runtime.goexit" }
+        // Go 1.22+ marks the closure a wrapper: tracebacks (and `frames`) leave it
+        // out, and the outermost frame left is the function it calls.
+        if pcln.funcID(at: r.startPC &- loadBias) == tables.funcIDWrapper, let outer = fs.last, outer.function != start {
+            return outer.function
+        }
+        guard fs.count >= 2, let outer = fs.last, outer.function == start, outer.file == site.file, outer.line == site.line else {
+            return start
+        }
+        return fs[fs.count - 2].function
+    }
+
     /// The creator's name alone (the function holding `g.gopc`), shown or not.
     public func creatorFunction(_ r: GoroutineRecord) -> String? {
         guard r.creationPC != 0 else { return nil }
