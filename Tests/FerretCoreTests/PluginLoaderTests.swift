@@ -111,7 +111,7 @@ final class PluginLoaderTests: XCTestCase {
         XCTAssertTrue(c.passed, c.text)
         XCTAssertTrue(c.text.contains("PASS  unknown config key"), c.text)
         XCTAssertTrue(c.text.contains("PASS  validate: accepts {}; refuses the unknown key"), c.text)
-        for name in ["procio", "scheduler", "heap", "cpu_profiler", "http_tracer"] {
+        for name in ["procio", "scheduler", "goroutines", "heap", "cpu_profiler", "http_tracer"] {
             // The tracer finds its BPF object next to its library by itself, in
             // this process too (its maps are long: /proc/self/maps is read to the end).
             let json = "{}"
@@ -163,7 +163,7 @@ final class PluginLoaderTests: XCTestCase {
                          "counter": try TestSupport.compile(source: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/plugins/counter.c",
                                                             output: TestSupport.buildDir + "/libcounter_abi10.so",
                                                             headers: TestSupport.repoRoot + "/Tests/FerretCoreTests/Fixtures/abi-1.0")]
-        for name in ["procio", "scheduler", "heap", "cpu_profiler", "http_tracer"] {
+        for name in ["procio", "scheduler", "goroutines", "heap", "cpu_profiler", "http_tracer"] {
             libraries[name] = TestSupport.productsDir + "/libferret_\(name).so"
         }
         for (name, lib) in libraries {
