@@ -90,11 +90,11 @@ public final class GoroutineCollector: FerretCollector {
     public func collect(now: UInt64) throws {
         var points: [Metric] = []
         var events: [PluginEvent] = []
-        let mono = UInt64(GoroutineCensusClock.now())
+        let mono = UInt64(GoroutineCensus.monotonicNow())
         for pid in targets.keys.sorted() {
             guard var t = targets[pid], t.lastCensus == 0 || mono &- t.lastCensus >= interval - interval / 20 else { continue }
             t.lastCensus = mono
-            let started = GoroutineCensusClock.now()
+            let started = GoroutineCensus.monotonicNow()
             let result: GoroutineCensusResult
             do {
                 result = try t.census.take(options)
@@ -106,7 +106,7 @@ public final class GoroutineCollector: FerretCollector {
                 emit.log(.warn, "pid \(pid): goroutine census failed: \(error)")
                 continue
             }
-            let took = Double(GoroutineCensusClock.now() - started) / 1e9
+            let took = Double(GoroutineCensus.monotonicNow() - started) / 1e9
             if result.sampled && !t.saidSampled {
                 t.saidSampled = true
                 events.append(PluginEvent(name: "go.goroutine.census.sampled", severity: .info,
@@ -186,15 +186,6 @@ public final class GoroutineCollector: FerretCollector {
                               pid: pid, attributes: attrs))
         }
         return out
-    }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (the clock of the census's own timestamps).
-enum GoroutineCensusClock {
-    static func now() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
 

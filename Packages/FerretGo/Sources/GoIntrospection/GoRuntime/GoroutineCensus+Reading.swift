@@ -79,19 +79,7 @@ extension GoroutineCensus {
 
     /// The first `size` bytes of each G; a G that cannot be read is left out.
     func readStructs(_ pointers: [UInt64], size: Int) -> [(UInt64, [UInt8])] {
-        var out: [(UInt64, [UInt8])] = []
-        out.reserveCapacity(pointers.count)
-        var i = 0
-        while i < pointers.count {
-            let part = pointers[i..<min(i + ProcessMemory.maxIOVecs, pointers.count)]
-            i += part.count
-            if let packed = try? memory.readBatchContiguous(part.map { ($0, size) }) {
-                for (k, gp) in part.enumerated() { out.append((gp, Array(packed[(k * size)..<((k + 1) * size)]))) }
-            } else {
-                for gp in part { if let b = try? memory.read(gp, count: size) { out.append((gp, b)) } }
-            }
-        }
-        return out
+        zip(pointers, readEach(pointers.map { ($0, size) })).compactMap { gp, bytes in bytes.map { (gp, $0) } }
     }
 
     private func value(_ f: RuntimeField, _ b: [UInt8]) -> Int64 { f.value(in: b) ?? 0 }

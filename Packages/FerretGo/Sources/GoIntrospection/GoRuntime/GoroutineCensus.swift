@@ -162,7 +162,7 @@ public final class GoroutineCensus: @unchecked Sendable {
     }
 
     /// CLOCK_MONOTONIC in nanoseconds: the clock of the runtime's nanotime.
-    static func monotonicNow() -> Int64 {
+    public static func monotonicNow() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
