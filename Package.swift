@@ -150,7 +150,7 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "FerretCore", "FerretComponents", ferretGo, "Pprof",
+                "FerretCore", "FerretComponents", ferretGo, "Pprof", "GoroutineProfiling",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // `ferret status` reads the dashboard's API with the network sinks' client.
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -169,10 +169,12 @@ let package = Package(
             name: "SchedulerPlugin", dependencies: ["FerretPluginKit", ferretGo, "CLinuxSupport"],
             path: "Sources/Plugins/Scheduler", exclude: ["README.md", "sample.yaml"]),
         .target(
-            name: "GoroutinesPlugin", dependencies: ["FerretPluginKit", ferretGo],
+            name: "GoroutinesPlugin", dependencies: ["FerretPluginKit", ferretGo, "GoroutineProfiling"],
             path: "Sources/Plugins/Goroutines", exclude: ["README.md", "sample.yaml"]),
         // CPU profiling shared by the cpu_profiler plugin and tests: samples to pprof.
         .target(name: "CPUProfiling", dependencies: [ferretGo, "Pprof"]),
+        // The goroutine census as Go's goroutine profile (pprof), for the goroutines plugin and `ferret goroutines`.
+        .target(name: "GoroutineProfiling", dependencies: [ferretGo, "Pprof", "CPUProfiling"]),
         .target(
             name: "CPUProfilerPlugin", dependencies: ["FerretPluginKit", ferretGo, "PerfSampling", "CPUProfiling"],
             path: "Sources/Plugins/CPUProfiler", exclude: ["README.md", "sample.yaml"]),
@@ -245,7 +247,7 @@ let package = Package(
             dependencies: ["FerretCore", "FerretAggregators", "FerretComponents", "GoTestSupport", .product(name: "Histogram", package: "hdrhistogram-swift")],
             path: "Tests/AggregatorTests"),
         .testTarget(
-            name: "GoIntrospectionTests", dependencies: [ferretGo, "GoTestSupport"],
+            name: "GoIntrospectionTests", dependencies: [ferretGo, "GoTestSupport", "GoroutineProfiling"],
             path: "Tests/GoIntrospectionTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "PprofTests", dependencies: ["Pprof", "GoTestSupport"],

@@ -40,7 +40,7 @@ public final class ProfileAssembler: @unchecked Sendable {
     }
 
     /// The mapping of the process's executable (pprof's mapping 1).
-    static func executableMapping(pid: Int32) -> PprofMappingInfo? {
+    public static func executableMapping(pid: Int32) -> PprofMappingInfo? {
         guard let exe = try? ProcessMaps.ExecutableIdentity.of(pid: pid),
               let maps = try? ProcessMaps.read(pid: pid) else { return nil }
         let mine = ProcessMaps.mappings(of: exe, in: maps)

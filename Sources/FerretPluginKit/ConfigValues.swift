@@ -15,4 +15,27 @@ public enum ConfigValues {
         }
         return nil
     }
+
+    /// A size: a number of bytes, or a string with a unit: "64MiB", "512KiB",
+    /// "1GiB" (K, M, G mean the same; KB, MB, GB are powers of ten); nil when
+    /// not a size. The host's own config keys (memory_limit) read sizes the same way.
+    public static func bytes(_ v: Any) -> Int? {
+        if let n = v as? Int { return n >= 0 ? n : nil }
+        guard let s = (v as? String)?.trimmingCharacters(in: .whitespaces), let end = s.firstIndex(where: { !$0.isNumber }) ?? Optional(s.endIndex),
+              let n = Int(s[..<end]) else { return nil }
+        let unit = s[end...].trimmingCharacters(in: .whitespaces).lowercased()
+        let scale: Int
+        switch unit {
+        case "", "b": scale = 1
+        case "k", "kib": scale = 1 << 10
+        case "m", "mib": scale = 1 << 20
+        case "g", "gib": scale = 1 << 30
+        case "kb": scale = 1000
+        case "mb": scale = 1_000_000
+        case "gb": scale = 1_000_000_000
+        default: return nil
+        }
+        let (v, overflow) = n.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : v
+    }
 }

@@ -63,6 +63,24 @@ public struct DurationSetting: Decodable, Sendable, Equatable {
     }
 }
 
+/// A size setting: a number of bytes or "64MiB", "512KiB", "1GiB", "10MB".
+/// Decoding fails (with the key's path) on anything else.
+public struct ByteSizeSetting: Decodable, Sendable, Equatable {
+    public var bytes: Int
+
+    public init(bytes: Int) { self.bytes = bytes }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        let raw: Any = (try? c.decode(Int.self)) ?? (try? c.decode(String.self)) ?? "?"
+        guard let n = ConfigValues.bytes(raw) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "'\(raw)' is not a size (use bytes or a unit, like 64MiB or 1GiB)"))
+        }
+        bytes = n
+    }
+}
+
 extension PluginContext {
     /// Decodes the settings: unknown keys are refused (naming the allowed
     /// ones), then the values are decoded and checked. Errors carry the key's

@@ -2,6 +2,7 @@ import ArgumentParser
 import FerretCore
 import Foundation
 import GoIntrospection
+import GoroutineProfiling
 
 /// `ferret goroutines PID`: a census of a running Go program's goroutines, read
 /// from outside it (process_vm_readv only: no stop, no write), in the formats
@@ -18,6 +19,14 @@ struct Goroutines: ParsableCommand {
 
     @Flag(help: "Print JSON.")
     var json = false
+
+    @Option(help: "Output format: text (debug=1, or debug=2 with --all), json, or pprof (Go's goroutine profile, gzipped profile.proto, as `go tool pprof` reads it).")
+    var format: Format = .text
+
+    @Option(name: [.short, .customLong("output")], help: "Write to this file instead of standard output.")
+    var output: String?
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case text, json, pprof }
 
     @Flag(help: "Read the G structs only, not the stacks.")
     var noStacks = false
@@ -40,10 +49,26 @@ struct Goroutines: ParsableCommand {
         if result.sampled {
             FileHandle.standardError.write(Data("ferret goroutines: pid \(pid): \(result.allocatedGs) goroutines allocated; sampled \(result.readGs) (--max \(max))\n".utf8))
         }
-        if json {
-            print(jsonText(dump))
+        let bytes: [UInt8]
+        switch json ? .json : format {
+        case .json: bytes = Array((jsonText(dump) + "\n").utf8)
+        case .text: bytes = Array((all ? dump.debug2() : dump.debug1()).utf8)
+        case .pprof:
+            if noStacks {
+                FileHandle.standardError.write(Data("ferret goroutines: --format pprof needs the stacks; drop --no-stacks\n".utf8))
+                throw ExitCode(2)
+            }
+            let now = Int64(Date().timeIntervalSince1970 * 1e9)
+            bytes = try GoroutineProfile.build(census: census, result: result, timeNanos: now,
+                                               mainMapping: GoroutineProfile.executableMapping(pid: pid)).data
+        }
+        if let output {
+            guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else {
+                FileHandle.standardError.write(Data("ferret goroutines: cannot write \(output): \(String(cString: strerror(errno)))\n".utf8))
+                throw ExitCode(1)
+            }
         } else {
-            print(all ? dump.debug2() : dump.debug1(), terminator: "")
+            FileHandle.standardOutput.write(Data(bytes))
         }
     }
 

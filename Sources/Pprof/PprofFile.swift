@@ -47,6 +47,36 @@ public enum PprofFile {
         }
     }
 
+    /// One sample with its frames as written (function, file, line), innermost
+    /// first, its first value and its string labels.
+    public struct LabeledSample: Sendable {
+        public var frames: [PprofFrame]
+        public var value: Int64
+        public var labels: [String: String]
+    }
+
+    /// The samples of a profile with their source frames and string labels
+    /// (the goroutine profile's group labels). A location without lines gives
+    /// one frame named by its address.
+    public static func labeledSamples(_ p: Perftools_Profiles_Profile) -> [LabeledSample] {
+        func str(_ i: Int64) -> String { i >= 0 && Int(i) < p.stringTable.count ? p.stringTable[Int(i)] : "" }
+        var functions: [UInt64: (name: String, file: String)] = [:]
+        for f in p.function { functions[f.id] = (str(f.name), str(f.filename)) }
+        var frames: [UInt64: [PprofFrame]] = [:]
+        for l in p.location {
+            let fs = l.line.map { line -> PprofFrame in
+                let f = functions[line.functionID] ?? ("?", "")
+                return PprofFrame(function: f.name, file: f.file, line: Int(line.line))
+            }
+            frames[l.id] = fs.isEmpty ? [PprofFrame(function: "0x" + String(l.address, radix: 16))] : fs
+        }
+        return p.sample.map { s in
+            var labels: [String: String] = [:]
+            for l in s.label where l.str != 0 { labels[str(l.key)] = str(l.str) }
+            return LabeledSample(frames: s.locationID.flatMap { frames[$0] ?? [] }, value: s.value.first ?? 0, labels: labels)
+        }
+    }
+
     /// Collapsed stacks of a profile, in the same form as `PprofBuilder.collapsed()`:
     /// `root;caller;leaf value` per distinct stack (first sample value), inlined
     /// frames as entries of their own, sorted.

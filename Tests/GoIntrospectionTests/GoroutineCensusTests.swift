@@ -1,6 +1,7 @@
 import Foundation
 import GoBinaryFormat
 import GoIntrospection
+import GoroutineProfiling
 import GoTestSupport
 import XCTest
 
@@ -13,6 +14,9 @@ import XCTest
 /// - debug=1: every group of parked goroutines, by count, PCs and frames;
 /// - debug=2: every parked goroutine's header, frames (file:line +offset) and
 ///   "created by" lines; the busy one by its start function.
+/// - debug=0 (profile.proto): the census's pprof goroutine profile, read by the
+///   newest toolchain's `go tool pprof -traces`, has every parked stack with
+///   the count Go's own profile has.
 /// The main goroutine took the profile (it was running then), so it is left out.
 final class GoroutineCensusTests: XCTestCase {
     static let source = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
@@ -166,6 +170,22 @@ final class GoroutineCensusTests: XCTestCase {
         }
         for id in ours2.keys where theirs2[id] == nil && id != fixture.mainGoid { problems.append("goroutine \(id) is not in Go's profile") }
 
+        // debug=0: our profile and Go's, both read by `go tool pprof`.
+        let ours0 = try GoroutineProfile.build(census: census, result: result, timeNanos: Int64(Date().timeIntervalSince1970 * 1e9),
+                                               mainMapping: GoroutineProfile.executableMapping(pid: fixture.pid))
+        try Data(ours0.data).write(to: URL(fileURLWithPath: dir + "/ours0.pb.gz"))
+        let skip0 = { (s: [String]) in s.contains("main.main") || s.contains("main.busy") }
+        let want0 = try Self.traces(dir + "/debug0.pb.gz").filter { !skip0($0.key) }
+        let got0 = try Self.traces(dir + "/ours0.pb.gz").filter { !skip0($0.key) }
+        for (stack, n) in want0 where got0[stack] != n {
+            // Up to Go 1.22 the profile keeps 32 PCs; the deep goroutine's stack is cut there.
+            if stack.contains("main.deep"), got0.contains(where: { $0.value == n && $0.key.starts(with: stack) }) { continue }
+            problems.append("pprof: Go's profile has \(n) of\n  \(stack.joined(separator: "\n  "))\nours \(got0[stack] ?? 0)")
+        }
+        for (stack, n) in got0 where want0[stack] == nil && !stack.contains("main.deep") {
+            problems.append("pprof: ours has \(n) of a stack not in Go's profile:\n  \(stack.joined(separator: "\n  "))")
+        }
+
         // The known groups, by creator (a `go f(x)` starts at a wrapper the
         // compiler names after the creator: main.spawnA.gowrap1).
         let byCreator = Dictionary(grouping: result.goroutines.filter { !$0.isSystem }) { census.creatorFunction($0) ?? "" }
@@ -183,11 +203,38 @@ final class GoroutineCensusTests: XCTestCase {
         }
         let deep = byCreator["main.main"]?.map { dump.tracebackFrames($0).count }.max() ?? 0
         guard problems.isEmpty else { throw Failure(description: problems.prefix(6).joined(separator: "\n")) }
-        return "\(ours1.total) goroutines, \(want1.count) groups and \(compared) goroutines agree; deep stack \(deep) frames; "
+        return "\(ours1.total) goroutines, \(want1.count) groups, \(want0.count) pprof stacks and \(compared) goroutines agree; deep stack \(deep) frames; "
             + "\(result.readGs) Gs read, \(result.bytesRead) bytes"
     }
 
     // MARK: - Parsing Go's text formats (and ours, the same way)
+
+    /// `go tool pprof -traces` of a goroutine profile: count by stack (frame
+    /// names, "(inline)" marks kept; samples split by labels are added up).
+    static func traces(_ path: String) throws -> [[String]: Int] {
+        let go = try GoToolchains.required().last!.go
+        var env = ProcessInfo.processInfo.environment
+        env["GOTOOLCHAIN"] = "local"
+        env["PPROF_TMPDIR"] = NSTemporaryDirectory()
+        let (status, text) = try GoToolchains.run(go, ["tool", "pprof", "-traces", "-symbolize=none", path], env: env)
+        guard status == 0 else { throw Failure(description: "go tool pprof -traces \(path): \(text)") }
+        var out: [[String]: Int] = [:]
+        for block in text.components(separatedBy: "-----------+") {
+            var count = 0
+            var stack: [String] = []
+            for line in block.split(separator: "\n") where !line.contains(":  ") && !line.hasPrefix("---") {
+                let f = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+                if stack.isEmpty, f.count == 2, let n = Int(f[0]) {
+                    count = n
+                    stack.append(f[1].trimmingCharacters(in: .whitespaces))
+                } else if !stack.isEmpty {
+                    stack.append(line.trimmingCharacters(in: .whitespaces))
+                }
+            }
+            if !stack.isEmpty { out[stack, default: 0] += count }
+        }
+        return out
+    }
 
     struct Group: Equatable, CustomStringConvertible {
         var count: Int

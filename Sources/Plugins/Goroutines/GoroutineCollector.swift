@@ -7,6 +7,8 @@
 import FerretPluginKit
 import Foundation
 import GoIntrospection
+import GoroutineProfiling
+import Pprof
 
 public final class GoroutineCollector: FerretCollector {
     public static let name = "goroutines"
@@ -24,8 +26,16 @@ public final class GoroutineCollector: FerretCollector {
         var stacks: Bool?
         /// Past this many goroutines the census reads every k-th (default 200000).
         var max_goroutines: Int?
+        /// At most this many bytes of stack memory are read per census (default 64MiB);
+        /// past it the remaining goroutines keep their start function and creator,
+        /// with no stack ("budget").
+        var stack_budget: ByteSizeSetting?
+        /// Emit Go's goroutine profile (pprof) with every census (default true; needs stacks).
+        var profiles: Bool?
 
-        public enum CodingKeys: String, CodingKey, CaseIterable { case census_interval, top_groups, stacks, max_goroutines }
+        public enum CodingKeys: String, CodingKey, CaseIterable {
+            case census_interval, top_groups, stacks, max_goroutines, stack_budget, profiles
+        }
 
         public func check() throws {
             if let n = top_groups, !(1...1000).contains(n) {
@@ -33,6 +43,12 @@ public final class GoroutineCollector: FerretCollector {
             }
             if let n = max_goroutines, n < 1000 {
                 throw PluginError.invalidConfig("max_goroutines must be at least 1000", path: "/max_goroutines")
+            }
+            if let b = stack_budget, b.bytes < 1 << 20 {
+                throw PluginError.invalidConfig("stack_budget must be at least 1MiB", path: "/stack_budget")
+            }
+            if profiles == true && stacks == false {
+                throw PluginError.invalidConfig("profiles need the stacks: set stacks: true or profiles: false", path: "/profiles")
             }
             if let d = census_interval, d.nanoseconds < 100_000_000 {
                 throw PluginError.invalidConfig("census_interval must be at least 100ms", path: "/census_interval")
@@ -55,19 +71,25 @@ public final class GoroutineCollector: FerretCollector {
         var previous: [GroupKey: Int] = [:]
         var previousTime: UInt64 = 0
         var saidSampled = false
+        var saidBudget = false
+        var mapping: PprofMappingInfo?
     }
 
     private let emit: Emitter
     private let interval: UInt64
     private let topGroups: Int
     private let options: GoroutineCensus.Options
+    private let profiles: Bool
     private var targets: [Int32: Target] = [:]
 
     public init(context: PluginContext) throws {
         let s = try context.settings(Settings.self)
         interval = s.census_interval?.nanoseconds ?? 10_000_000_000
         topGroups = s.top_groups ?? 20
-        options = GoroutineCensus.Options(stacks: s.stacks ?? true, maxGoroutines: s.max_goroutines ?? 200_000)
+        var o = GoroutineCensus.Options(stacks: s.stacks ?? true, maxGoroutines: s.max_goroutines ?? 200_000)
+        if let b = s.stack_budget { o.stackBudget = b.bytes }
+        options = o
+        profiles = s.profiles ?? o.stacks
         emit = context.emit
     }
 
@@ -75,7 +97,8 @@ public final class GoroutineCollector: FerretCollector {
         guard target.isGo else { return }
         do {
             let binary = try GoBinaryCache.binary(path: "\(HostProc.path)/\(target.pid)/exe")
-            targets[target.pid] = Target(comm: target.comm, census: try GoroutineCensus(pid: target.pid, binary: binary))
+            targets[target.pid] = Target(comm: target.comm, census: try GoroutineCensus(pid: target.pid, binary: binary),
+                                         mapping: profiles ? GoroutineProfile.executableMapping(pid: target.pid) : nil)
         } catch {
             emit.events([PluginEvent(name: IntrospectionError.eventName(for: error), severity: .warn,
                                      body: "pid \(target.pid) (\(target.comm)): goroutine census unavailable: \(error)",
@@ -115,13 +138,34 @@ public final class GoroutineCollector: FerretCollector {
                                           pid: pid, attributes: [("go.goroutine.allocated", .int(Int64(result.allocatedGs))),
                                                                  ("go.goroutine.read", .int(Int64(result.readGs)))]))
             }
+            let budgetCut = result.goroutines.filter { $0.stackState == .budget }.count
+            if budgetCut > 0 && !t.saidBudget {
+                t.saidBudget = true
+                events.append(PluginEvent(name: "go.goroutine.census.budget", severity: .info,
+                                          body: "pid \(pid) (\(t.comm)): the stack budget (\(options.stackBudget) bytes per census) ran out; "
+                                              + "\(budgetCut) goroutines are counted by start function and creator, without a stack",
+                                          pid: pid, attributes: [("go.goroutine.unstacked", .int(Int64(budgetCut))),
+                                                                 ("stack_budget", .int(Int64(options.stackBudget)))]))
+            }
             points += metrics(pid: pid, result: result, target: &t, now: mono)
+            if profiles { profile(pid: pid, census: t.census, result: result, mapping: t.mapping) }
             points.append(.gauge("go.goroutine.census.duration", took, unit: "s", pid: pid))
             points.append(.gauge("go.goroutine.census.changed", Double(result.changed), unit: "{goroutine}", pid: pid))
             targets[pid] = t
         }
         if !events.isEmpty { emit.events(events) }
         if !points.isEmpty { emit.metrics(points) }
+    }
+
+    /// Go's goroutine profile of this census, as runtime/pprof writes it (labelled by group).
+    private func profile(pid: Int32, census: GoroutineCensus, result: GoroutineCensusResult, mapping: PprofMappingInfo?) {
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
+        do {
+            let p = try GoroutineProfile.build(census: census, result: result, timeNanos: Int64(now), mainMapping: mapping)
+            emit.profile(pid: pid, type: "goroutine", data: p.data, startUnixNano: now, durationNano: 0, samples: p.goroutines)
+        } catch {
+            emit.log(.warn, "pid \(pid): goroutine profile not built: \(error)")
+        }
     }
 
     private func metrics(pid: Int32, result: GoroutineCensusResult, target t: inout Target, now: UInt64) -> [Metric] {

@@ -13,7 +13,10 @@ import NIOCore
 /// - `/api/events?limit=K&group=G&pid=P`;
 /// - `/api/traces?limit=K&group=G&sort=recent|slowest`, `/api/traces/ID`;
 /// - `/api/http?group=G&from=MS&to=MS`, `/api/http/series?group=G&route=R&…`;
-/// - `/api/profiles`, `/api/profile?pid=P&limit=K`, `/api/profile.pb.gz?pid=P`.
+/// - `/api/goroutines?pid=P&from=MS&to=MS`: the goroutine groups of the latest
+///   census, with trends, stacks and the leak alert naming them;
+/// - `/api/profiles`, `/api/profile?pid=P&type=cpu|goroutine&limit=K`,
+///   `/api/profile.pb.gz?pid=P&type=cpu|goroutine`.
 enum DashboardAPI {
     static func respond(_ request: Request, state: DashboardState) -> Response {
         guard request.method == .get || request.method == .head else {
@@ -116,13 +119,16 @@ enum DashboardAPI {
                 w.byte(UInt8(ascii: "]"))
             }
             w.raw(",\"columns\":[\"time\",\"requests\",\"errors\",\"p50\",\"p95\",\"p99\"]}")
+        case "/api/goroutines":
+            guard let pid = intParam("pid") else { return error(.badRequest, "pid is required") }
+            GoroutineGroups(state: state, pid: pid, from: from, to: to, points: points).write(&w)
         case "/api/profiles":
             w.raw("{\"profiles\":")
             w.array(state.profiles) { w, p in profileMeta(p, &w); w.byte(UInt8(ascii: "}")) }
             w.byte(UInt8(ascii: "}"))
         case "/api/profile":
-            guard let pid = intParam("pid"), let p = state.profile(pid: pid) else {
-                return error(.notFound, "no profile for pid \(param("pid") ?? "")")
+            guard let pid = intParam("pid"), let p = state.profile(pid: pid, type: param("type") ?? "cpu") else {
+                return error(.notFound, "no \(param("type") ?? "cpu") profile for pid \(param("pid") ?? "")")
             }
             do {
                 let view = try ProfileView(gzipped: p.data)
@@ -134,12 +140,13 @@ enum DashboardAPI {
                 return self.error(.internalServerError, "profile of pid \(pid): \(error)")
             }
         case "/api/profile.pb.gz":
-            guard let pid = intParam("pid"), let p = state.profile(pid: pid) else {
-                return error(.notFound, "no profile for pid \(param("pid") ?? "")")
+            guard let pid = intParam("pid"), let p = state.profile(pid: pid, type: param("type") ?? "cpu") else {
+                return error(.notFound, "no \(param("type") ?? "cpu") profile for pid \(param("pid") ?? "")")
             }
+            let kind = p.profileType == "cpu" ? "" : "-" + p.profileType
             return Response(status: .ok, headers: [
                 .contentType: "application/octet-stream", .cacheControl: "no-store",
-                .contentDisposition: "attachment; filename=\"\(p.group ?? "process")-\(pid)-\(p.start).pb.gz\"",
+                .contentDisposition: "attachment; filename=\"\(p.group ?? "process")-\(pid)\(kind)-\(p.start).pb.gz\"",
             ], body: ResponseBody(byteBuffer: ByteBuffer(bytes: p.data)))
         default:
             if path.hasPrefix("/api/traces/"), let t = state.trace(String(path.dropFirst("/api/traces/".count))) {
@@ -221,6 +228,7 @@ enum DashboardAPI {
         let profile = state.profile(pid: p.pid)
         w.key("has_profile"); w.bool(profile != nil)
         w.key("profile_start"); w.int(profile?.start)
+        w.key("has_goroutines"); w.bool(state.hasCensus(pid: p.pid))
         w.byte(UInt8(ascii: "}"))
     }
 

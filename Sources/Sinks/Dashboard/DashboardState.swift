@@ -59,7 +59,7 @@ public final class DashboardState: Sendable {
         public var attributes: [Attribute]
     }
 
-    /// The latest CPU profile of a process (the gzipped pprof as received).
+    /// The latest profile of a process of one type (the gzipped pprof as received).
     public struct ProfileInfo: Sendable {
         public var pid: Int64
         public var group: String?
@@ -97,7 +97,10 @@ public final class DashboardState: Sendable {
         var active: [String: EventInfo] = [:]
         var traces: [String: Trace] = [:]
         var traceOrder: [String] = []
-        var profiles: [Int64: ProfileInfo] = [:]
+        /// The latest profile of each process, by type ("cpu", "goroutine").
+        var profiles: [Int64: [String: ProfileInfo]] = [:]
+        /// Processes with a goroutine census (the goroutines plugin's group series).
+        var censusPids: Set<Int64> = []
         var routes: HTTPRouteStats
         var lastSweep: Int64 = 0
     }
@@ -119,6 +122,9 @@ public final class DashboardState: Sendable {
                 let attrs = m.attributes.map { "\($0.key)=\($0.value.text)" }.sorted().joined(separator: ",")
                 history.add(MetricHistory.Key(name: m.name, pid: m.resource.pid, group: m.resource.group, attributes: attrs),
                             time: time, value: m.value, unit: m.unit, kind: m.kind.rawValue)
+                if m.name == GoroutineGroups.countMetric, let pid = m.resource.pid {
+                    state.withLock { _ = $0.censusPids.insert(pid) }
+                }
             case .event(let e):
                 let time = Int64(e.timeUnixNano / 1_000_000)
                 note(e.resource, time: time)
@@ -168,8 +174,8 @@ public final class DashboardState: Sendable {
                                        start: Int64(p.startUnixNano / 1_000_000), durationNanos: p.durationNano,
                                        samples: p.samples, data: p.data)
                 state.withLock { s in
-                    if let old = s.profiles[pid], old.start > info.start { return }
-                    s.profiles[pid] = info
+                    if let old = s.profiles[pid]?[info.profileType], old.start > info.start { return }
+                    s.profiles[pid, default: [:]][info.profileType] = info
                 }
             }
         }
@@ -207,6 +213,7 @@ public final class DashboardState: Sendable {
             for pid in old {
                 s.processes[pid] = nil
                 s.profiles[pid] = nil
+                s.censusPids.remove(pid)
             }
             return old
         }
@@ -247,8 +254,13 @@ public final class DashboardState: Sendable {
     /// Newest first.
     public var traces: [Trace] { state.withLock { s in s.traceOrder.reversed().compactMap { s.traces[$0] } } }
     public func trace(_ id: String) -> Trace? { state.withLock { $0.traces[id] } }
-    public func profile(pid: Int64) -> ProfileInfo? { state.withLock { $0.profiles[pid] } }
-    public var profiles: [ProfileInfo] { state.withLock { Array($0.profiles.values) }.sorted { $0.pid < $1.pid } }
+    /// The latest profile of a process of one type ("cpu" from the cpu_profiler, "goroutine" from goroutines).
+    public func profile(pid: Int64, type: String = "cpu") -> ProfileInfo? { state.withLock { $0.profiles[pid]?[type] } }
+    /// Whether the process has a goroutine census (groups to show).
+    public func hasCensus(pid: Int64) -> Bool { state.withLock { $0.censusPids.contains(pid) } }
+    public var profiles: [ProfileInfo] {
+        state.withLock { $0.profiles.values.flatMap(\.values) }.sorted { ($0.pid, $0.profileType) < ($1.pid, $1.profileType) }
+    }
 
     func routeSummaries(group: String?, from: Int64, to: Int64) -> [HTTPRouteStats.Summary] {
         state.withLock { $0.routes.summaries(group: group, from: from, to: to) }

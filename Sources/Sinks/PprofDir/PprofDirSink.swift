@@ -4,7 +4,8 @@ import Glibc
 import Pprof
 
 /// `pprof_dir`: writes every profile as a file,
-/// `<path>/<ferret.group>/<pid>-<start unix nanos>.pb.gz` (gzipped profile.proto,
+/// `<path>/<ferret.group>/<pid>-<start unix nanos>.pb.gz` for CPU profiles and
+/// `<pid>-<type>-<start unix nanos>.pb.gz` for the others (gzipped profile.proto,
 /// ready for `go tool pprof`), and records the path on the profile for the sinks
 /// after it. A size cap (`max_bytes`) and an age cap (`max_age`) remove the oldest
 /// files first. Files are written to a temporary name and renamed, so a reader
@@ -72,7 +73,9 @@ public final class PprofDirSink: AheadSink, @unchecked Sendable {
         let pid = p.resource.pid ?? 0
         let dir = directory + "/" + group
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let path = "\(dir)/\(pid)-\(p.startUnixNano).pb.gz"
+        // CPU profiles keep the plain name; other types say theirs (goroutine).
+        let kind = p.profileType == "cpu" || p.profileType.isEmpty ? "" : "-" + Self.safe(p.profileType)
+        let path = "\(dir)/\(pid)\(kind)-\(p.startUnixNano).pb.gz"
         let tmp = path + ".tmp"
         guard FileManager.default.createFile(atPath: tmp, contents: Data(p.data)) else {
             throw SinkError("cannot write \(tmp): \(String(cString: strerror(errno)))")

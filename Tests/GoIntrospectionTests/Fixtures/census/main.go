@@ -8,8 +8,8 @@
 //   - 1 parked 50 frames deep (deep -> deep -> ... -> chan receive);
 //   - 1 busy goroutine that never parks.
 // Then it prints "ready <goid of main> <pid>" and serves commands on stdin:
-//   "dump DIR" writes DIR/debug1.txt and DIR/debug2.txt (runtime/pprof's own
-//   goroutine profile at debug=1 and debug=2) and prints "dumped";
+//   "dump DIR" writes DIR/debug0.pb.gz, DIR/debug1.txt and DIR/debug2.txt
+//   (runtime/pprof's own goroutine profile at debug=0, 1 and 2) and prints "dumped";
 //   "churn N" starts N goroutines a second that end at once (until "stop");
 //   "park N" starts N more goroutines parked 8 frames deep on a channel
 //   receive (created by parkN), and prints "parked" when all are.
@@ -171,8 +171,12 @@ func goid() string {
 }
 
 func dump(dir string) {
-	for _, d := range []int{1, 2} {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("debug%d.txt", d)))
+	for _, d := range []int{0, 1, 2} {
+		name := fmt.Sprintf("debug%d.txt", d)
+		if d == 0 {
+			name = "debug0.pb.gz"
+		}
+		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
 			panic(err)
 		}

@@ -23,23 +23,31 @@ extension GoroutineCensus {
     /// compiler-made wrappers are left out unless they called a panic. Runtime
     /// frames and goexit are kept (the formats drop them where Go does).
     public func frames(of stack: [UInt64]) -> [GoroutineFrame] {
-        var out: [GoroutineFrame] = []
+        physicalFrames(of: stack).flatMap(\.frames)
+    }
+
+    /// ``frames(of:)`` by physical frame: each stack PC (a return address, or
+    /// the goroutine's resume PC first) with the logical frames it holds,
+    /// innermost first. A frame left out whole (a wrapper) has no entry.
+    public func physicalFrames(of stack: [UInt64]) -> [(pc: UInt64, frames: [GoroutineFrame])] {
+        var out: [(pc: UInt64, frames: [GoroutineFrame])] = []
         var callee = ""
         for pc in stack {
             let link = pc &- loadBias
             guard let fn = pcln.function(containing: link) else { break }
             let lookup = link > fn.entry ? link - 1 : link
-            let expanded = pcln.frames(at: lookup)
-            for f in expanded {
+            var here: [GoroutineFrame] = []
+            for f in pcln.frames(at: lookup) {
                 let isWrapper = f.funcID == tables.funcIDWrapper
                 let panicCallee = callee == "runtime.gopanic" || callee == "runtime.sigpanic" || callee == "runtime.panicwrap"
                 if !(isWrapper && !panicCallee) {
-                    out.append(GoroutineFrame(function: f.function, file: f.file, line: f.line, pc: f.pc &+ 1 &+ loadBias,
-                                              entry: fn.entry &+ loadBias, framePC: f.inlined ? 0 : pc, inlined: f.inlined,
-                                              funcID: f.funcID))
+                    here.append(GoroutineFrame(function: f.function, file: f.file, line: f.line, pc: f.pc &+ 1 &+ loadBias,
+                                               entry: fn.entry &+ loadBias, framePC: f.inlined ? 0 : pc, inlined: f.inlined,
+                                               funcID: f.funcID))
                 }
                 callee = f.function
             }
+            if !here.isEmpty { out.append((pc, here)) }
         }
         return out
     }

@@ -150,9 +150,10 @@ extension GoroutineCensus {
     {
         var out = [(stack: [UInt64], state: GoroutineRecord.StackState, read: Int)](repeating: ([], .skipped, 0), count: items.count)
         var spans: [(address: UInt64, count: Int)?] = []
-        for item in items {
+        for (k, item) in items.enumerated() {
             let r = regs(item.bytes)
-            guard r.sp >= r.lo, r.sp < r.hi, r.pc != 0, budget > 0 else { spans.append(nil); continue }
+            guard r.sp >= r.lo, r.sp < r.hi, r.pc != 0 else { spans.append(nil); continue }
+            guard budget > 0 else { out[k].state = .budget; spans.append(nil); continue }
             let count = Int(min(UInt64(options.maxStackBytes), r.hi - r.sp, UInt64(budget)))
             budget -= count
             spans.append((r.sp, count))

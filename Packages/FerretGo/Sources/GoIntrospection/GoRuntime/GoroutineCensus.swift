@@ -11,8 +11,10 @@ public struct GoroutineRecord: Sendable, Equatable {
         case running
         /// The goroutine changed while it was read, twice: nothing is guessed.
         case changed
-        /// Stacks were not asked for, or the census's memory budget ran out.
+        /// Stacks were not asked for (or there is no saved context to start from).
         case skipped
+        /// The census's stack budget (``GoroutineCensus/Options/stackBudget``) ran out first.
+        case budget
         /// The walk ended before the outermost frame (an address that is not Go
         /// code, or the frame limit): what was found is kept.
         case truncated
