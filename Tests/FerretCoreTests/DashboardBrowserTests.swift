@@ -43,7 +43,7 @@ final class DashboardBrowserTests: XCTestCase {
 
     /// The agent monitors the leaking fixture (truthsrv served by net/http,
     /// `/leak` at 10 requests/s, each calling out with a new http.Client:
-    /// scheduler + heap + http_tracer) and the CPU-burning fixture (burner
+    /// scheduler + heap + http_tracer + goroutines) and the CPU-burning fixture (burner
     /// `-mode split`, scheduler + heap + cpu_profiler); the browser opens every
     /// page and checks what is on it.
     func testPagesInARealBrowserShowTheLeakTheHotspotAndTheTrace() throws {
@@ -69,7 +69,7 @@ final class DashboardBrowserTests: XCTestCase {
           - name: leaky-services
             match: { pid: [\(leaky.pid)] }
             group: truthsrv
-            collectors: { scheduler: {}, heap: {}, http_tracer: { metrics_interval: 5s } }
+            collectors: { scheduler: {}, heap: {}, http_tracer: { metrics_interval: 5s }, goroutines: { census_interval: 2s } }
           - name: cpu-burners
             match: { pid: [\(burner.pid)] }
             group: burner

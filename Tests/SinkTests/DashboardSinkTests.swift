@@ -197,6 +197,95 @@ final class DashboardSinkTests: XCTestCase {
         XCTAssertEqual(try HTTP.get(port: port, path: "/api/profile?pid=8").status, 404)
     }
 
+    /// The goroutines page's API: the latest census's groups (a generic creator
+    /// whose name holds commas stays whole), each with its trend, growth and
+    /// oldest wait, the stacks of the goroutine profile samples labelled with
+    /// the group, the leak alert marking the groups it names; a goroutine
+    /// profile sits beside the CPU profile instead of replacing it.
+    func testGoroutineGroupsWithStacksAndTheLeakAlert() throws {
+        let sink = try DashboardSink(name: "d", host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
+        defer { sink.close() }
+        let port = try XCTUnwrap(sink.port)
+        let r = resource(pid: 9, group: "proxy", go: "go1.27.3")
+        let t0 = UInt64(Date().timeIntervalSince1970) * 1_000_000_000 - 30_000_000_000
+        struct G { var start, creator, location, state: String; var counts: [Double] }
+        let groups = [
+            G(start: "net/http.(*persistConn).readLoop", creator: "net/http.(*Transport).dialConn", location: "/go/src/net/http/transport.go:2123",
+              state: "IO wait", counts: [10, 20, 30]),
+            G(start: "main.work[go.shape.int,go.shape.string]", creator: "main.spawn[go.shape.int,go.shape.string]", location: "/src/main.go:9",
+              state: "chan receive", counts: [5, 5, 5]),
+            G(start: "main.gone", creator: "main.main", location: "/src/main.go:3", state: "sleep", counts: [1, 1]),  // not in the last census
+        ]
+        func attrs(_ g: G) -> [Attribute] {
+            [Attribute("go.goroutine.start", .string(g.start)), Attribute("go.goroutine.creator", .string(g.creator)),
+             Attribute("go.goroutine.creator.location", .string(g.location)), Attribute("go.goroutine.state", .string(g.state))]
+        }
+        for k in 0..<3 {
+            let t = t0 + UInt64(k) * 10_000_000_000
+            var batch: [Signal] = []
+            for g in groups where k < g.counts.count {
+                batch.append(.metric(MetricPoint(name: "go.goroutine.group.count", kind: .gauge, value: g.counts[k], timeUnixNano: t,
+                                                 attributes: attrs(g), resource: r)))
+                batch.append(.metric(MetricPoint(name: "go.goroutine.group.growth_rate", kind: .gauge, value: k == 0 ? 0 : g.counts[k] - g.counts[k - 1],
+                                                 timeUnixNano: t, attributes: attrs(g), resource: r)))
+                batch.append(.metric(MetricPoint(name: "go.goroutine.group.oldest_wait", kind: .gauge, value: Double(k) * 10, timeUnixNano: t,
+                                                 attributes: attrs(g), resource: r)))
+            }
+            try sink.write(batch)
+        }
+        // The goroutine profile: two stacks for readLoop's group, labelled as the goroutines plugin labels them.
+        let b = PprofBuilder(sampleTypes: [("goroutine", "count")], periodType: ("goroutine", "count"), period: 1,
+                             timeNanos: Int64(t0 + 20_000_000_000), durationNanos: 0)
+        let park = PprofFrame(function: "runtime.gopark", file: "/go/src/runtime/proc.go", line: 435)
+        let read = PprofFrame(function: "net/http.(*persistConn).readLoop", file: "/go/src/net/http/transport.go", line: 2300)
+        let labels = ["goroutine.start": groups[0].start, "goroutine.creator": groups[0].creator,
+                      "goroutine.creator.location": groups[0].location, "goroutine.state": groups[0].state]
+        b.addSample(stack: [(0x10, nil, [park]), (0x20, nil, [read])], values: [28], labels: labels)
+        b.addSample(stack: [(0x10, nil, [park]), (0x30, nil, [PprofFrame(function: "net/http.(*persistConn).readLoop", line: 2301)])],
+                    values: [2], labels: labels)
+        try sink.write([.profile(Profile(data: try b.gzippedData(), profileType: "goroutine", startUnixNano: t0 + 20_000_000_000, durationNano: 0,
+                                         samples: 30, path: nil, attributes: [], resource: r))])
+        let cpu = PprofBuilder.cpu(frequencyHz: 99, timeNanos: Int64(t0), durationNanos: 10_000_000_000)
+        cpu.addSample(stack: [(0x10, nil, [PprofFrame(function: "main.hot")])], values: [1, 10_000_000])
+        try sink.write([.profile(Profile(data: try cpu.gzippedData(), profileType: "cpu", startUnixNano: t0, durationNano: 10_000_000_000,
+                                         samples: 1, path: nil, attributes: [], resource: r))])
+        // The leak alert names readLoop's group the way goroutine_leak writes it.
+        try sink.write([.event(Event(name: "go.goroutine.leak", severity: .warn, body: "goroutines grew", timeUnixNano: t0 + 20_000_000_000,
+                                     attributes: [Attribute("go.goroutine.leak.groups", .string(
+                                         "net/http.(*persistConn).readLoop created by net/http.(*Transport).dialConn at "
+                                             + "/go/src/net/http/transport.go:2123 [IO wait]: 10 -> 30 (1/s)"))], resource: r))])
+
+        let from = t0 / 1_000_000 - 1000
+        let v = try json(port, "/api/goroutines?pid=9&from=\(from)")
+        let list = try XCTUnwrap(v["groups"] as? [[String: Any]])
+        XCTAssertEqual(list.map { $0["start"] as? String }, [groups[0].start, groups[1].start], "the latest census's groups, largest first")
+        let rl = list[0], generic = list[1]
+        XCTAssertEqual(rl["creator"] as? String, groups[0].creator)
+        XCTAssertEqual(rl["location"] as? String, groups[0].location)
+        XCTAssertEqual(rl["state"] as? String, "IO wait")
+        XCTAssertEqual(rl["count"] as? Double, 30)
+        XCTAssertEqual(rl["growth_rate"] as? Double, 10)
+        XCTAssertEqual(rl["oldest_wait"] as? Double, 20)
+        XCTAssertEqual((rl["trend"] as? [[Double]])?.map { $0[1] }, [10, 20, 30])
+        XCTAssertEqual(rl["leaking"] as? Bool, true)
+        let stacks = try XCTUnwrap(rl["stacks"] as? [[String: Any]])
+        XCTAssertEqual(stacks.map { $0["count"] as? Int }, [28, 2])
+        XCTAssertEqual((stacks[0]["frames"] as? [[String: Any]])?.map { $0["function"] as? String },
+                       ["runtime.gopark", "net/http.(*persistConn).readLoop"])
+        XCTAssertEqual((stacks[0]["frames"] as? [[String: Any]])?.last?["line"] as? Int, 2300)
+        XCTAssertEqual(generic["creator"] as? String, groups[1].creator, "a value with commas stays whole")
+        XCTAssertEqual(generic["leaking"] as? Bool, false)
+        XCTAssertEqual((generic["stacks"] as? [Any])?.count, 0)
+        XCTAssertEqual((v["leak"] as? [String: Any])?["body"] as? String, "goroutines grew")
+        XCTAssertEqual(try json(port, "/api/process?pid=9")["has_goroutines"] as? Bool, true)
+        // Both profiles are kept, by type.
+        XCTAssertEqual((try json(port, "/api/profile?pid=9")["view"] as? [String: Any])?["total"] as? Int, 1)
+        XCTAssertEqual((try json(port, "/api/profile?pid=9&type=goroutine")["view"] as? [String: Any])?["total"] as? Int, 30)
+        XCTAssertEqual((try json(port, "/api/profiles")["profiles"] as? [[String: Any]])?.map { $0["type"] as? String }, ["cpu", "goroutine"])
+        XCTAssertEqual(try HTTP.get(port: port, path: "/api/goroutines").status, 400)
+        XCTAssertEqual((try json(port, "/api/goroutines?pid=10")["groups"] as? [Any])?.count, 0)
+    }
+
     /// `ferret status` reads the overview from a running dashboard, and says
     /// clearly when there is none.
     func testFerretStatusReadsTheAPI() throws {

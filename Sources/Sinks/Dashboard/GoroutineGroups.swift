@@ -9,7 +9,9 @@ import Pprof
 /// profile's group labels), and whether the active leak alert names it.
 struct GoroutineGroups {
     static let countMetric = "go.goroutine.group.count"
-    static let attributeKeys = ["go.goroutine.creator", "go.goroutine.creator.location", "go.goroutine.start", "go.goroutine.state"]
+    /// The group series' attribute keys in the order DashboardState writes them
+    /// (sorted "k=v" texts: "creator.location=" sorts before "creator=").
+    static let attributeKeys = ["go.goroutine.creator.location", "go.goroutine.creator", "go.goroutine.start", "go.goroutine.state"]
 
     struct Group {
         var start = "", creator = "", location = "", state = ""
@@ -50,8 +52,8 @@ struct GoroutineGroups {
                 value = rest
             }
             switch i {
-            case 0: g.creator = String(value)
-            case 1: g.location = String(value)
+            case 0: g.location = String(value)
+            case 1: g.creator = String(value)
             case 2: g.start = String(value)
             default: g.state = String(value)
             }

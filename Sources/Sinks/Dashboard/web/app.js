@@ -188,7 +188,7 @@ function overviewPage() {
           <td><a href="#/group/${encodeURIComponent(g.name)}">${esc(g.name)}</a></td><td>${esc(g.rule)}</td>
           <td class="num">${g.instances}</td><td class="go-versions">${esc(g.go_versions.join(", ") || "–")}</td>
           <td>${esc(g.linkage.join(", ") || "–")}</td><td>${badge(g.health)}</td>
-          <td>${g.alerts.length ? badge(String(g.alerts.length), "alert") + " " + esc(g.alerts[0].body) : '<span class="muted">none</span>'}</td></tr>`).join("");
+          <td>${g.alerts.length ? badge(String(g.alerts.length), "alert") + " " + alertText(g.alerts[0]) : '<span class="muted">none</span>'}</td></tr>`).join("");
       main.querySelector("#history-note").textContent =
         `${o.history.series} series in memory (${fmtBytes(o.history.bytes)})` + (o.history.refused_series ? `, ${o.history.refused_series} refused (max_bytes)` : "");
     },
@@ -279,7 +279,8 @@ const CHART_NAMES = [...new Set(CHARTS.flatMap(c => c.lines.map(l => l[0])))];
 function processPage(pid) {
   setNav("overview");
   main.innerHTML = `<h1 id="title">Process ${pid}</h1>
-    <div class="toolbar"><a href="#/hotspots/${pid}" id="hotspots-link">Hotspots</a><a id="http-link" href="#/http">HTTP</a>
+    <div class="toolbar"><a href="#/hotspots/${pid}" id="hotspots-link">Hotspots</a><a href="#/goroutines/${pid}" id="goroutines-link">Goroutines</a>
+    <a id="http-link" href="#/http">HTTP</a>
     <a href="#/events" id="events-link">Events</a><span style="flex:1"></span>${rangePicker()}</div>
     <div class="panel"><dl class="props" id="props"></dl></div>
     <div class="grid" id="charts">${CHARTS.map(c => `<div class="chart" data-chart="${c.id}"><h3>${esc(c.title)}</h3><svg></svg><div class="legend"></div></div>`).join("")}</div>`;
@@ -522,7 +523,7 @@ function eventsPage(group) {
       (!f || (e.name + " " + (e.group || "") + " " + e.body).toLowerCase().includes(f)));
     main.querySelector("#events tbody").innerHTML = rows.length === 0 ? `<tr><td colspan="6" class="muted">No events.</td></tr>` :
       rows.map(e => `<tr data-event="${esc(e.name)}"><td>${fmtDateTime(e.time)}</td><td>${badge(e.severity)}</td><td>${esc(e.name)}</td>
-        <td>${esc(e.group || "")}</td><td class="num">${e.pid != null ? `<a href="#/process/${e.pid}">${e.pid}</a>` : ""}</td><td>${esc(e.body)}</td></tr>`).join("");
+        <td>${esc(e.group || "")}</td><td class="num">${e.pid != null ? `<a href="#/process/${e.pid}">${e.pid}</a>` : ""}</td><td>${alertText(e)}</td></tr>`).join("");
   };
   filter.addEventListener("input", render);
   hotspots.addEventListener("change", render);
@@ -536,6 +537,104 @@ function eventsPage(group) {
   };
 }
 
+// An alert's text; a goroutine leak links to the process's goroutine groups.
+function alertText(a) {
+  if (a.name === "go.goroutine.leak" && a.pid != null) {
+    return esc(a.body) + ` <a class="leak-link" href="#/goroutines/${a.pid}">goroutine groups</a>`;
+  }
+  return esc(a.body);
+}
+
+// A small trend line of [[t, v]] points.
+function sparkline(points, w, h) {
+  const pts = points.filter(p => isFinite(p[1]));
+  if (pts.length < 2) return `<svg class="spark" width="${w}" height="${h}"></svg>`;
+  const t0 = pts[0][0], t1 = pts[pts.length - 1][0];
+  const lo = Math.min(...pts.map(p => p[1])), hi = Math.max(...pts.map(p => p[1]));
+  const x = t => 1 + (t - t0) / Math.max(1, t1 - t0) * (w - 2);
+  const y = v => h - 2 - (hi > lo ? (v - lo) / (hi - lo) : 0.5) * (h - 4);
+  const d = pts.map((p, i) => (i ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join("");
+  return `<svg class="spark" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}"><path d="${d}" fill="none" stroke="${COLORS[0]}" stroke-width="1.4"/></svg>`;
+}
+
+// The goroutines page of a process: the census's groups (start function,
+// creator, site, state) with a trend, count, growth and oldest wait; a click
+// on a group shows its stacks; the leak alert marks the groups it names.
+const GOROUTINE_CHARTS = [
+  { id: "states", title: "Goroutines by state", name: "go.goroutine.state.count" },
+  { id: "reasons", title: "Waiting goroutines by wait reason", name: "go.goroutine.wait_reason.count" },
+];
+function goroutinesPage(pid) {
+  setNav("overview");
+  main.innerHTML = `<h1 id="title">Goroutines · pid ${pid}</h1>
+    <div class="toolbar"><a href="#/process/${pid}">Process</a><span id="census" class="muted"></span>
+    <span style="flex:1"></span><a id="download" href="/api/profile.pb.gz?pid=${pid}&type=goroutine" download>Goroutine profile (.pb.gz)</a>${rangePicker()}</div>
+    <div id="leak"></div>
+    <table id="ggroups"><thead><tr><th>Trend</th><th>Start function</th><th>Created by</th><th>State</th><th class="num">Count</th>
+    <th class="num">Growth</th><th class="num">Oldest wait</th></tr></thead><tbody></tbody></table>
+    <div class="grid" style="margin-top:14px">${GOROUTINE_CHARTS.map(c =>
+      `<div class="chart" data-chart="${c.id}"><h3>${esc(c.title)}</h3><svg></svg><div class="legend"></div></div>`).join("")}</div>`;
+  const open = new Set();  // the groups whose stacks are shown, by attributes
+  let last = null;
+  const render = () => {
+    const r = last;
+    const body = main.querySelector("#ggroups tbody");
+    if (!r.groups.length) {
+      body.innerHTML = `<tr><td colspan="7" class="muted">No goroutine census of this process yet (the goroutines collector takes one every census_interval).</td></tr>`;
+      return;
+    }
+    body.innerHTML = r.groups.map(g => {
+      const shown = open.has(g.attributes);
+      let html = `<tr class="clickable${g.leaking ? " leaking" : ""}${shown ? " sel" : ""}" data-group="${esc(g.attributes)}">
+        <td>${sparkline(g.trend, 90, 22)}</td>
+        <td class="fn">${esc(g.start)}${g.leaking ? " " + badge("leak", "alert") : ""}</td>
+        <td class="fn">${esc(g.creator)}${g.location ? `<div class="muted site">${esc(g.location)}</div>` : ""}</td>
+        <td>${esc(g.state)}</td><td class="num">${fmtNum(g.count)}</td>
+        <td class="num">${g.growth_rate == null ? "–" : fmtNum(g.growth_rate) + "/s"}</td>
+        <td class="num">${fmtSeconds(g.oldest_wait)}</td></tr>`;
+      if (shown) {
+        html += `<tr class="stacks" data-stacks="${esc(g.attributes)}"><td></td><td colspan="6">` + (g.stacks.length === 0
+          ? `<span class="muted">${g.start === "other" ? "The groups past top_groups, summed." : "No stack in the latest goroutine profile (stacks off, or the group is past the profile)."}</span>`
+          : g.stacks.map(st => `<div class="stack"><div class="muted">${st.count} goroutine${st.count === 1 ? "" : "s"} with this stack</div>` +
+            st.frames.map(f => `<div class="frame"><span class="fn">${esc(f.function)}</span> <span class="muted">${esc(f.file)}:${f.line}</span></div>`).join("") +
+            `</div>`).join("")) + `</td></tr>`;
+      }
+      return html;
+    }).join("");
+  };
+  const p = {
+    async update(gen) {
+      const now = Date.now(), from = now - rangeMs;
+      const [r, proc, data] = await Promise.all([
+        api(`/api/goroutines?pid=${pid}&from=${from}&to=${now}&points=60`),
+        api("/api/process?pid=" + pid).catch(() => null),
+        api(`/api/series/batch?pid=${pid}&names=${GOROUTINE_CHARTS.map(c => c.name).join(",")}&from=${from}&to=${now}&points=300`),
+      ]);
+      if (gen !== generation) return;
+      last = r;
+      if (proc) document.getElementById("title").textContent = `Goroutines · ${proc.group} · pid ${pid}`;
+      main.querySelector("#census").textContent = r.census_time ? "census of " + fmtDateTime(r.census_time) : "";
+      main.querySelector("#leak").innerHTML = r.leak ? `<div class="panel leak">${badge("goroutine leak", "alert")} ${esc(r.leak.body)}
+        <div class="muted">Since ${fmtDateTime(r.leak.time)}; the groups it names are marked below.</div></div>` : "";
+      render();
+      for (const c of GOROUTINE_CHARTS) {
+        const lines = data.series.filter(s => s.name === c.name)
+          .map(s => ({ label: s.attributes.replace(/^[^=]*=/, ""), series: c.name, attrs: s.attributes, points: chartPoints(s) }));
+        drawChart(main.querySelector(`.chart[data-chart="${c.id}"]`), lines, "", from, now);
+      }
+    },
+    click(e) {
+      const tr = e.target.closest("tr[data-group]");
+      if (!tr || !last) return;
+      const k = tr.dataset.group;
+      if (open.has(k)) open.delete(k); else open.add(k);
+      render();
+    },
+  };
+  bindRange(() => p.update(generation));
+  return p;
+}
+
 // ---- routing and refresh -----------------------------------------------------
 
 function route() {
@@ -545,6 +644,7 @@ function route() {
     case "group": page = groupPage(parts[1] || ""); break;
     case "process": page = processPage(Number(parts[1])); break;
     case "hotspots": page = hotspotsPage(Number(parts[1])); break;
+    case "goroutines": page = goroutinesPage(Number(parts[1])); break;
     case "http": page = httpPage(parts[1] || null); break;
     case "trace": page = tracePage(parts[1] || ""); break;
     case "events": page = eventsPage(parts[1] || null); break;

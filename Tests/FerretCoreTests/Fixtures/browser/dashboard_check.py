@@ -9,8 +9,10 @@ Modes:
              http_tracer) and the CPU-burning fixture (burner -mode split):
              overview, process page and its goroutine chart against the JSON
              API, hotspots naming the hot function, the HTTP page's trace
-             waterfall (a server span with a nested client span), the events
-             page's leak event.
+             waterfall (a server span with a nested client span), the
+             goroutines page (the leak's groups marked, a group's stack on a
+             click, reached from the overview's alert), the events page's
+             leak event.
   load       the dashboard holds 100 process groups: the overview lists them
              all and the overview and a process page render within a bound.
 
@@ -224,6 +226,39 @@ def fixtures(d, a):
     d.assert_layout("trace waterfall")
     d.shot("trace")
     d.collect_console("trace")
+
+    # Goroutines: the census's groups; the leak alert marks readLoop and
+    # writeLoop (created by dialConn); a click shows a group's stack from the
+    # goroutine profile; the overview's alert links here.
+    d.open("/")
+    link = wait_for(lambda: d.find(f'#groups tr[data-group="{a.leak_group}"] a.leak-link'), "the overview's leak alert to link to its goroutine groups", timeout=90)
+    link[0].click()
+    wait_for(lambda: d.driver.current_url.endswith(f"#/goroutines/{a.leak_pid}"), "the link to open the goroutines page")
+    def leaking():
+        names = [tr.find_element(By.CSS_SELECTOR, "td.fn").text for tr in d.find("#ggroups tr.leaking")]
+        return names if any("readLoop" in n for n in names) and any("writeLoop" in n for n in names) else None
+    names = wait_for(leaking, "the goroutines page to mark readLoop and writeLoop as leaking", timeout=90)
+    check(True, f"the goroutines page marks the leaking groups: {names}")
+    check(d.find("#leak .panel.leak"), "the goroutines page shows the leak alert")
+    # Read and click in one script each: the table re-renders every 2 s.
+    info = d.driver.execute_script("""
+        const tr = [...document.querySelectorAll('#ggroups tr.leaking')].find(r => r.cells[1].textContent.includes('readLoop'));
+        if (!tr) return null;
+        const spark = !!tr.querySelector('svg.spark path');
+        tr.cells[1].click();
+        return {text: tr.textContent, spark};""")
+    check(info and "net/http.(*Transport).dialConn" in info["text"], f"the readLoop group is created by dialConn ({info and info['text']!r})")
+    check(info["spark"], "the readLoop group has a trend line")
+    frames = wait_for(lambda: [f.text for f in d.find("#ggroups tr.stacks .frame")], "a click to show the group's stack")
+    check(any("net/http.(*persistConn).readLoop" in f for f in frames), f"the stack shown is readLoop's ({frames[:4]})")
+    check(any("runtime.gopark" in f or "runtime.selectgo" in f for f in frames), "the stack goes down to where it parked")
+    n = wait_for(lambda: len(d.find('.chart[data-chart="states"] svg path')), "the goroutines-by-state chart")
+    check(n >= 1, f"the goroutines page charts the states ({n} lines)")
+    headers, body = d.raw(f"/api/profile.pb.gz?pid={a.leak_pid}&type=goroutine")
+    check(body[:2] == b"\x1f\x8b", f"the goroutine profile downloads ({len(body)} bytes, gzipped)")
+    d.assert_layout("goroutines")
+    d.shot("goroutines")
+    d.collect_console("goroutines")
 
     # Events: the leak event, newest first.
     d.open("/events")
