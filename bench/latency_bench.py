@@ -11,6 +11,12 @@ rotating order for R rounds (a fresh agent each time):
   readers   the agent with the `scheduler` collector at 100 ms reading the Go
             runtime, plus the `heap` collector when its library
             (libferret_heap.so in BIN_DIR) and manifest (plugins.d/heap.yaml) exist
+  census    readers plus the `goroutines` collector taking a census with
+            stacks every second (10 times its default rate), and its goroutine
+            profile (issue #19); give the server goroutines to read with --idle
+
+--conditions picks and orders them (default none,os,readers). --idle N starts
+the server with N parked goroutines (okserver -idle N).
 
 With --pin the server runs on CPU 1 and wrk on CPU 0 (taskset; the agent is
 not pinned). Off by default: on the 2-vCPU machine, shared with other work,
@@ -20,7 +26,7 @@ condition, and compares each condition's median with the round-to-round spread
 of `none`.
 
 Usage: bench/latency_bench.py BIN_DIR OKSERVER [--rounds 5] [--duration 12]
-       [--connections 16] [--pin]
+       [--connections 16] [--pin] [--conditions none,readers,census] [--idle 10000]
 """
 import argparse, json, os, random, re, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -31,6 +37,8 @@ ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--duration", type=int, default=12)
 ap.add_argument("--connections", type=int, default=16)
 ap.add_argument("--pin", action="store_true")
+ap.add_argument("--conditions", default="none,os,readers")
+ap.add_argument("--idle", type=int, default=0)
 args = ap.parse_args()
 
 wrk = shutil.which("wrk")
@@ -45,10 +53,12 @@ heap = os.path.exists(f"{args.bin}/libferret_heap.so") and os.path.exists(f"{rep
 def taskset(cpu, argv):
     return (["taskset", "-c", str(cpu)] + argv) if pin else argv
 
-def agent_config(name, go):
+def agent_config(name, go, census=False):
     collectors = f"      scheduler: {{ go_runtime: {'true' if go else 'false'} }}\n"
     if go and heap:
         collectors += "      heap: {}\n"
+    if census:
+        collectors += "      goroutines: { census_interval: 1s, stacks: true, profiles: true }\n"
     text = f"""
 agent:
   interval: 100ms
@@ -68,11 +78,18 @@ rules:
     open(path, "w").write(text)
     return path
 
-conditions = {
-    "none": None,
-    "os": agent_config("os", go=False),
-    "readers": agent_config("readers", go=True),
+known = {
+    "none": lambda: None,
+    "os": lambda: agent_config("os", go=False),
+    "readers": lambda: agent_config("readers", go=True),
+    "census": lambda: agent_config("census", go=True, census=True),
 }
+wanted = args.conditions.split(",")
+if "none" not in wanted or any(c not in known for c in wanted):
+    sys.exit(f"--conditions: a comma-separated list of {', '.join(known)}, with none")
+if "census" in wanted and not os.path.exists(f"{args.bin}/libferret_goroutines.so"):
+    sys.exit(f"census: {args.bin}/libferret_goroutines.so is missing (scripts/build.sh release)")
+conditions = {c: known[c]() for c in wanted}
 
 def seconds(v):
     m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
@@ -87,7 +104,8 @@ def run_wrk(url):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {"p50": p50, "p99": p99, "rps": rps, "errors": errors.group(0) if errors else None}
 
-server = subprocess.Popen(taskset(1, [args.server, f"bench-{token}"]), stdout=subprocess.PIPE, text=True)
+server = subprocess.Popen(taskset(1, [args.server] + (["-idle", str(args.idle)] if args.idle else []) + [f"bench-{token}"]),
+                          stdout=subprocess.PIPE, text=True)
 agent = None
 try:
     line = server.stdout.readline()
@@ -113,7 +131,7 @@ try:
             if agent:
                 # How often the target was actually read during the load.
                 n = 0
-                want = "go.goroutine.count" if c == "readers" else "process.thread.count"
+                want = {"readers": "go.goroutine.count", "census": "go.goroutine.census.duration"}.get(c, "process.thread.count")
                 for l in open(f"{tmp}/{c}.jsonl"):
                     if f'"{want}"' in l and w0 * 1e9 <= json.loads(l)["time_unix_nano"] < w1 * 1e9:
                         n += 1
@@ -128,8 +146,10 @@ try:
                   f"{res['rps']:9.0f} req/s{extra}{err}", flush=True)
 
     what = "scheduler" + (" + heap" if heap else " (heap plugin not built here)")
+    idle = f", {args.idle} parked goroutines in the server" if args.idle else ""
     print(f"summary ({args.rounds} rounds x {args.duration} s, wrk -t1 -c{args.connections}, "
-          f"{'server on CPU 1, wrk on CPU 0' if pin else 'unpinned'}; readers = {what} at 100 ms):")
+          f"{'server on CPU 1, wrk on CPU 0' if pin else 'unpinned'}; readers = {what} at 100 ms"
+          f"{'; census = readers + goroutines census with stacks every 1 s' if 'census' in results else ''}{idle}):")
     keys = ("p50", "p99", "rps")
     med = {c: {k: statistics.median(x[k] for x in rs) for k in keys} for c, rs in results.items()}
     lo = {c: {k: min(x[k] for x in rs) for k in keys} for c, rs in results.items()}
@@ -144,7 +164,10 @@ try:
     for k, label in (("p50", "p50"), ("p99", "p99"), ("rps", "req/s")):
         noise = max((hi[c][k] - lo[c][k]) / med[c][k] for c in results)
         diffs = {f"{c} vs none": (med[c][k] - med["none"][k]) / med["none"][k] for c in results if c != "none"}
-        diffs["readers vs os"] = (med["readers"][k] - med["os"][k]) / med["os"][k]
+        if "readers" in results and "os" in results:
+            diffs["readers vs os"] = (med["readers"][k] - med["os"][k]) / med["os"][k]
+        if "readers" in results and "census" in results:
+            diffs["census vs readers"] = (med["census"][k] - med["readers"][k]) / med["readers"][k]
         verdict = "within noise" if all(abs(d) <= noise for d in diffs.values()) else "NOT within noise"
         print(f"  {label}: " + ", ".join(f"{c} {100 * d:+.1f}%" for c, d in diffs.items())
               + f"; round-to-round spread up to {100 * noise:.0f}% -> {verdict}")

@@ -86,6 +86,8 @@ echo "== agent and collectd side by side, 50 Go processes at 1 s $(load)"
 python3 bench/collectd_bench.py "$bin" "$gobin/truthsrv"
 echo "== target latency under wrk: no agent / agent without the Go readers / with them, at 100 ms $(load)"
 python3 bench/latency_bench.py "$bin" "$gobin/okserver"
+echo "== target latency under wrk, 10,000 parked goroutines: no agent / readers / readers + a census with stacks every 1 s (issue #19) $(load)"
+python3 bench/latency_bench.py "$bin" "$gobin/okserver" --conditions none,readers,census --idle 10000
 echo "== CPU profiler (stack_copy 4096) vs perf record -g at 99 Hz, CPU-bound Go fixture (about 3 minutes) $(load)"
 python3 bench/profiler_bench.py "$bin" "$gobin/burner"
 echo "== the same at 997 Hz against perf record --call-graph dwarf,4096 (both copy 4 KiB of stack a sample) $(load)"

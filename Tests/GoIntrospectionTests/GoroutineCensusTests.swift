@@ -7,7 +7,8 @@ import XCTest
 
 /// The goroutine census against the program's own goroutine profile: the census
 /// fixture (known groups: 50 in chan receive, 30 in time.Sleep, 20 in
-/// sync.Mutex.Lock, 10 in select, 3 in read(2), one 50 frames deep, one busy),
+/// sync.Mutex.Lock, 10 in select, 3 in read(2), one 50 frames deep, one busy,
+/// and the finalizer goroutine blocked in a user finalizer, which Go counts),
 /// built with every toolchain as plain, static and stripped-static builds (and
 /// stripped PIE for three), writes runtime/pprof's goroutine profile at debug=1
 /// and debug=2; the census taken right after must agree:
@@ -114,8 +115,9 @@ final class GoroutineCensusTests: XCTestCase {
                     for f in census.frames(of: r.stack) { XCTAssertTrue(functions.contains(f.function) || f.inlined, "\(v): frame \(f.function)") }
                 }
             }
-            // 116 steady goroutines, the churner, and at most three ticks of the churn (1,000 each) alive at once.
-            XCTAssertLessThan(maxTotal, 116 + 1 + 3_000, v)
+            // 117 steady goroutines (the finalizer's among them), the churner, and at
+            // most three ticks of the churn (1,000 each) alive at once.
+            XCTAssertLessThanOrEqual(maxTotal, 117 + 1 + 3_000, v)
             XCTAssertGreaterThan(censuses, 10, v)
             try fixture.command("stop", expect: "stopped")
             print("GoroutineCensusTests churn \(v): \(censuses) censuses in 5 s, at most \(maxTotal) goroutines, \(churnSeen) churn goroutines seen, \(changed) changed under the reader")

@@ -6,7 +6,9 @@
 //   - 10 in a select, created by spawnD;
 //   - 3 in a blocking read(2) on a pipe (syscall state), created by spawnE;
 //   - 1 parked 50 frames deep (deep -> deep -> ... -> chan receive);
-//   - 1 busy goroutine that never parks.
+//   - 1 busy goroutine that never parks;
+//   - the finalizer goroutine, blocked in a finalizer (main.blockFinalizer's
+//     closure, on a channel receive): while it runs user code Go counts it.
 // Then it prints "ready <goid of main> <pid>" and serves commands on stdin:
 //   "dump DIR" writes DIR/debug0.pb.gz, DIR/debug1.txt and DIR/debug2.txt
 //   (runtime/pprof's own goroutine profile at debug=0, 1 and 2) and prints "dumped";
@@ -21,10 +23,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -124,6 +128,32 @@ func busy() {
 	}
 }
 
+type finObj struct{ b [64]byte }
+
+var (
+	finBlock   = make(chan int)
+	finRunning int32
+)
+
+// blockFinalizer leaves the finalizer goroutine blocked in a finalizer.
+//
+//go:noinline
+func blockFinalizer() {
+	o := &finObj{}
+	runtime.SetFinalizer(o, func(*finObj) {
+		atomic.StoreInt32(&finRunning, 1)
+		sink += <-finBlock
+	})
+	o = nil
+	for i := 0; i < 500 && atomic.LoadInt32(&finRunning) == 0; i++ {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if atomic.LoadInt32(&finRunning) == 0 {
+		panic("the finalizer did not run")
+	}
+}
+
 //go:noinline
 func churnOne() { sink++ }
 
@@ -195,6 +225,7 @@ func main() {
 	spawnE()
 	go deep(50)
 	go busy()
+	blockFinalizer()
 	time.Sleep(200 * time.Millisecond) // everyone reaches its wait
 	fmt.Printf("ready %s %d\n", goid(), os.Getpid())
 	in := bufio.NewScanner(os.Stdin)

@@ -100,8 +100,11 @@ extension GoroutineCensus {
 
     /// runtime.showfuncinfo at the default GOTRACEBACK: a function with a package
     /// and not in the runtime, or an exported runtime function.
+    /// Go 1.25+ always shows runtime.runFinalizers and runtime.runCleanups (funcID
+    /// rules; the functions have these names only in those versions).
     static func shownInTraceback(_ name: String, firstFrame: Bool = false) -> Bool {
         if name == "runtime.gopanic" && !firstFrame { return true }
+        if name == "runtime.runFinalizers" || name == "runtime.runCleanups" { return true }
         guard name.contains(".") else { return false }
         guard name.hasPrefix("runtime.") else { return true }
         var rest = Substring(name.dropFirst("runtime.".count))

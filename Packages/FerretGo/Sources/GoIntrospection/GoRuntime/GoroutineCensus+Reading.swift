@@ -54,8 +54,25 @@ extension GoroutineCensus {
                 }
             }
         }
+        for i in records.indices where records[i].isSystem && runsUserFinalizer(records[i]) { records[i].isSystem = false }
         return GoroutineCensusResult(goroutines: records, allocatedGs: n, readGs: gs.count, sampled: stride > 1,
                                      changed: changed, bytesRead: bytesRead, nanotime: now)
+    }
+
+    /// Whether `r` is the finalizer goroutine (runtime.runfinq; runFinalizers
+    /// from Go 1.25) running a user finalizer, which
+    /// runtime.isSystemGoroutine counts as a user goroutine (it reads
+    /// fingStatus's fingRunningFinalizer bit, fingRunning before Go 1.21). From
+    /// outside the same fact is on the stack: above runtime.runfinq runs a
+    /// frame outside the runtime (the finalizer, or what it called). Without a
+    /// stack (running, or stacks off) it stays a system goroutine.
+    func runsUserFinalizer(_ r: GoroutineRecord) -> Bool {
+        guard !r.stack.isEmpty, let start = pcln.function(containing: r.startPC &- loadBias)?.name,
+              start == "runtime.runfinq" || start == "runtime.runFinalizers" else { return false }
+        return r.stack.contains { pc in
+            guard let name = pcln.function(containing: pc &- loadBias)?.name else { return false }
+            return !name.hasPrefix("runtime.") && !name.hasPrefix("internal/runtime/")
+        }
     }
 
     /// The G pointers of allgs[0..<count] (every `stride`-th).
