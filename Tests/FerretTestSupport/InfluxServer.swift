@@ -1,6 +1,6 @@
 import Foundation
 import GoTestSupport
-@testable import FerretDelivery
+import FerretDelivery
 import XCTest
 
 /// A real InfluxDB 1.6 (Debian's `influxdb`) on loopback, in a temporary
