@@ -28,14 +28,15 @@ public enum GoroutineProfile {
         public var data: [UInt8]
         /// Goroutines in the profile (scaled when the census was sampled).
         public var goroutines: Int64
-        /// Distinct samples (stack and labels).
+        /// Samples written (same-stack groups; the builder merges equal ones).
         public var samples: Int
     }
 
     /// Builds the profile of `result`, taken at `timeNanos` (Unix nanoseconds).
     /// `mainMapping` is the executable's text mapping (see ``executableMapping(pid:)``).
-    public static func build(census: GoroutineCensus, result: GoroutineCensusResult, timeNanos: Int64,
-                             mainMapping: PprofMappingInfo?) throws -> Output {
+    /// `groups` are `census.stackGroups(result)` when the caller has them already.
+    public static func build(census: GoroutineCensus, result: GoroutineCensusResult, groups: [GoroutineStackGroup]? = nil,
+                             timeNanos: Int64, mainMapping: PprofMappingInfo?) throws -> Output {
         let builder = PprofBuilder(sampleTypes: [("goroutine", "count")], periodType: ("goroutine", "count"), period: 1,
                                    timeNanos: timeNanos, durationNanos: 0)
         // Every location is symbolized here (pclntab), stripped or not: pprof
@@ -47,21 +48,11 @@ public enum GoroutineProfile {
         }
         if let mapping { builder.setMainMapping(mapping) }
         let scale = result.sampled && result.readGs > 0 ? Double(result.allocatedGs) / Double(result.readGs) : 1
-        // Goroutines with the same stack and group share one sample.
-        struct Key: Hashable { var stack: [UInt64]; var labels: [String] }
-        var counts: [Key: Int] = [:]
-        var first: [Key: GoroutineRecord] = [:]
-        for r in result.goroutines where !r.isSystem {
-            let site = census.createdBy(r)
-            let labels = [r.state, census.entryFunction(r), site?.function ?? census.creatorFunction(r) ?? "",
-                          site.map { "\($0.file):\($0.line)" } ?? ""]
-            let key = Key(stack: r.stack.isEmpty ? [r.startPC] : r.stack, labels: labels)
-            counts[key, default: 0] += 1
-            if first[key] == nil { first[key] = r }
-        }
         var total: Int64 = 0
-        for (key, n) in counts.sorted(by: { $0.value > $1.value }) {
-            let r = first[key]!
+        var samples = 0
+        // Groups with the same stack and names (two creation PCs in one line) merge in the builder.
+        for g in groups ?? census.stackGroups(result) {
+            let r = g.representative
             var stack: [PprofStackElement] = []
             if r.stack.isEmpty {
                 stack.append((r.startPC, mapping, [PprofFrame(function: census.startFunction(r))]))
@@ -74,13 +65,14 @@ public enum GoroutineProfile {
                 }
             }
             guard !stack.isEmpty else { continue }
-            let value = Int64((Double(n) * scale).rounded())
+            let value = Int64((Double(g.count) * scale).rounded())
             total += value
+            samples += 1
             var labels: [String: String] = [:]
-            for (k, v) in zip(labelKeys, key.labels) where !v.isEmpty { labels[k] = v }
+            for (k, v) in zip(labelKeys, [g.state, g.entry, g.creator, g.location]) where !v.isEmpty { labels[k] = v }
             builder.addSample(stack: stack, values: [value], labels: labels)
         }
-        return Output(data: try builder.gzippedData(), goroutines: total, samples: counts.count)
+        return Output(data: try builder.gzippedData(), goroutines: total, samples: samples)
     }
 
     /// The mapping of the process's executable, pprof's mapping 1.

@@ -147,8 +147,9 @@ public final class GoroutineCollector: FerretCollector {
                                           pid: pid, attributes: [("go.goroutine.unstacked", .int(Int64(budgetCut))),
                                                                  ("stack_budget", .int(Int64(options.stackBudget)))]))
             }
-            points += metrics(pid: pid, result: result, target: &t, now: mono)
-            if profiles { profile(pid: pid, census: t.census, result: result, mapping: t.mapping) }
+            let groups = t.census.stackGroups(result)
+            points += metrics(pid: pid, result: result, groups: groups, target: &t, now: mono)
+            if profiles { profile(pid: pid, census: t.census, result: result, groups: groups, mapping: t.mapping) }
             points.append(.gauge("go.goroutine.census.duration", took, unit: "s", pid: pid))
             points.append(.gauge("go.goroutine.census.changed", Double(result.changed), unit: "{goroutine}", pid: pid))
             targets[pid] = t
@@ -158,33 +159,32 @@ public final class GoroutineCollector: FerretCollector {
     }
 
     /// Go's goroutine profile of this census, as runtime/pprof writes it (labelled by group).
-    private func profile(pid: Int32, census: GoroutineCensus, result: GoroutineCensusResult, mapping: PprofMappingInfo?) {
+    private func profile(pid: Int32, census: GoroutineCensus, result: GoroutineCensusResult, groups: [GoroutineStackGroup],
+                         mapping: PprofMappingInfo?) {
         let now = UInt64(Date().timeIntervalSince1970 * 1e9)
         do {
-            let p = try GoroutineProfile.build(census: census, result: result, timeNanos: Int64(now), mainMapping: mapping)
+            let p = try GoroutineProfile.build(census: census, result: result, groups: groups, timeNanos: Int64(now), mainMapping: mapping)
             emit.profile(pid: pid, type: "goroutine", data: p.data, startUnixNano: now, durationNano: 0, samples: p.goroutines)
         } catch {
             emit.log(.warn, "pid \(pid): goroutine profile not built: \(error)")
         }
     }
 
-    private func metrics(pid: Int32, result: GoroutineCensusResult, target t: inout Target, now: UInt64) -> [Metric] {
-        let census = t.census
-        let user = result.goroutines.filter { !$0.isSystem }
+    private func metrics(pid: Int32, result: GoroutineCensusResult, groups stackGroups: [GoroutineStackGroup], target t: inout Target,
+                         now: UInt64) -> [Metric] {
         // A sampled census stands for every k-th G: scale its counts back.
         let scale = result.sampled && result.readGs > 0 ? Double(result.allocatedGs) / Double(result.readGs) : 1
         var points: [Metric] = []
         var byState: [String: Int] = [:], byReason: [String: Int] = [:]
         var groups: [GroupKey: (count: Int, oldest: Int64)] = [:]
-        for r in user {
-            byState[r.statusName, default: 0] += 1
-            if let w = r.waitReason { byReason[w, default: 0] += 1 }
-            let creator = census.createdBy(r)
-            let key = GroupKey(start: census.entryFunction(r), creator: creator?.function ?? census.creatorFunction(r) ?? "",
-                               location: creator.map { "\($0.file):\($0.line)" } ?? "", state: r.state)
-            let waited = r.waitSince != 0 ? max(0, result.nanotime - r.waitSince) : 0
+        for s in stackGroups {
+            let r = s.representative
+            byState[r.statusName, default: 0] += s.count
+            if let w = r.waitReason { byReason[w, default: 0] += s.count }
+            let key = GroupKey(start: s.entry, creator: s.creator, location: s.location, state: s.state)
+            let waited = s.earliestWaitSince != 0 ? max(0, result.nanotime - s.earliestWaitSince) : 0
             let g = groups[key] ?? (0, 0)
-            groups[key] = (g.count + 1, max(g.oldest, waited))
+            groups[key] = (g.count + s.count, max(g.oldest, waited))
         }
         for (state, n) in byState.sorted(by: { $0.key < $1.key }) {
             points.append(.gauge("go.goroutine.state.count", Double(n) * scale, unit: "{goroutine}", pid: pid,

@@ -27,8 +27,10 @@ public struct GoroutineDump {
     /// A running goroutine (no stack) is a group of its own start function.
     public func groups() -> [Group] {
         var byKey: [[UInt64]: Group] = [:]
+        var framesOf: [[UInt64]: [GoroutineFrame]] = [:]  // parked together: one lookup
         for r in userGoroutines {
-            let frames = r.stack.isEmpty ? [] : census.frames(of: r.stack)
+            let frames = r.stack.isEmpty ? [] : framesOf[r.stack] ?? census.frames(of: r.stack)
+            framesOf[r.stack] = frames
             let pcs = r.stack.isEmpty ? [r.startPC] : frames.map(\.pc)
             byKey[pcs, default: Group(count: 0, pcs: pcs, frames: frames, goroutines: [])].count += 1
             byKey[pcs]!.goroutines.append(r)
