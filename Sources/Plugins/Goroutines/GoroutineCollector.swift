@@ -152,6 +152,7 @@ public final class GoroutineCollector: FerretCollector {
             if profiles { profile(pid: pid, census: t.census, result: result, groups: groups, mapping: t.mapping) }
             points.append(.gauge("go.goroutine.census.duration", took, unit: "s", pid: pid))
             points.append(.gauge("go.goroutine.census.changed", Double(result.changed), unit: "{goroutine}", pid: pid))
+            points.append(.gauge("go.goroutine.census.read", Double(result.bytesRead), unit: "By", pid: pid))
             targets[pid] = t
         }
         if !events.isEmpty { emit.events(events) }

@@ -176,7 +176,8 @@ extension GoroutineCensus {
             spans.append((r.sp, count))
         }
         let stacks = readEach(spans)
-        let again = readEach(items.map { ($0.g, plan.gSize) })
+        // The Gs again, for the torn-read check: only those whose stack was read.
+        let again = readEach(items.indices.map { spans[$0] == nil ? nil : (items[$0].g, plan.gSize) })
         for (k, item) in items.enumerated() {
             guard let span = spans[k] else { continue }
             let before = regs(item.bytes)
