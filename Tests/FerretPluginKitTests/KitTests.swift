@@ -38,7 +38,8 @@ final class KitTests: XCTestCase {
     struct Checked: PluginSettings {
         var depth: Int?
         var every: DurationSetting?
-        enum CodingKeys: String, CodingKey, CaseIterable { case depth, every }
+        var budget: ByteSizeSetting?
+        enum CodingKeys: String, CodingKey, CaseIterable { case depth, every, budget }
         func check() throws {
             if let d = depth, d < 1 { throw PluginError.invalidConfig("depth must be at least 1", path: "/depth") }
         }
@@ -51,9 +52,16 @@ final class KitTests: XCTestCase {
         XCTAssertEqual(s.depth, 2)
         XCTAssertEqual(s.every?.nanoseconds, 60_000_000_000)
         XCTAssertEqual(try context("{\"every\":5}").settings(Checked.self).every?.nanoseconds, 5_000_000_000)
-        XCTAssertEqual(Checked.keyNames, ["depth", "every"])
+        XCTAssertEqual(Checked.keyNames, ["depth", "every", "budget"])
+        for (json, bytes) in [("64MiB", 64 << 20), ("512 KiB", 512 << 10), ("1G", 1 << 30), ("10MB", 10_000_000), ("4096", 4096)] {
+            XCTAssertEqual(try context("{\"budget\":\"\(json)\"}").settings(Checked.self).budget?.bytes, bytes, json)
+        }
+        XCTAssertEqual(try context("{\"budget\":2048}").settings(Checked.self).budget?.bytes, 2048)
         let cases: [(String, String, String)] = [
-            ("{\"dept\":2}", "/dept", "unknown key 'dept'; allowed: depth, every"),
+            ("{\"dept\":2}", "/dept", "unknown key 'dept'; allowed: budget, depth, every"),
+            ("{\"budget\":\"lots\"}", "/budget", "'lots' is not a size"),
+            ("{\"budget\":\"64 parsecs\"}", "/budget", "'64 parsecs' is not a size"),
+            ("{\"budget\":\"99999999999999999999G\"}", "/budget", "is not a size"),
             ("{\"depth\":0}", "/depth", "depth must be at least 1"),
             ("{\"depth\":\"two\"}", "/depth", "'depth' must be an integer"),
             ("{\"every\":\"soon\"}", "/every", "'soon' is not a duration"),
