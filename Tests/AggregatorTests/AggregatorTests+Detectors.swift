@@ -171,6 +171,38 @@ extension AggregatorTests {
         XCTAssertTrue(ev.isEmpty, ev.map(\.body).joined(separator: "\n"))
     }
 
+    /// The leak names the census groups that grew (start function, creator, site,
+    /// state, before -> now, rate), not the ones that stayed; with a census too
+    /// seldom for the window it says why no group is named.
+    func testLeakNamesTheGroupsThatGrewOrSaysWhyNot() {
+        let d = leakDetector(window: 10)
+        let dense = Self.process(1), sparse = Self.process(2)
+        func group(_ start: String, _ state: String) -> [Attribute] {
+            [Attribute("go.goroutine.start", .string(start)), Attribute("go.goroutine.creator", .string("main.spawn")),
+             Attribute("go.goroutine.creator.location", .string("/src/main.go:7")), Attribute("go.goroutine.state", .string(state))]
+        }
+        var input: [Signal] = []
+        for s in 0..<20 {
+            let t = Double(s)
+            for r in [dense, sparse] { input.append(Self.point("go.goroutine.count", 10 + 5 * t, t, r)) }
+            // Process 1: a census every second; process 2: one census in all.
+            input.append(Self.point("go.goroutine.group.count", 5 * t, t, dense, attributes: group("main.leaky", "chan receive")))
+            input.append(Self.point("go.goroutine.group.count", 10, t, dense, attributes: group("main.steady", "select")))
+            if s == 0 { input.append(Self.point("go.goroutine.group.count", 0, t, sparse, attributes: group("main.leaky", "chan receive"))) }
+        }
+        let ev = Self.events(Self.feed(d, input)).filter { $0.name == "go.goroutine.leak" }
+        let named = ev.first { $0.resource.pid == 1 }, unnamed = ev.first { $0.resource.pid == 2 }
+        guard let named, let unnamed else { return XCTFail("a leak for each process: \(ev.map(\.body))") }
+        guard case .string(let groups)? = Self.attr(named, "go.goroutine.leak.groups") else { return XCTFail("no groups: \(named.body)") }
+        XCTAssertTrue(groups.hasPrefix("main.leaky created by main.spawn at /src/main.go:7 [chan receive]: "), groups)
+        XCTAssertFalse(groups.contains("main.steady"), groups)
+        XCTAssertEqual(Self.attr(named, "go.goroutine.start"), .string("main.leaky"))
+        XCTAssertTrue(named.body.contains("Growing: main.leaky"), named.body)
+        XCTAssertNil(Self.attr(unnamed, "go.goroutine.leak.groups"))
+        XCTAssertTrue(unnamed.body.contains("census ran less than twice in this window"), unnamed.body)
+        XCTAssertFalse(named.body.contains("census ran less than twice"), named.body)
+    }
+
     func testLeakDetectorResolvesWhenTheProcessExits() {
         let d = leakDetector(window: 10)
         let r = Self.process(1)

@@ -161,7 +161,12 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
         ]
         var body = "goroutines of \(Self.describe(st.resource)) grew from \(formatFigure(from)) to \(formatFigure(count)) "
             + "in \(formatFigure(seconds)) s (now \(formatFigure(rate))/s, trend \(formatFigure(tr.tau))) and keep growing: a goroutine leak?"
-        let grew = grownGroups(resource: key.resource, since: now - min(now, options.window))
+        let since = now - min(now, options.window)
+        let grew = grownGroups(resource: key.resource, since: since)
+        if grew.isEmpty && censusTooSparse(resource: key.resource, since: since) {
+            body += " (The goroutines collector's census ran less than twice in this window, so the groups that grew are not"
+                + " named: set its census_interval to at most half the goroutine_leak window.)"
+        }
         if !grew.isEmpty {
             let lines = grew.map(\.text)
             attrs.append(Attribute("go.goroutine.leak.groups", .string(lines.joined(separator: "\n"))))
@@ -209,6 +214,17 @@ public final class GoroutineLeakDetector: Aggregator, @unchecked Sendable {
             out.append(GrownGroup(attributes: key.attributes, before: before, now: now, rate: rate, text: text))
         }
         return Array(out.sorted { $0.now - $0.before > $1.now - $1.before }.prefix(5))
+    }
+
+    /// Whether the process has census group series but none with two points in
+    /// the window: the census runs too seldom for the window to name groups.
+    func censusTooSparse(resource: Int, since: UInt64) -> Bool {
+        var seen = false
+        for (key, st) in series.states where key.name == Self.groupMetric && key.resource == resource {
+            seen = true
+            if st.times.filter({ $0 >= since }).count >= 2 { return false }
+        }
+        return seen
     }
 
     private func resolved(_ key: SeriesKey, _ st: Series, at time: UInt64, reason: String) -> Event {
