@@ -231,8 +231,14 @@ def fixtures(d, a):
     # writeLoop (created by dialConn); a click shows a group's stack from the
     # goroutine profile; the overview's alert links here.
     d.open("/")
-    link = wait_for(lambda: d.find(f'#groups tr[data-group="{a.leak_group}"] a.leak-link'), "the overview's leak alert to link to its goroutine groups", timeout=90)
-    link[0].click()
+    # Found and clicked in one script: the overview re-renders every 2 s.
+    click_link = """
+        const tr = [...document.querySelectorAll('#groups tr[data-group]')].find(r => r.dataset.group === arguments[0]);
+        const link = tr && tr.querySelector('a.leak-link');
+        if (!link) return false;
+        link.click();
+        return true;"""
+    wait_for(lambda: d.driver.execute_script(click_link, a.leak_group), "the overview's leak alert to link to its goroutine groups", timeout=90)
     wait_for(lambda: d.driver.current_url.endswith(f"#/goroutines/{a.leak_pid}"), "the link to open the goroutines page")
     def leaking():
         names = [tr.find_element(By.CSS_SELECTOR, "td.fn").text for tr in d.find("#ggroups tr.leaking")]
