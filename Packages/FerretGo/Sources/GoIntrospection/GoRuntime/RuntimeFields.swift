@@ -141,7 +141,7 @@ public struct RuntimeFieldResolver: Sendable {
         return nil
     }
 
-    private static let signedScalars: Set<String> = ["int", "int8", "int16", "int32", "int64"]
+    private static let signedScalars: Set<String> = ["int", "int8", "int16", "int32", "int64", "runtime.bucketType"] // bucketType: named int
     private static let unsignedScalars: Set<String> = [
         "uint", "uint8", "uint16", "uint32", "uint64", "uintptr", "unsafe.Pointer", "bool",
         "runtime.guintptr", "runtime.muintptr", "runtime.puintptr",
