@@ -47,7 +47,7 @@ public enum GoroutineProfile {
             return m
         }
         if let mapping { builder.setMainMapping(mapping) }
-        let scale = result.sampled && result.readGs > 0 ? Double(result.allocatedGs) / Double(result.readGs) : 1
+        let scale = result.scale
         var total: Int64 = 0
         var samples = 0
         // Groups with the same stack and names (two creation PCs in one line) merge in the builder.

@@ -174,7 +174,7 @@ public final class GoroutineCollector: FerretCollector {
     private func metrics(pid: Int32, result: GoroutineCensusResult, groups stackGroups: [GoroutineStackGroup], target t: inout Target,
                          now: UInt64) -> [Metric] {
         // A sampled census stands for every k-th G: scale its counts back.
-        let scale = result.sampled && result.readGs > 0 ? Double(result.allocatedGs) / Double(result.readGs) : 1
+        let scale = result.scale
         var points: [Metric] = []
         var byState: [String: Int] = [:], byReason: [String: Int] = [:]
         var groups: [GroupKey: (count: Int, oldest: Int64)] = [:]

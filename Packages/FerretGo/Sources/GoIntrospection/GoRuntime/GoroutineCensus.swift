@@ -63,6 +63,10 @@ public struct GoroutineCensusResult: Sendable {
     public var bytesRead: Int
     /// The runtime's nanotime when the census was taken (CLOCK_MONOTONIC).
     public var nanotime: Int64
+
+    /// What each goroutine read stands for: 1, or allocated / read when sampled
+    /// (every k-th G read), to scale counts back to the whole.
+    public var scale: Double { sampled && readGs > 0 ? Double(allocatedGs) / Double(readGs) : 1 }
 }
 
 /// Reads a Go program's goroutine table (`runtime.allgs`) from outside it:
